@@ -1,0 +1,1 @@
+"""ImageFolder: autoregressive image generation with folded tokens."""
