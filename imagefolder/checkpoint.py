@@ -1,0 +1,131 @@
+"""One checkpoint format, written atomically and loaded without unpickling code.
+
+A training checkpoint is a folder `step_<N>/` holding `model.safetensors` (trainable weights and the
+EMA), `state.pt` (optimizer, scheduler and RNG state: tensors and plain containers only, loaded with
+`weights_only=True`) and `meta.json` (step, config). It is written under a temporary name and renamed
+into place, then `latest` is replaced, so a killed run never leaves a half-written checkpoint behind.
+A finished model is one safetensors file with its config in the metadata (`save_model`/`load_model`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .config import diff
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, foreign or made with a different config."""
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text to `path` through a temporary file in the same folder and `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+
+
+def save_model(tensors: dict[str, torch.Tensor], path: str | Path, config: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> None:
+    """Save a state dict as safetensors with `config` (and `extra`) as JSON metadata, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"config": json.dumps(config), "extra": json.dumps(extra or {})}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(_contiguous(tensors), str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | Path, expected_config: dict[str, Any] | None = None
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Load `(state_dict, config, extra)` from a file written by `save_model`.
+
+    With `expected_config`, a differing config raises CheckpointError listing the fields that differ.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint (truncated or foreign?): {err}") from err
+    if "config" not in meta:
+        raise CheckpointError(f"{path} has no config metadata: not a checkpoint written by imagefolder")
+    config = json.loads(meta["config"])
+    if expected_config is not None:
+        check_config(config, expected_config, path)
+    return tensors, config, json.loads(meta.get("extra", "{}"))
+
+
+def check_config(saved: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:
+    """Raise CheckpointError naming every field where a checkpoint's config differs from `expected`."""
+    changes = diff(saved, expected)
+    if changes:
+        raise CheckpointError(f"{path} was made with a different config:\n  " + "\n  ".join(changes))
+
+
+def save_training(ckpt_root: str | Path, step: int, model_tensors: dict[str, torch.Tensor],
+                  state: dict[str, Any], config: dict[str, Any], keep: int) -> Path:
+    """Write `ckpt_root/step_<step>/` atomically, point `latest` at it, keep the newest `keep`."""
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:08d}-"))
+    try:
+        save_file(_contiguous(model_tensors), str(tmp / "model.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, "config": config}, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(root / "latest", final.name)
+    for old in sorted(root.glob("step_*"))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def latest_training(ckpt_root: str | Path) -> Path | None:
+    """The folder `latest` points to, or None when there is no checkpoint yet."""
+    pointer = Path(ckpt_root) / "latest"
+    if not pointer.exists():
+        return None
+    folder = Path(ckpt_root) / pointer.read_text().strip()
+    if not folder.is_dir():
+        raise CheckpointError(f"{pointer} points to {folder}, which does not exist")
+    return folder
+
+
+def load_training(folder: str | Path, expected_config: dict[str, Any] | None = None
+                  ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
+    """`(step, model tensors, state)` of a training checkpoint folder; never unpickles code."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        tensors = load_file(str(folder / "model.safetensors"))
+        state = torch.load(folder / "state.pt", weights_only=True, map_location="cpu")
+    except (OSError, ValueError, KeyError, SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"cannot load training checkpoint {folder} (truncated or foreign?): {err}") from err
+    if expected_config is not None:
+        check_config(meta["config"], expected_config, folder)
+    return int(meta["step"]), tensors, state

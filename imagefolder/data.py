@@ -1,0 +1,187 @@
+"""ImageFolder-layout data sets (`root/{train,val}/<class>/*.png|jpg`), transforms and loaders.
+
+Class index = position of the folder name in sorted order. A secondary label (the emoji
+subcategory) is read from `root/labels.csv` when present. Images are float tensors in [-1, 1].
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from .config import DataConfig
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+class DataError(RuntimeError):
+    """A data root is missing or an image cannot be read."""
+
+
+def resolve_root(cfg: DataConfig) -> Path:
+    """The data root; `$VAR` roots (ImageNet) come from the environment and are never downloaded."""
+    if cfg.root.startswith("$"):
+        var = cfg.root[1:]
+        if not os.environ.get(var):
+            raise DataError(f"${var} is not set: point it at an ImageNet folder with train/ and val/ in "
+                            f"ImageFolder layout (the project never downloads ImageNet)")
+        return Path(os.environ[var])
+    return Path(cfg.root)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float → [0, 255] uint8, same shape."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[0, 255] uint8 → [-1, 1] float32, same shape."""
+    return x.float() / 127.5 - 1
+
+
+def image_transform(resolution: int) -> v2.Compose:
+    """PIL image → uint8 (3, R, R): resize the short side (bicubic, antialiased), centre crop."""
+    return v2.Compose([v2.PILToTensor(),
+                       v2.Resize(resolution, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+                       v2.CenterCrop(resolution)])
+
+
+class ImageFolderDataset(Dataset):
+    """One split of an ImageFolder tree; items are `(image (3,R,R) in [-1,1], label)`.
+
+    `label` picks the class folder ("category") or the secondary label from labels.csv ("subcategory").
+    Corrupt files raise DataError naming the file, unless `skip_corrupt`, in which case they are
+    dropped, counted in `self.skipped` and printed (only possible with `in_memory`, which decodes all
+    images up front).
+    """
+
+    def __init__(self, cfg: DataConfig, split: str, train: bool | None = None):
+        root = resolve_root(cfg)
+        folder = root / split
+        if not folder.is_dir():
+            hint = "run `make data`" if cfg.name == "emoji" else "check the path (or set IMAGEFOLDER_IMAGENET)"
+            raise DataError(f"data split not found: {folder} — {hint}")
+        self.cfg, self.split = cfg, split
+        self.classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        files = [(f, ci) for ci, c in enumerate(self.classes) for f in sorted((folder / c).iterdir())
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
+        if cfg.max_per_split is not None:
+            files = _spread(files, cfg.max_per_split)
+        if not files:
+            raise DataError(f"no images in {folder}")
+        self.files = [f for f, _ in files]
+        self.target_names = {"category": self.classes}
+        self.targets = {"category": torch.tensor([ci for _, ci in files])}
+        if (root / "labels.csv").exists():
+            sub = read_secondary_labels(root)
+            names = sorted(set(sub.values()))
+            index = {name: i for i, name in enumerate(names)}
+            self.target_names["subcategory"] = names
+            self.targets["subcategory"] = torch.tensor([index[sub[f.relative_to(root).as_posix()]] for f in self.files])
+        if cfg.label not in self.targets:
+            raise DataError(f"data.label={cfg.label!r} needs {root / 'labels.csv'} (the emoji data has it)")
+        self.transform = image_transform(cfg.resolution)
+        self.flip = cfg.hflip and (train if train is not None else split == "train")
+        self.skipped: list[str] = []
+        self.images = self._decode_all() if cfg.in_memory else None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.targets[self.cfg.label]
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.target_names[self.cfg.label]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def _load(self, path: Path) -> torch.Tensor:
+        try:
+            with Image.open(path) as im:
+                return self.transform(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError, SyntaxError) as err:
+            raise DataError(f"cannot read image {path}: {err}") from err
+
+    def _decode_all(self) -> torch.Tensor:
+        images, keep = [], []
+        for i, f in enumerate(self.files):
+            try:
+                images.append(self._load(f))
+                keep.append(i)
+            except DataError as err:
+                if not self.cfg.skip_corrupt:
+                    raise
+                self.skipped.append(str(f))
+                print(f"skipped corrupt image ({len(self.skipped)} so far): {err}")
+        if self.skipped:
+            print(f"{self.split}: skipped {len(self.skipped)} corrupt image(s) of {len(self.files)}")
+            self.files = [self.files[i] for i in keep]
+            self.targets = {k: v[keep] for k, v in self.targets.items()}
+        return torch.stack(images)  # (N, 3, R, R) uint8
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.images[i] if self.images is not None else self._load(self.files[i])
+        if self.flip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return from_uint8(img), int(self.labels[i])
+
+    def uint8_images(self) -> torch.Tensor:
+        """All images as one (N, 3, R, R) uint8 tensor (decodes them if not held in memory)."""
+        return self.images if self.images is not None else torch.stack([self._load(f) for f in self.files])
+
+    def fingerprint(self) -> str:
+        """Short hash of the file list and labels: identifies the data a result was computed on."""
+        h = hashlib.sha256()
+        for f, y in zip(self.files, self.labels.tolist()):
+            h.update(f"{f.name}:{y}\n".encode())
+        return h.hexdigest()[:16]
+
+
+class MultiLabelView(Dataset):
+    """Items `(image, label_1, …, label_n)` for the named labels of an ImageFolderDataset."""
+
+    def __init__(self, base: ImageFolderDataset, labels: list[str]):
+        missing = [name for name in labels if name not in base.targets]
+        if missing:
+            raise DataError(f"labels {missing} are not available for {base.split} (have {sorted(base.targets)})")
+        self.base, self.names = base, labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple:
+        image, _ = self.base[i]
+        return (image, *(int(self.base.targets[name][i]) for name in self.names))
+
+
+def _spread(files: list, n: int) -> list:
+    """Up to n items spread evenly over the sorted list (so every class is represented)."""
+    if n >= len(files):
+        return files
+    step = len(files) / n
+    return [files[int(i * step)] for i in range(n)]
+
+
+def read_secondary_labels(root: Path) -> dict[str, str]:
+    """`labels.csv` → {relative path: subcategory}."""
+    path = root / "labels.csv"
+    if not path.exists():
+        raise DataError(f"{path} not found: the subcategory label exists only for the emoji data (run `make data`)")
+    with open(path, newline="") as fh:
+        return {row["path"]: row["subcategory"] for row in csv.DictReader(fh)}
+
+
+def load_splits(cfg: DataConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """(train, val) data sets of a data config."""
+    return ImageFolderDataset(cfg, "train"), ImageFolderDataset(cfg, "val")

@@ -1,0 +1,258 @@
+"""The one training loop used for every model: tokenizer, generator and the reference networks.
+
+`train(objective, dataset, tcfg, run_dir, seed)` optimises an *objective*: an nn.Module with
+`phases` (one AdamW per phase, stepped in order each step, e.g. ("model", "disc") for a GAN),
+`parameters_for(phase)`, `forward(batch, phase, step) -> (loss, logs)` and `ema_target` (the module
+that is averaged and exported). DDP is detected from the launcher (`torchrun` sets WORLD_SIZE);
+rank 0 alone writes files. Checkpoints are atomic; a run restarted with the same arguments resumes
+from its last checkpoint and follows the same data order and random stream as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .config import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    steps: int  # steps completed (== tcfg.steps when finished)
+    resumed_from: int  # step the run resumed from (0 for a fresh run)
+    history: list[dict[str, float]] = field(default_factory=list)  # logged rows, resumed rows included
+    wall_time: float = 0.0  # seconds spent in this call
+    model_path: Path | None = None  # exported EMA (or raw) weights of `ema_target`
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Per-rank index batches for steps `start..stop-1` of an epoch-wise shuffled stream.
+
+    Step s draws from epoch s // steps_per_epoch, whose order is a permutation seeded by
+    (seed, epoch), so the stream is a pure function of the step: resuming needs no sampler state.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, start: int, stop: int, rank: int, world: int):
+        if global_batch % world:
+            raise ValueError(f"batch_size {global_batch} is not divisible by {world} processes")
+        if n < global_batch:
+            raise ValueError(f"the data set has {n} items, fewer than one batch of {global_batch}")
+        self.n, self.batch, self.seed = n, global_batch, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.per_epoch = n // global_batch
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, perm = -1, None
+        for step in range(self.start, self.stop):
+            if step // self.per_epoch != epoch:
+                epoch = step // self.per_epoch
+                perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            offset = (step % self.per_epoch) * self.batch
+            yield perm[offset + self.rank: offset + self.batch: self.world].tolist()
+
+
+def lr_factor(step: int, tcfg: TrainConfig) -> float:
+    """Linear warm-up to 1, then cosine decay to `min_lr_ratio` at `steps`."""
+    if step < tcfg.warmup_steps:
+        return (step + 1) / tcfg.warmup_steps
+    progress = (step - tcfg.warmup_steps) / max(1, tcfg.steps - tcfg.warmup_steps)
+    return tcfg.min_lr_ratio + (1 - tcfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(params: list[nn.Parameter], tcfg: TrainConfig, fused: bool) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms, embeddings of dim < 2)."""
+    params = [p for p in params if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": tcfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=tuple(tcfg.betas), fused=fused or None)
+
+
+def autocast_for(device: torch.device, amp: str):
+    use = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+
+
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without frozen parameters (frozen teachers are not ours to save)."""
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in module.state_dict().items() if k not in frozen}
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: str | Path, seed: int,
+          config: dict[str, Any] | None = None, device: torch.device | str = "auto",
+          desc: str = "train") -> TrainResult:
+    """Optimise `objective` on `dataset` for `tcfg.steps` steps; resume from `run_dir` if it holds a checkpoint.
+
+    `config` (the full config as a dict) is stored with every checkpoint and checked on resume.
+    Writes `run_dir/checkpoints/`, `run_dir/history.jsonl` and, at the end, `run_dir/model.safetensors`.
+    """
+    t0 = time.time()
+    device = pick_device(device) if isinstance(device, str) else device
+    info = init_distributed(device)
+    run_dir = Path(run_dir)
+    config = config or {}
+    ckpt_root = run_dir / "checkpoints"
+    seed_everything(seed + info.rank)
+    objective.to(device)
+
+    optimizers = {ph: make_optimizer(objective.parameters_for(ph), tcfg, fused=device.type == "cuda")
+                  for ph in objective.phases}
+    schedulers = {ph: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg))
+                  for ph, opt in optimizers.items()}
+    ema = (AveragedModel(objective.ema_target, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True)
+           if tcfg.ema_decay > 0 else None)
+
+    start, history = 0, []
+    latest = checkpoint.latest_training(ckpt_root)
+    if latest is not None:
+        start, tensors, state = checkpoint.load_training(latest, expected_config=config)
+        objective.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+        if ema is not None:
+            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        for ph in optimizers:
+            optimizers[ph].load_state_dict(state["optimizers"][ph])
+            schedulers[ph].load_state_dict(state["schedulers"][ph])
+        _set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)], device)
+        history = [row for row in _read_history(run_dir) if row["step"] <= start]
+        if info.main:
+            print(f"{desc}: resuming from {latest} (step {start} of {tcfg.steps})")
+
+    model = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1 else objective)
+    sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start, tcfg.steps, info.rank, info.world)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=getattr(dataset, "num_workers", 0))
+
+    def save(step: int) -> None:
+        rngs = [None] * info.world
+        if info.world > 1:
+            dist.all_gather_object(rngs, _rng_state(device))
+        else:
+            rngs = [_rng_state(device)]
+        if not info.main:
+            return
+        tensors = {f"model.{k}": v for k, v in trainable_state(objective).items()}
+        if ema is not None:
+            tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+        state = {"optimizers": {ph: o.state_dict() for ph, o in optimizers.items()},
+                 "schedulers": {ph: s.state_dict() for ph, s in schedulers.items()},
+                 "rng": [{k: v.cpu() for k, v in r.items()} for r in rngs]}
+        checkpoint.save_training(ckpt_root, step, tensors, state, config, tcfg.keep_ckpts)
+
+    objective.train()
+    bar = tqdm(total=tcfg.steps, initial=start, desc=desc, disable=not info.main, mininterval=2.0)
+    step, seen, t_log = start, 0, time.time()
+    for batch in loader:
+        batch = [b.to(device, non_blocking=True) if torch.is_tensor(b) else b for b in batch]
+        logs: dict[str, float] = {}
+        for ph in objective.phases:
+            optimizers[ph].zero_grad(set_to_none=True)
+            with autocast_for(device, tcfg.amp):
+                loss, ph_logs = model(batch, ph, step)
+            loss.backward()
+            if tcfg.grad_clip > 0:
+                logs[f"grad_norm_{ph}"] = float(torch.nn.utils.clip_grad_norm_(objective.parameters_for(ph),
+                                                                                tcfg.grad_clip))
+            optimizers[ph].step()
+            schedulers[ph].step()
+            logs |= {f"loss_{ph}": float(loss.detach())} | ph_logs
+        if ema is not None:
+            ema.update_parameters(objective.ema_target)
+        step += 1
+        seen += len(batch[0]) * info.world
+        bar.update(1)
+        if step % tcfg.log_every == 0 or step == tcfg.steps:
+            rate = seen / max(1e-9, time.time() - t_log)
+            row = {"step": step, "lr": schedulers[objective.phases[0]].get_last_lr()[0], "items_per_s": rate} | logs
+            history.append(row)
+            if info.main:
+                _append_history(run_dir, row)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")} | {"it/s": f"{rate:.0f}"})
+            seen, t_log = 0, time.time()
+        if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
+            save(step)
+    bar.close()
+
+    result = TrainResult(steps=step, resumed_from=start, history=history, wall_time=time.time() - t0)
+    if info.main:
+        exported = (ema.module if ema is not None else objective.ema_target)
+        result.model_path = run_dir / "model.safetensors"
+        checkpoint.save_model(exported.state_dict(), result.model_path, config, {"steps": step})
+    if info.world > 1:
+        dist.barrier()
+    return result
+
+
+def _append_history(run_dir: Path, row: dict[str, float]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "history.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _read_history(run_dir: Path) -> list[dict[str, float]]:
+    path = run_dir / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
