@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,7 @@ class QuantizerConfig:
     phi_convs: int = 4  # φ convs shared across scales by relative depth
     dropout_p: float = 0.1  # quantizer dropout: fraction of the batch truncated (Table 5b)
     dropout_n_start: int = 3  # truncation keeps n ∈ [N_start, S] scales (Table 5a)
+    codebook_init: str = "data"  # data (residuals of the first training batch, fast on CPU) | uniform (official: random unit vectors)
 
 
 @dataclass
@@ -96,6 +96,7 @@ class TokenizerConfig:
     discriminator: str = "patchgan"  # none | patchgan | dino (Table 3 row 7)
     disc_width: int = 64
     disc_layers: int = 3
+    disc_norm: str = "spectral"  # spectral | none: weight normalisation of the PatchGAN convs
 
 
 @dataclass
@@ -169,7 +170,7 @@ class Config:
     train_generator: TrainConfig = field(default_factory=TrainConfig)
     teacher: ReferenceNetConfig = field(default_factory=ReferenceNetConfig)
     evaluator: ReferenceNetConfig = field(default_factory=lambda: ReferenceNetConfig(
-        arch="convnet", width=64, depth=3, labels=["category", "subcategory"], seed=2))
+        arch="convnet", width=32, depth=3, labels=["category", "subcategory"], seed=2))
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     @property
@@ -220,7 +221,7 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
                                     ema_decay=0.0, ckpt_every=500),
         teacher=ReferenceNetConfig(arch="vit", width=width, depth=depth, heads=heads, patch_size=patch,
                                    labels=["subcategory"], seed=1),
-        evaluator=ReferenceNetConfig(arch="convnet", width=64, depth=3, labels=["category", "subcategory"],
+        evaluator=ReferenceNetConfig(arch="convnet", width=32, depth=3, labels=["category", "subcategory"],
                                      seed=2),
         evaluation=EvalConfig(num_samples=1000, num_recon=500, batch_size=100, kid_subset_size=100),
     )
@@ -383,6 +384,7 @@ def validate(cfg: Config) -> None:
            f"N_start={q.dropout_n_start} must be in [1, number of scales={len(s)}]")
     _check(0.0 <= q.phi_gamma <= 1.0, "quantizer.phi_gamma", "must be in [0, 1]")
     _check(q.phi_convs >= 1, "quantizer.phi_convs", "must be at least 1")
+    _choice(q.codebook_init, "quantizer.codebook_init", ("data", "uniform"))
 
     t = cfg.tokenizer
     for part in ("encoder", "decoder"):
@@ -395,10 +397,12 @@ def validate(cfg: Config) -> None:
         grid = d.resolution // t.encoder.patch_size
         _check(s[-1] == grid, "quantizer.scales",
                f"feature_map layout needs the last scale to equal the patch grid {grid}, got {s[-1]}")
+        _check(q.branches == 1, "quantizer.branches", "feature_map layout is the single-branch (VAR) baseline: P must be 1")
     _choice(t.encoder_init, "tokenizer.encoder_init", ("pretrained", "random"))
     _choice(t.encoder_tuning, "tokenizer.encoder_tuning", ("full", "lora", "linear"))
     _choice(t.semantic_mode, "tokenizer.semantic_mode", ("none", "one", "all"))
     _choice(t.discriminator, "tokenizer.discriminator", ("none", "patchgan", "dino"))
+    _choice(t.disc_norm, "tokenizer.disc_norm", ("spectral", "none"))
     for name in ("semantic_weight", "recon_weight", "perceptual_weight", "vq_weight", "adv_weight", "lecam_weight"):
         _check(getattr(t, name) >= 0, f"tokenizer.{name}", "must be non-negative")
 
@@ -432,17 +436,3 @@ def _validate_train(t: TrainConfig, name: str) -> None:
     _check(len(t.betas) == 2, f"{name}.betas", "must have two values")
     _choice(t.amp, f"{name}.amp", ("auto", "bf16", "off"))
     _check(t.ckpt_every >= 1, f"{name}.ckpt_every", "must be at least 1")
-
-
-def resolve_data_root(cfg: DataConfig) -> Path:
-    """The data root as a path; `$VAR` roots are read from the environment (never guessed)."""
-    root = cfg.root
-    if root.startswith("$"):
-        var = root[1:]
-        value = os.environ.get(var)
-        if not value:
-            raise FileNotFoundError(
-                f"data.root: ${var} is not set. Set {var}=/path/to/imagenet (a folder with train/ and val/ "
-                f"in ImageFolder layout); the project never downloads ImageNet.")
-        return Path(value)
-    return Path(root)
