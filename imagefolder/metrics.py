@@ -1,0 +1,528 @@
+"""Evaluation: generation metrics through torch-fidelity, reconstruction, linear probing, latency, FLOPs.
+
+Generation metrics (FID/FD, IS, precision, recall, KID) run through `torch_fidelity.calculate_metrics`
+with one feature network for all of them: torch-fidelity's `inception-v3-compat` (paper profile,
+loaded from a local file only) or a compendium reference network wrapped by `ReferenceFeatureExtractor`
+(small profiles). Keys are renamed after the network (`FD_evaluator`, `IS_evaluator`, ...; `FID`, `IS`,
+... for Inception) and every result carries N, the network name and its hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch_fidelity
+from PIL import Image
+from torch.utils.data import Dataset
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from torch_fidelity.datasets import ImagesPathDataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+# ----------------------------------------------------------------------------- metric networks
+
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity 0.4's download name
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A metric network's weights file is not on disk; the message names the file and the folder."""
+
+
+def inception_search_dirs() -> list[Path]:
+    """Folders searched for INCEPTION_FILE, in order: $IMAGEFOLDER_WEIGHTS, then torch hub's
+    checkpoint folder ($TORCH_HOME/hub/checkpoints), where torch-fidelity itself would cache it."""
+    dirs = [Path(os.environ["IMAGEFOLDER_WEIGHTS"])] if os.environ.get("IMAGEFOLDER_WEIGHTS") else []
+    return dirs + [Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def inception_weights_path() -> Path:
+    """The local file of torch-fidelity's Inception-v3 (FID/IS network of the paper profile).
+
+    Never downloads. Raises MissingWeightsError naming the file and the folders it may go in.
+    `pretrained.resolve("inception-v3-compat")` can return this path.
+    """
+    dirs = inception_search_dirs()
+    for d in dirs:
+        if (d / INCEPTION_FILE).is_file():
+            return d / INCEPTION_FILE
+    raise MissingWeightsError(
+        f"Inception-v3 weights for FID/IS not found: put {INCEPTION_FILE} (torch-fidelity 0.4.0 release "
+        f"v0.2.0 asset, sha256 prefix 6726825d) in one of: " + ", ".join(str(d) for d in dirs)
+        + ". The compendium never downloads it.")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """Hex SHA-256 of a module's state dict (names, shapes and values): its hash when it has no file."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class MetricNetwork:
+    """The network behind FID/IS/precision/recall/KID, as named in result keys and captions.
+
+    name: "inception" (keys FID, IS, ...) or e.g. "evaluator" (keys FD_evaluator, IS_evaluator, ...).
+    extractor: its torch-fidelity registry name. sha256: hash of its weights file (or state dict).
+    resolution: the image side it takes (None: any; Inception resizes to 299 itself).
+    """
+
+    name: str
+    extractor: str
+    sha256: str
+    file: str | None = None
+    resolution: int | None = None
+    weights_path: str | None = None  # passed to torch-fidelity (Inception only)
+
+    def describe(self) -> str:
+        return f"{self.name} (sha256 {self.sha256[:12]})"
+
+
+_NETWORKS: dict[str, tuple[nn.Module, str | None, str]] = {}  # extractor name -> (network, logits label, sha256)
+
+
+class ReferenceFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity view of a reference net: uint8 (B,3,H,W) → `features` (B,D) and `logits` (B,n).
+
+    The network is looked up by the registered name, so one class serves every registration.
+    FID/KID/precision/recall use `features`; IS uses the softmax of `logits`.
+    """
+
+    def __init__(self, name: str, features_list: Sequence[str], **kwargs):
+        super().__init__(name, list(features_list))
+        if name not in _NETWORKS:
+            raise KeyError(f"no reference network registered as {name!r}; call reference_network() first")
+
+    @staticmethod
+    def get_provided_features_list():
+        return "features", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "features", "kid": "features", "prc": "features"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+    def forward(self, x):
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B,3,H,W) images, got {x.dtype} {tuple(x.shape)}")
+        net, label, _ = _NETWORKS[self.name]
+        device = next(net.parameters()).device
+        x = x.to(device).float() / 127.5 - 1  # (B,3,H,W) in [-1,1]
+        out = {"features": lambda: net.features(x), "logits": lambda: net.logits(x, label)}
+        return tuple(out[f]().float() for f in self.features_list)
+
+
+def reference_network(module: nn.Module, name: str = "evaluator", *, label: str | None = None,
+                      file: str | Path | None = None, resolution: int | None = None,
+                      extractor: str | None = None) -> MetricNetwork:
+    """Register a reference net (`features(x)`, `logits(x, label)`) with torch-fidelity; idempotent.
+
+    The network is put in eval mode. `extractor` is the registry name (default `<name>-<hash[:12]>`);
+    registering it again with the same weights (e.g. a reloaded copy) is allowed, with other weights
+    it raises ValueError. `label` picks the logits head used for IS.
+    """
+    sha = file_sha256(file) if file is not None else state_dict_sha256(module)
+    extractor = extractor or f"{name}-{sha[:12]}"
+    taken = FEATURE_EXTRACTORS_REGISTRY.get(extractor)
+    if taken is not None and taken is not ReferenceFeatureExtractor:
+        raise ValueError(f"feature extractor name {extractor!r} is taken by {taken.__name__}")
+    if extractor in _NETWORKS and _NETWORKS[extractor][2] != sha:
+        raise ValueError(f"feature extractor {extractor!r} is registered with a different network "
+                         f"(sha256 {_NETWORKS[extractor][2][:12]}, now {sha[:12]}); choose another name")
+    module.eval()
+    _NETWORKS[extractor] = (module, label, sha)
+    if taken is None:
+        register_feature_extractor(extractor, ReferenceFeatureExtractor)
+    return MetricNetwork(name=name, extractor=extractor, sha256=sha,
+                         file=str(file) if file is not None else None, resolution=resolution)
+
+
+def inception_network(path: str | Path | None = None) -> MetricNetwork:
+    """torch-fidelity's Inception-v3 (paper profile) from a local file (default: inception_weights_path())."""
+    path = Path(path) if path is not None else inception_weights_path()
+    if not path.is_file():
+        raise MissingWeightsError(f"Inception-v3 weights file {path} does not exist; expected {INCEPTION_FILE} "
+                                  f"in one of: " + ", ".join(str(d) for d in inception_search_dirs()))
+    return MetricNetwork(name="inception", extractor=INCEPTION_EXTRACTOR, sha256=file_sha256(path),
+                         file=str(path), weights_path=str(path))
+
+
+# ----------------------------------------------------------------------------- sample sets
+
+class UInt8Images(Dataset):
+    """A uint8 (N,3,H,W) tensor as the Dataset of (3,H,W) tensors torch-fidelity reads."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+class _FirstItem(Dataset):
+    """Items of a Dataset of tuples reduced to their first element (the image)."""
+
+    def __init__(self, base: Dataset, n: int):
+        self.base, self.n = base, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        return item[0] if isinstance(item, (tuple, list)) else item
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple[int, int]]:
+    """Validate a sample set; return (Dataset of uint8 (3,H,W), count used, (H, W)) or raise ValueError.
+
+    `source`: a uint8 tensor (N,3,H,W), a Dataset of uint8 (3,H,W) tensors (or tuples led by one), or a
+    folder of PNG/JPEG files (sorted by name, not searched recursively). Uses the first `n` (all if None).
+    Folders are checked from the image headers; tensors and Datasets item by item.
+    """
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ValueError(f"{what}: folder {folder} does not exist")
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        count = len(files) if n is None else n
+        if not files or len(files) < count:
+            raise ValueError(f"{what}: {len(files)} image(s) in {folder}, need {max(count, 1)}")
+        sizes: dict[tuple[int, int], Path] = {}
+        for f in files[:count]:
+            with Image.open(f) as im:
+                sizes.setdefault(im.size, f)
+        if len(sizes) > 1:
+            raise ValueError(f"{what}: mixed image sizes in {folder}: "
+                             + ", ".join(f"{w}x{h} (e.g. {p.name})" for (w, h), p in sizes.items()))
+        (w, h), = sizes
+        return ImagesPathDataset([str(f) for f in files[:count]]), count, (h, w)
+
+    if torch.is_tensor(source):
+        if source.dim() != 4 or source.shape[1] != 3:
+            raise ValueError(f"{what}: expected a (N,3,H,W) tensor, got shape {tuple(source.shape)}")
+        source = UInt8Images(source)
+    if not isinstance(source, Dataset):
+        raise ValueError(f"{what}: expected a uint8 tensor, a Dataset or a folder, got {type(source).__name__}")
+    total = len(source)
+    count = total if n is None else n
+    if total == 0 or total < count:
+        raise ValueError(f"{what}: {total} image(s), need {max(count, 1)}")
+    data = _FirstItem(source, count)
+    shape = None
+    for i in range(count):
+        x = data[i]
+        if not torch.is_tensor(x) or x.dtype != torch.uint8:
+            got = f"{x.dtype}" if torch.is_tensor(x) else type(x).__name__
+            hint = (f" with values in [{x.min().item():.3g}, {x.max().item():.3g}]"
+                    if torch.is_tensor(x) and x.is_floating_point() else "")
+            raise ValueError(f"{what}: image {i} is {got}{hint}; metrics take uint8 images in [0, 255] "
+                             f"(convert [-1,1] floats with data.to_uint8)")
+        if x.dim() != 3 or x.shape[0] != 3:
+            raise ValueError(f"{what}: image {i} has shape {tuple(x.shape)}, expected (3,H,W)")
+        if shape is None:
+            shape = tuple(x.shape)
+        elif tuple(x.shape) != shape:
+            raise ValueError(f"{what}: mixed image sizes: image 0 is {shape}, image {i} is {tuple(x.shape)}")
+    return data, count, shape[1:]
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """Class labels for n samples spread evenly over classes (counts differ by at most one): (n,) long."""
+    if n < 1 or num_classes < 1:
+        raise ValueError(f"balanced_labels: n={n} and num_classes={num_classes} must be positive")
+    return torch.arange(n) % num_classes
+
+
+# ----------------------------------------------------------------------------- generation metrics
+
+_KEYS = {  # torch-fidelity result key -> our metric name
+    "frechet_inception_distance": "FD",
+    "inception_score_mean": "IS",
+    "inception_score_std": "IS_std",
+    "precision": "precision",
+    "recall": "recall",
+    "kernel_inception_distance_mean": "KID",
+    "kernel_inception_distance_std": "KID_std",
+}
+
+
+def metric_key(metric: str, network: str) -> str:
+    """Result key of a metric computed by a network: FID/IS/... for Inception, FD_<net>/IS_<net>/... else."""
+    if network == "inception":
+        return "FID" if metric == "FD" else metric
+    return f"{metric}_{network}"
+
+
+def reference_cache_name(dataset: str, split: str, resolution: int, n: int, network: MetricNetwork) -> str:
+    """Cache name of real-image features: data set, split, resolution, N and extractor (with hash)."""
+    name = f"{dataset}-{split}-{resolution}px-n{n}-{network.extractor}-{network.sha256[:12]}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_reference: int | None = None,
+                       metrics: Sequence[str] = ("fid", "isc", "prc", "kid"), batch_size: int = 64,
+                       kid_subset_size: int = 1000, isc_splits: int = 10, prc_neighborhood: int = 3,
+                       device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
+                       reference_cache: str | None = None, seed: int = 2020) -> dict:
+    """FD/FID, IS, precision, recall and KID of `samples` against `reference`, all on one network.
+
+    samples, reference: uint8 tensor (N,3,H,W), Dataset of uint8 (3,H,W) (or tuples led by one), or a
+    folder. The first `n` samples and the first `n_reference` (default all) reference images are used;
+    fewer images, mixed sizes or a non-uint8 dtype raise ValueError before any network runs.
+    Reference features are cached under `cache_dir` as `reference_cache` (see reference_cache_name)
+    when both are given. KID's subset size is capped at the smaller set. IS uses the samples only.
+    Returns keys named by `metric_key` plus N, N_reference, network, network_sha256, network_file,
+    KID_subset_size.
+    """
+    unknown = set(metrics) - {"fid", "isc", "prc", "kid"}
+    if unknown or not metrics:
+        raise ValueError(f"metrics: {sorted(unknown) or 'none'} not among fid, isc, prc, kid")
+    if n < 2:
+        raise ValueError(f"n={n}: need at least 2 samples")
+    input1, n1, size1 = _check_images(samples, "samples", n)
+    input2, n2, size2 = _check_images(reference, "reference", n_reference)
+    if network.resolution is not None:
+        for what, size in (("samples", size1), ("reference", size2)):
+            if size != (network.resolution, network.resolution):
+                raise ValueError(f"{what}: images are {size[0]}x{size[1]} but {network.name} takes "
+                                 f"{network.resolution}x{network.resolution}")
+    if size1 != size2 and network.resolution is None and network.name != "inception":
+        raise ValueError(f"samples are {size1} but reference images are {size2}")
+    if "isc" in metrics and n1 < isc_splits:
+        raise ValueError(f"IS needs at least isc_splits={isc_splits} samples, got {n1}")
+    if "prc" in metrics and min(n1, n2) <= prc_neighborhood:
+        raise ValueError(f"precision/recall need more than prc_neighborhood={prc_neighborhood} images per set")
+    kid_size = min(kid_subset_size, n1, n2)
+    device = torch.device(device)
+    cache = cache_dir is not None and reference_cache is not None
+    kwargs = dict(
+        input1=input1, input2=input2, feature_extractor=network.extractor,
+        fid="fid" in metrics, isc="isc" in metrics, prc="prc" in metrics, kid="kid" in metrics,
+        cuda=device.type == "cuda", batch_size=batch_size, kid_subset_size=kid_size, isc_splits=isc_splits,
+        prc_neighborhood=prc_neighborhood, rng_seed=seed, verbose=False, save_cpu_ram=True,
+        cache=cache, cache_root=str(cache_dir) if cache else None, input2_cache_name=reference_cache if cache else None,
+        feature_extractor_weights_path=network.weights_path,
+    )
+    raw = torch_fidelity.calculate_metrics(**kwargs)
+    out = {metric_key(_KEYS[k], network.name): float(v) for k, v in raw.items() if k in _KEYS}
+    out.update(N=n1, N_reference=n2, network=network.name, network_sha256=network.sha256,
+               network_file=network.file)
+    if "kid" in metrics:
+        out["KID_subset_size"] = kid_size
+    return out
+
+
+# ----------------------------------------------------------------------------- reconstruction
+
+PSNR_CAP_DB = 100.0  # PSNR of identical images (MSE = 0); 8-bit quantisation alone tops out near 58.9 dB
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of float images in [-1,1] (peak-to-peak 2): 10·log10(4 / MSE), (B,).
+
+    Both are clamped to [-1,1] first (as when saved as images); MSE = 0 gives PSNR_CAP_DB.
+    """
+    if not (x.is_floating_point() and y.is_floating_point()):
+        raise ValueError(f"psnr takes float images in [-1,1], got {x.dtype} and {y.dtype}")
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"psnr: shapes must match and be (B,C,H,W), got {tuple(x.shape)} and {tuple(y.shape)}")
+    mse = (x.clamp(-1, 1).double() - y.clamp(-1, 1).double()).pow(2).flatten(1).mean(1)  # (B,)
+    floor = 4.0 * 10 ** (-PSNR_CAP_DB / 10)
+    return (10 * torch.log10(4.0 / mse.clamp_min(floor))).float()
+
+
+def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tensor,
+                           perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                           perceptual_name: str = "LPIPS", batch_size: int = 100) -> dict:
+    """Mean PSNR and mean perceptual distance over images in [-1,1], (N,3,H,W) each.
+
+    `perceptual(x, y) -> (B,)` or (B,1,1,1) distances (e.g. LPIPS, or the teacher-feature distance of the
+    small profiles); reported under `perceptual_name`. rFID is `generation_metrics` on the same pairs.
+    """
+    if len(originals) == 0:
+        raise ValueError("reconstruction_metrics: no images")
+    p, d = [], []
+    with torch.no_grad():
+        for i in range(0, len(originals), batch_size):
+            x, y = originals[i:i + batch_size], reconstructions[i:i + batch_size]
+            p.append(psnr(x, y))
+            if perceptual is not None:
+                d.append(perceptual(x, y).reshape(len(x)).float().cpu())
+    out = {"PSNR": torch.cat(p).mean().item(), "N": len(originals)}
+    if perceptual is not None:
+        out[perceptual_name] = torch.cat(d).mean().item()
+    return out
+
+
+class CodebookUsage:
+    """Fraction of each branch's codes hit, accumulated over batches of token indices.
+
+    `update(indices)` takes a list over scales of (B, P, s, s) LongTensors (CONTRACTS.md layout).
+    """
+
+    def __init__(self, codebook_size: int, branches: int):
+        self.codebook_size, self.branches = codebook_size, branches
+        self.counts = torch.zeros(branches, codebook_size, dtype=torch.long)  # (P, V)
+
+    def update(self, indices: Sequence[torch.Tensor]) -> None:
+        for idx_BPss in indices:
+            if idx_BPss.dim() != 4 or idx_BPss.shape[1] != self.branches:
+                raise ValueError(f"indices must be (B, P={self.branches}, s, s), got {tuple(idx_BPss.shape)}")
+            flat_PN = idx_BPss.transpose(0, 1).reshape(self.branches, -1).cpu()  # (P, B*s*s)
+            if flat_PN.numel() and (flat_PN.min() < 0 or flat_PN.max() >= self.codebook_size):
+                raise ValueError(f"indices outside [0, {self.codebook_size})")
+            for b in range(self.branches):
+                self.counts[b] += torch.bincount(flat_PN[b], minlength=self.codebook_size)
+
+    def fractions(self) -> list[float]:
+        """Per branch, the fraction of codebook entries used at least once."""
+        return (self.counts > 0).float().mean(1).tolist()
+
+
+# ----------------------------------------------------------------------------- linear probe
+
+def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor, *,
+                 epochs: int = 100, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 256,
+                 seed: int = 0) -> dict:
+    """Top-1 accuracy of BatchNorm1d(affine=False) → Linear on frozen features (B, D), trained with AdamW.
+
+    Deterministic for a seed (its own generator; the global RNG is untouched). Returns top1 (val,
+    in [0,1]), train_top1, chance (majority-class rate on val), epochs, N_train, N_val.
+    """
+    if train_x.dim() != 2 or val_x.dim() != 2 or train_x.shape[1] != val_x.shape[1]:
+        raise ValueError(f"features must be (B, D) with equal D, got {tuple(train_x.shape)} and {tuple(val_x.shape)}")
+    if len(train_x) != len(train_y) or len(val_x) != len(val_y) or len(train_x) < 2:
+        raise ValueError("linear_probe: feature and label counts differ, or fewer than 2 training samples")
+    n_cls = int(max(train_y.max(), val_y.max())) + 1
+    gen = torch.Generator().manual_seed(seed)
+    train_x, val_x = train_x.detach().float().cpu(), val_x.detach().float().cpu()
+    train_y, val_y = train_y.long().cpu(), val_y.long().cpu()
+    linear = nn.Linear(train_x.shape[1], n_cls)
+    with torch.no_grad():
+        bound = 1 / math.sqrt(train_x.shape[1])
+        linear.weight.uniform_(-bound, bound, generator=gen)
+        linear.bias.zero_()
+    probe = nn.Sequential(nn.BatchNorm1d(train_x.shape[1], affine=False), linear)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        probe.train()
+        for idx in torch.randperm(len(train_x), generator=gen).split(batch_size):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            loss = F.cross_entropy(probe(train_x[idx]), train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    probe.eval()
+    with torch.no_grad():
+        top1 = (probe(val_x).argmax(1) == val_y).float().mean().item()
+        train_top1 = (probe(train_x).argmax(1) == train_y).float().mean().item()
+    chance = torch.bincount(val_y, minlength=n_cls).max().item() / len(val_y)
+    return dict(top1=top1, train_top1=train_top1, chance=chance, epochs=epochs,
+                N_train=len(train_x), N_val=len(val_x))
+
+
+# ----------------------------------------------------------------------------- latency and FLOPs
+
+def device_name(device: str | torch.device) -> str:
+    """Human name of a device: the GPU model, or the CPU model and thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def measure_latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20,
+                    device: str | torch.device = "cpu") -> dict:
+    """Wall time of `fn()` in seconds over `repeats` calls after `warmup` untimed ones.
+
+    On CUDA the device is synchronised before and after each call. Returns median, p10, p90, iqr,
+    mean, repeats, warmup and the device name.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats={repeats} must be ≥ 1 and warmup={warmup} ≥ 0")
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    p10, p25, p75, p90 = np.percentile(times, [10, 25, 75, 90]).tolist()
+    return dict(median=statistics.median(times), p10=p10, p90=p90, iqr=p75 - p25, mean=statistics.fmean(times),
+                repeats=repeats, warmup=warmup, device=device_name(device))
+
+
+FLOPS_NOTE = ("FLOPs from torch.utils.flop_counter (2 per multiply-add); attention counted as its two "
+              "matmuls QKᵀ and AV at full size (no causal or mask discount, softmax not counted), including "
+              "CPU scaled_dot_product_attention, which FlopCounterMode alone counts as 0.")
+
+
+def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                            **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+_CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
+}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Total FLOPs of running `fn()` once, attention included on every device (see FLOPS_NOTE)."""
+    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS) as counter:
+        fn()
+    return int(counter.get_total_flops())

@@ -1,0 +1,309 @@
+"""metrics.py: torch-fidelity wiring on a tiny random reference net, reconstruction, probe, latency, FLOPs."""
+import math
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from imagefolder import metrics as M
+
+SIZE = 16
+
+
+class TinyNet(nn.Module):
+    """A random conv net with the reference-network interface (features, logits)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(32, 10)
+
+    def features(self, x):
+        return self.body(x)
+
+    def logits(self, x, label=None):
+        return self.head(self.body(x))
+
+
+class ColourNet(nn.Module):
+    """Logits we control: class = which of 4 colours the image's mean is closest to (scaled 20×)."""
+
+    COLOURS = torch.tensor([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]])
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.seen_labels = []
+
+    def features(self, x):
+        return x.mean((2, 3))
+
+    def logits(self, x, label):
+        self.seen_labels.append(label)
+        return -20 * torch.cdist(x.mean((2, 3)), self.COLOURS)
+
+
+class ExplodingNet(TinyNet):
+    def features(self, x):
+        raise AssertionError("the network ran before the inputs were validated")
+
+    logits = features
+
+
+class Labelled(torch.utils.data.Dataset):
+    """(image, label) items, like data.ImageFolderDataset."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], 0
+
+
+def structured(n, seed):
+    """Smooth random images in [-1,1]: 4×4 noise upsampled bicubically, (n,3,SIZE,SIZE)."""
+    low = torch.rand(n, 3, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return F.interpolate(low, size=SIZE, mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def u8(x):
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def randn(shape, seed):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return M.reference_network(TinyNet(), "evaluator", resolution=SIZE)
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return structured(96, 0), structured(96, 1)
+
+
+# ----------------------------------------------------------------------------- generation metrics
+
+def test_fd_zero_on_itself_and_monotone_in_noise_and_blur(net, sets):
+    a, b = sets
+    same = M.generation_metrics(u8(a), u8(a), net, 96, metrics=("fid",))
+    assert abs(same["FD_evaluator"]) < 1e-9
+    noise = [M.generation_metrics(u8(a + s * randn(a.shape, 5)), u8(b), net, 96, metrics=("fid",))["FD_evaluator"]
+             for s in (0.0, 0.1, 0.3, 0.8)]
+    blur = [M.generation_metrics(u8(TF.gaussian_blur(a, k, sigma=k / 3) if k > 1 else a), u8(b), net, 96,
+                                 metrics=("fid",))["FD_evaluator"] for k in (1, 3, 5, 7)]
+    for curve in (noise, blur):
+        assert all(x < y for x, y in zip(curve, curve[1:])), curve
+        assert curve[-1] > 5 * curve[0]
+
+
+def test_result_keys_carry_n_and_network(net, sets):
+    a, b = sets
+    r = M.generation_metrics(u8(a), u8(b), net, 64, kid_subset_size=1000)
+    assert {"FD_evaluator", "IS_evaluator", "precision_evaluator", "recall_evaluator", "KID_evaluator"} <= set(r)
+    assert not any("inception" in k for k in r)
+    assert r["N"] == 64 and r["N_reference"] == 96 and r["KID_subset_size"] == 64
+    assert r["network"] == "evaluator" and r["network_sha256"] == net.sha256 and len(net.sha256) == 64
+    assert M.metric_key("FD", "inception") == "FID" and M.metric_key("IS", "inception") == "IS"
+    assert M.metric_key("FD", "evaluator") == "FD_evaluator"
+
+
+def test_inception_score_follows_the_logits():
+    colour = ColourNet()
+    network = M.reference_network(colour, "colour", label="category", resolution=SIZE)
+    labels = M.balanced_labels(80, 4)
+    tint = ColourNet.COLOURS[labels][:, :, None, None] * 0.8  # (80,3,1,1) one colour per image
+    confident = u8(tint + 0.05 * randn((80, 3, SIZE, SIZE), 1))
+    noise = u8(torch.rand(80, 3, SIZE, SIZE) * 2 - 1)
+    is_structured = M.generation_metrics(confident, confident, network, 80, metrics=("isc",), isc_splits=2)
+    is_noise = M.generation_metrics(noise, noise, network, 80, metrics=("isc",), isc_splits=2)
+    assert 3.5 < is_structured["IS_colour"] <= 4.0 + 1e-6
+    assert is_noise["IS_colour"] < 2.0
+    assert set(colour.seen_labels) == {"category"}
+
+
+def test_precision_recall_and_kid(net, sets):
+    a, b = sets
+    real = M.generation_metrics(u8(a), u8(b), net, 96, metrics=("prc", "kid"), kid_subset_size=48)
+    noise = M.generation_metrics(u8(torch.rand(96, 3, SIZE, SIZE) * 2 - 1), u8(b), net, 96,
+                                 metrics=("prc", "kid"), kid_subset_size=48)
+    gray = M.generation_metrics(u8(0.05 * randn((96, 3, SIZE, SIZE), 2)), u8(b), net, 96, metrics=("prc",))
+    collapsed = M.generation_metrics(u8(a[:4].repeat(24, 1, 1, 1) + 0.02 * randn((96, 3, SIZE, SIZE), 3)), u8(b),
+                                     net, 96, metrics=("prc",))
+    assert real["precision_evaluator"] > 0.7 and real["recall_evaluator"] > 0.7
+    assert noise["precision_evaluator"] < 0.1
+    assert gray["precision_evaluator"] < 0.1 and gray["recall_evaluator"] < 0.1
+    # samples are input1: a collapsed generator is precise but does not cover the real set
+    assert collapsed["precision_evaluator"] > 0.5 and collapsed["recall_evaluator"] < 0.1
+    assert abs(real["KID_evaluator"]) < noise["KID_evaluator"] / 10
+
+
+def test_folder_input_matches_tensor_and_caches_reference(net, sets, tmp_path):
+    a, b = sets
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for i, img in enumerate(u8(a[:40])):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    from_tensor = M.generation_metrics(u8(a[:40]), u8(b), net, 40, metrics=("fid",))
+    name = M.reference_cache_name("toy", "val", SIZE, 96, net)
+    assert all(part in name for part in ("toy", "val", f"{SIZE}px", "n96", net.extractor))
+    cache = tmp_path / "cache"
+    from_folder = M.generation_metrics(folder, u8(b), net, 40, metrics=("fid",), cache_dir=cache, reference_cache=name)
+    assert from_folder["FD_evaluator"] == pytest.approx(from_tensor["FD_evaluator"], rel=1e-6, abs=1e-12)
+    cached = sorted(p.name for p in cache.iterdir())
+    assert cached and all(p.startswith(name) for p in cached)
+    again = M.generation_metrics(folder, u8(b), net, 40, metrics=("fid",), cache_dir=cache, reference_cache=name)
+    assert again["FD_evaluator"] == from_folder["FD_evaluator"]
+
+
+@pytest.mark.parametrize("case", ["empty", "too_few", "float", "mixed", "mixed_folder", "wrong_resolution"])
+def test_bad_inputs_fail_before_the_network_runs(case, tmp_path):
+    network = M.reference_network(ExplodingNet(), "exploding", resolution=SIZE)
+    good = u8(structured(8, 0))
+    samples, expected = {
+        "empty": (torch.zeros(0, 3, SIZE, SIZE, dtype=torch.uint8), "0 image"),
+        "too_few": (good[:4], "need 8"),
+        "float": (structured(8, 0), "uint8"),
+        "mixed": ([good[0], good[1][:, :8, :8]] * 4, "mixed image sizes"),
+        "mixed_folder": (tmp_path, "mixed image sizes"),
+        "wrong_resolution": (u8(structured(8, 0)[:, :, :8, :8]), "takes 16x16"),
+    }[case]
+    if case == "mixed_folder":
+        for i in range(8):
+            Image.new("RGB", (SIZE, SIZE) if i else (8, 8)).save(tmp_path / f"{i}.png")
+    if case == "mixed":
+        samples = Labelled(samples)
+    with pytest.raises(ValueError, match=expected):
+        M.generation_metrics(samples, good, network, 8, isc_splits=2)
+
+
+def test_registration_is_idempotent_and_per_network():
+    first = M.reference_network(TinyNet(0), "evaluator", extractor="evaluator-test")
+    again = M.reference_network(TinyNet(0), "evaluator", extractor="evaluator-test")  # a reloaded copy
+    assert first == again and FEATURE_EXTRACTORS_REGISTRY["evaluator-test"] is M.ReferenceFeatureExtractor
+    other = M.reference_network(TinyNet(1), "evaluator")
+    assert other.extractor != first.extractor and other.sha256 != first.sha256
+    with pytest.raises(ValueError, match="different network"):
+        M.reference_network(TinyNet(1), "evaluator", extractor="evaluator-test")
+    with pytest.raises(ValueError, match="taken"):
+        M.reference_network(TinyNet(0), "x", extractor="vgg16")
+    x, y = u8(structured(24, 4)), u8(structured(24, 5))
+    fd = [M.generation_metrics(x, y, n, 24, metrics=("fid",))["FD_evaluator"] for n in (first, other)]
+    assert fd[0] != fd[1]
+
+
+def test_missing_inception_file_names_file_and_folder(tmp_path, monkeypatch):
+    weights, hub = tmp_path / "weights", tmp_path / "torch_home"
+    monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(weights))
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    with pytest.raises(M.MissingWeightsError) as err:
+        M.inception_weights_path()
+    message = str(err.value)
+    assert M.INCEPTION_FILE in message and str(weights) in message and str(hub / "hub" / "checkpoints") in message
+    with pytest.raises(M.MissingWeightsError):
+        M.inception_network()
+    (hub / "hub" / "checkpoints").mkdir(parents=True)
+    (hub / "hub" / "checkpoints" / M.INCEPTION_FILE).write_bytes(b"stand-in")
+    assert M.inception_weights_path() == hub / "hub" / "checkpoints" / M.INCEPTION_FILE
+    network = M.inception_network()
+    assert network.extractor == "inception-v3-compat" and network.sha256 == M.file_sha256(network.file)
+
+
+def test_balanced_labels():
+    labels = M.balanced_labels(10, 4)
+    assert torch.bincount(labels).tolist() == [3, 3, 2, 2]
+    with pytest.raises(ValueError):
+        M.balanced_labels(0, 4)
+
+
+# ----------------------------------------------------------------------------- reconstruction
+
+def test_psnr_cap_and_gaussian_noise():
+    x = structured(16, 0) * 0.5  # inside [-0.5, 0.5]: noise of σ=0.02 is never clamped
+    assert torch.all(M.psnr(x, x.clone()) == M.PSNR_CAP_DB)
+    sigma = 0.02
+    noisy = x + sigma * randn(x.shape, 1)
+    expected = 10 * math.log10(4 / sigma ** 2)
+    assert M.psnr(x, noisy).mean().item() == pytest.approx(expected, abs=0.15)
+    with pytest.raises(ValueError, match="float"):
+        M.psnr(u8(x), u8(noisy))
+
+
+def test_reconstruction_metrics_uses_the_given_perceptual_distance():
+    x = structured(10, 0)
+    y = x + 0.1
+    l1 = lambda a, b: (a - b).abs().mean((1, 2, 3))  # noqa: E731
+    r = M.reconstruction_metrics(x, y, perceptual=l1, perceptual_name="L1", batch_size=3)
+    assert r["N"] == 10 and r["L1"] == pytest.approx(l1(x.clamp(-1, 1), y).mean().item(), rel=1e-5)
+    assert r["PSNR"] == pytest.approx(M.psnr(x, y).mean().item(), rel=1e-6)
+
+
+def test_codebook_usage_per_branch():
+    usage = M.CodebookUsage(codebook_size=8, branches=2)
+    usage.update([torch.tensor([[[[0]], [[1]]]]), torch.stack([torch.zeros(2, 2), torch.arange(4).view(2, 2)])[None].long()])
+    usage.update([torch.tensor([[[[7]], [[7]]]])])
+    assert usage.fractions() == [2 / 8, 5 / 8]
+    with pytest.raises(ValueError, match="outside"):
+        usage.update([torch.full((1, 2, 1, 1), 8)])
+
+
+# ----------------------------------------------------------------------------- linear probe
+
+def _gaussian_classes(n, d, k, spread, seed):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(k, d, generator=torch.Generator().manual_seed(99)) * spread
+    y = torch.arange(n) % k
+    return means[y] + torch.randn(n, d, generator=g), y
+
+
+def test_linear_probe_separable_vs_random_labels():
+    tx, ty = _gaussian_classes(400, 16, 4, 3.0, 0)
+    vx, vy = _gaussian_classes(400, 16, 4, 3.0, 1)
+    sep = M.linear_probe(tx, ty, vx, vy, epochs=30, lr=1e-2)
+    assert sep["top1"] > 0.9 and sep["chance"] == 0.25
+    g = torch.Generator().manual_seed(3)  # labels independent of the features, in both splits
+    rand = M.linear_probe(tx, torch.randint(0, 4, (400,), generator=g), vx, torch.randint(0, 4, (400,), generator=g),
+                          epochs=30, lr=1e-2)
+    assert rand["train_top1"] > rand["top1"] and rand["top1"] < rand["chance"] + 0.07  # 3σ of 400 draws
+    assert M.linear_probe(tx, ty, vx, vy, epochs=5, seed=7) == M.linear_probe(tx, ty, vx, vy, epochs=5, seed=7)
+
+
+# ----------------------------------------------------------------------------- latency and FLOPs
+
+def test_measure_latency():
+    r = M.measure_latency(lambda: time.sleep(0.004), warmup=1, repeats=5)
+    assert 0.004 <= r["p10"] <= r["median"] <= r["p90"] < 0.2
+    assert r["repeats"] == 5 and r["iqr"] >= 0 and r["device"]
+
+
+def test_flop_counter_counts_cpu_attention():
+    b, h, s, d = 2, 4, 16, 8
+    q, k, v = (randn((b, h, s, d), i) for i in range(3))
+    with FlopCounterMode(display=False) as plain:
+        F.scaled_dot_product_attention(q, k, v)
+    assert plain.get_total_flops() == 0  # the torch fact count_flops works around
+
+    def explicit():
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), -1) @ v
+
+    matmuls = 2 * (2 * b * h * s * s * d)  # QKᵀ and AV, 2 FLOPs per multiply-add
+    assert M.count_flops(explicit) == matmuls
+    assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == matmuls
+    assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) == matmuls
+    lin = nn.Linear(8, 5)
+    assert M.count_flops(lambda: lin(torch.zeros(3, 8))) == 2 * 3 * 8 * 5
