@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import platform
 import re
 import statistics
@@ -31,55 +30,30 @@ from torch_fidelity.datasets import ImagesPathDataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from . import pretrained, reference
+from .pretrained import MissingWeightsError
+
 # ----------------------------------------------------------------------------- metric networks
 
-INCEPTION_EXTRACTOR = "inception-v3-compat"
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity 0.4's download name
-
-
-class MissingWeightsError(FileNotFoundError):
-    """A metric network's weights file is not on disk; the message names the file and the folder."""
-
-
-def inception_search_dirs() -> list[Path]:
-    """Folders searched for INCEPTION_FILE, in order: $IMAGEFOLDER_WEIGHTS, then torch hub's
-    checkpoint folder ($TORCH_HOME/hub/checkpoints), where torch-fidelity itself would cache it."""
-    dirs = [Path(os.environ["IMAGEFOLDER_WEIGHTS"])] if os.environ.get("IMAGEFOLDER_WEIGHTS") else []
-    return dirs + [Path(torch.hub.get_dir()) / "checkpoints"]
+INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name, also the resolver's
 
 
 def inception_weights_path() -> Path:
-    """The local file of torch-fidelity's Inception-v3 (FID/IS network of the paper profile).
+    """The local file of torch-fidelity's Inception-v3 (FID/IS of the paper profile), never downloaded.
 
-    Never downloads. Raises MissingWeightsError naming the file and the folders it may go in.
-    `pretrained.resolve("inception-v3-compat")` can return this path.
+    Looked up by `pretrained.resolve("inception-v3-compat")`: `$IMAGEFOLDER_WEIGHTS/` then
+    `$TORCH_HOME/hub/checkpoints/`; MissingWeightsError names the file and both folders.
     """
-    dirs = inception_search_dirs()
-    for d in dirs:
-        if (d / INCEPTION_FILE).is_file():
-            return d / INCEPTION_FILE
-    raise MissingWeightsError(
-        f"Inception-v3 weights for FID/IS not found: put {INCEPTION_FILE} (torch-fidelity 0.4.0 release "
-        f"v0.2.0 asset, sha256 prefix 6726825d) in one of: " + ", ".join(str(d) for d in dirs)
-        + ". The compendium never downloads it.")
+    return pretrained.resolve(INCEPTION_EXTRACTOR)
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def state_dict_sha256(module: nn.Module) -> str:
-    """Hex SHA-256 of a module's state dict (names, shapes and values): its hash when it has no file."""
+def state_dict_hash(module: nn.Module) -> str:
+    """Short SHA-256 of a module's state dict (names, shapes, values): its hash when it has no file."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -87,7 +61,7 @@ class MetricNetwork:
     """The network behind FID/IS/precision/recall/KID, as named in result keys and captions.
 
     name: "inception" (keys FID, IS, ...) or e.g. "evaluator" (keys FD_evaluator, IS_evaluator, ...).
-    extractor: its torch-fidelity registry name. sha256: hash of its weights file (or state dict).
+    extractor: its torch-fidelity registry name. sha256: short hash of its weights file (or state dict).
     resolution: the image side it takes (None: any; Inception resizes to 299 itself).
     """
 
@@ -99,7 +73,7 @@ class MetricNetwork:
     weights_path: str | None = None  # passed to torch-fidelity (Inception only)
 
     def describe(self) -> str:
-        return f"{self.name} (sha256 {self.sha256[:12]})"
+        return f"{self.name} (sha256 {self.sha256})"
 
 
 _NETWORKS: dict[str, tuple[nn.Module, str | None, str]] = {}  # extractor name -> (network, logits label, sha256)
@@ -148,19 +122,21 @@ def reference_network(module: nn.Module, name: str = "evaluator", *, label: str 
                       extractor: str | None = None) -> MetricNetwork:
     """Register a reference net (`features(x)`, `logits(x, label)`) with torch-fidelity; idempotent.
 
-    The network is put in eval mode. `extractor` is the registry name (default `<name>-<hash[:12]>`);
+    The network is put in eval mode; `resolution` defaults to `module.resolution` when it has one.
+    `extractor` is the registry name (default `<name>-<hash[:12]>`);
     registering it again with the same weights (e.g. a reloaded copy) is allowed, with other weights
     it raises ValueError. `label` picks the logits head used for IS.
     """
-    sha = file_sha256(file) if file is not None else state_dict_sha256(module)
-    extractor = extractor or f"{name}-{sha[:12]}"
+    sha = pretrained.file_hash(file) if file is not None else state_dict_hash(module)
+    extractor = extractor or f"{name}-{sha}"
     taken = FEATURE_EXTRACTORS_REGISTRY.get(extractor)
     if taken is not None and taken is not ReferenceFeatureExtractor:
         raise ValueError(f"feature extractor name {extractor!r} is taken by {taken.__name__}")
     if extractor in _NETWORKS and _NETWORKS[extractor][2] != sha:
         raise ValueError(f"feature extractor {extractor!r} is registered with a different network "
-                         f"(sha256 {_NETWORKS[extractor][2][:12]}, now {sha[:12]}); choose another name")
+                         f"(sha256 {_NETWORKS[extractor][2]}, now {sha}); choose another name")
     module.eval()
+    resolution = resolution if resolution is not None else getattr(module, "resolution", None)
     _NETWORKS[extractor] = (module, label, sha)
     if taken is None:
         register_feature_extractor(extractor, ReferenceFeatureExtractor)
@@ -172,10 +148,21 @@ def inception_network(path: str | Path | None = None) -> MetricNetwork:
     """torch-fidelity's Inception-v3 (paper profile) from a local file (default: inception_weights_path())."""
     path = Path(path) if path is not None else inception_weights_path()
     if not path.is_file():
-        raise MissingWeightsError(f"Inception-v3 weights file {path} does not exist; expected {INCEPTION_FILE} "
-                                  f"in one of: " + ", ".join(str(d) for d in inception_search_dirs()))
-    return MetricNetwork(name="inception", extractor=INCEPTION_EXTRACTOR, sha256=file_sha256(path),
+        raise MissingWeightsError(f"Inception-v3 weights file {path} does not exist")
+    return MetricNetwork(name="inception", extractor=INCEPTION_EXTRACTOR, sha256=pretrained.file_hash(path),
                          file=str(path), weights_path=str(path))
+
+
+def metric_network(cfg) -> MetricNetwork:
+    """The profile's generation-metric network: Inception (paper) or its frozen evaluator, registered
+    as `evaluator-<profile>` with IS on the data label (the generator's classes)."""
+    if cfg.evaluation.fid_network == "inception":
+        return inception_network()
+    path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
+    net = reference.load_from(path)
+    label = cfg.data.label if cfg.data.label in cfg.evaluator.labels else cfg.evaluator.labels[0]
+    return reference_network(net, "evaluator", label=label, file=path, resolution=cfg.data.resolution,
+                             extractor=f"evaluator-{cfg.profile}")
 
 
 # ----------------------------------------------------------------------------- sample sets
@@ -293,7 +280,7 @@ def metric_key(metric: str, network: str) -> str:
 
 def reference_cache_name(dataset: str, split: str, resolution: int, n: int, network: MetricNetwork) -> str:
     """Cache name of real-image features: data set, split, resolution, N and extractor (with hash)."""
-    name = f"{dataset}-{split}-{resolution}px-n{n}-{network.extractor}-{network.sha256[:12]}"
+    name = f"{dataset}-{split}-{resolution}px-n{n}-{network.extractor}-{network.sha256}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from imagefolder import checkpoint, config, pretrained, reference
 from imagefolder import metrics as M
 
 SIZE = 16
@@ -118,7 +119,7 @@ def test_result_keys_carry_n_and_network(net, sets):
     assert {"FD_evaluator", "IS_evaluator", "precision_evaluator", "recall_evaluator", "KID_evaluator"} <= set(r)
     assert not any("inception" in k for k in r)
     assert r["N"] == 64 and r["N_reference"] == 96 and r["KID_subset_size"] == 64
-    assert r["network"] == "evaluator" and r["network_sha256"] == net.sha256 and len(net.sha256) == 64
+    assert r["network"] == "evaluator" and r["network_sha256"] == net.sha256 and len(net.sha256) == 16
     assert M.metric_key("FD", "inception") == "FID" and M.metric_key("IS", "inception") == "IS"
     assert M.metric_key("FD", "evaluator") == "FD_evaluator"
 
@@ -211,17 +212,34 @@ def test_missing_inception_file_names_file_and_folder(tmp_path, monkeypatch):
     weights, hub = tmp_path / "weights", tmp_path / "torch_home"
     monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(weights))
     monkeypatch.setenv("TORCH_HOME", str(hub))
-    with pytest.raises(M.MissingWeightsError) as err:
-        M.inception_weights_path()
-    message = str(err.value)
-    assert M.INCEPTION_FILE in message and str(weights) in message and str(hub / "hub" / "checkpoints") in message
-    with pytest.raises(M.MissingWeightsError):
-        M.inception_network()
+    file = "weights-inception-2015-12-05-6726825d.pth"
+    for call in (M.inception_weights_path, M.inception_network,
+                 lambda: M.metric_network(config.profile("paper"))):
+        with pytest.raises(M.MissingWeightsError) as err:
+            call()
+        assert file in str(err.value) and str(weights) in str(err.value)
+        assert str(hub / "hub" / "checkpoints") in str(err.value)
     (hub / "hub" / "checkpoints").mkdir(parents=True)
-    (hub / "hub" / "checkpoints" / M.INCEPTION_FILE).write_bytes(b"stand-in")
-    assert M.inception_weights_path() == hub / "hub" / "checkpoints" / M.INCEPTION_FILE
+    (hub / "hub" / "checkpoints" / file).write_bytes(b"stand-in")
+    assert M.inception_weights_path() == hub / "hub" / "checkpoints" / file
     network = M.inception_network()
-    assert network.extractor == "inception-v3-compat" and network.sha256 == M.file_sha256(network.file)
+    assert network.extractor == "inception-v3-compat" and network.sha256 == pretrained.file_hash(network.file)
+
+
+def test_metric_network_of_a_small_profile_is_its_evaluator(smoke_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path))
+    with pytest.raises(M.MissingWeightsError, match="evaluator-smoke"):
+        M.metric_network(smoke_cfg)
+    res = smoke_cfg.data.resolution
+    net = reference.ReferenceNet(smoke_cfg.evaluator, res, {"category": 3, "subcategory": 5})
+    record = {"reference": config.to_dict(smoke_cfg)["evaluator"], "data": config.to_dict(smoke_cfg)["data"]}
+    checkpoint.save_model(net.state_dict(), tmp_path / "evaluator-smoke.safetensors", record)
+    network = M.metric_network(smoke_cfg)
+    assert (network.name, network.extractor, network.resolution) == ("evaluator", "evaluator-smoke", res)
+    assert network.sha256 == pretrained.file_hash(tmp_path / "evaluator-smoke.safetensors")
+    images = u8(F.interpolate(structured(12, 0), size=res))
+    r = M.generation_metrics(images, images, network, 12, kid_subset_size=6, isc_splits=2)
+    assert abs(r["FD_evaluator"]) < 1e-6 and 1 <= r["IS_evaluator"] <= 3 and r["network_file"] == network.file
 
 
 def test_balanced_labels():
