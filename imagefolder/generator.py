@@ -271,9 +271,10 @@ class Generator(nn.Module):
                                  f"{self.scales}, got {tuple(idx.shape)}")
             if idx.dtype != torch.long:
                 raise ValueError(f"indices[{i}]: expected dtype torch.long, got {idx.dtype}")
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.codebook_size):
-                raise ValueError(f"indices[{i}]: values must be in [0, {self.codebook_size}) (the codebook "
-                                 f"size), got range [{int(idx.min())}, {int(idx.max())}]")
+        lo, hi = flatten_indices(indices).aminmax()  # one device sync for all scales
+        if int(lo) < 0 or int(hi) >= self.codebook_size:
+            raise ValueError(f"indices: values must be in [0, {self.codebook_size}) (the codebook size), got "
+                             f"range [{int(lo)}, {int(hi)}]")
 
     def _check_labels(self, labels_B: torch.Tensor, allow_null: bool) -> None:
         hi = self.num_classes + int(allow_null)
@@ -520,7 +521,7 @@ class GeneratorObjective(nn.Module):
         indices = unflatten_indices(tokens_BT, g.scales, g.branches)
         logits_BLGV = g(labels_B, g.inputs(indices, self.quantizer))
         loss, acc = g.loss(logits_BLGV, indices)
-        return loss, {"loss": loss.item(), "acc": acc.item()}
+        return loss, {"acc": acc.item()}  # the trainer logs the loss itself
 
 
 # ----------------------------------------------------------------------------- token cache
@@ -542,6 +543,8 @@ class TokenDataset(torch.utils.data.Dataset):
         unflatten_indices(tokens_NT[:1], self.scales, branches)  # shape check
         if labels_N.shape != (tokens_NT.shape[0],):
             raise ValueError(f"labels: expected shape ({tokens_NT.shape[0]},), got {tuple(labels_N.shape)}")
+        if tokens_NT.numel() and not 0 <= int(tokens_NT.min()) <= int(tokens_NT.max()) < codebook_size:
+            raise ValueError(f"tokens: values must be in [0, {codebook_size}) (the codebook size)")
         self.tokens_NT, self.labels_N = tokens_NT.long(), labels_N.long()
 
     def __len__(self) -> int:

@@ -90,6 +90,11 @@ def test_flatten_roundtrip_and_layout_lengths():
         assert all(torch.equal(a, b) for a, b in zip(unflatten_indices(flatten_indices(idx), model.scales,
                                                                         model.branches), idx))
     assert len(tiny("folded")[0].steps) == 4 and len(tiny("raster")[0].steps) == 16
+    # the VAR-style single-branch baseline is folded mode with P = 1 and VAR's scales: 680 positions
+    with torch.device("meta"):
+        var = Generator(GeneratorConfig(depth=1, width=32, heads=2),
+                        QuantizerConfig(scales=config.VAR_SCALES, branches=1), N_CLASSES)
+    assert var.length == 680 and len(var.steps) == 10 and var.tokens_per_position == 1
 
 
 @pytest.mark.parametrize("mode", ["folded", "unfolded", "raster"])
@@ -285,7 +290,8 @@ def test_training_lowers_loss(mode):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(logs["loss"])
+        losses.append(loss.item())
+        assert 0 <= logs["acc"] <= 1
     assert abs(losses[0] - torch.log(torch.tensor(16.0)).item()) < 1e-3  # adaLN-Zero: uniform at init
     assert losses[-1] < 0.75 * losses[0], losses
     assert obj.ema_target is model
@@ -343,7 +349,7 @@ def test_bad_inputs_raise_clear_errors():
         model.inputs(idx[:3], q)
     with pytest.raises(ValueError, match=r"indices\[2\]: expected shape"):
         model.inputs(idx[:2] + [idx[2][..., :2, :2]] + idx[3:], q)
-    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+    with pytest.raises(ValueError, match=r"values must be in \[0, 16\)"):
         model.inputs(idx[:3] + [idx[3] + 16], q)
     with pytest.raises(ValueError, match="force_branches"):
         model.sample(labels, q, reference=idx, force_branches=[2])
@@ -375,3 +381,19 @@ def test_paper_profile_builds_forwards_and_samples_first_scale():
     first = model.sample(torch.tensor([7]), q, generator=rng(0), n_scales=1)
     assert len(first) == 1 and first[0].shape == (1, 2, 1, 1)
     print(f"paper build + forward + first-scale sample: {time.perf_counter() - t0:.1f}s")
+
+
+def test_objective_runs_under_the_trainer(tmp_path):
+    """The objective and TokenDataset fit the trainer's protocol (default collate, one phase, EMA)."""
+    from imagefolder.train import train
+
+    cfg = config.profile("smoke")
+    torch.manual_seed(0)
+    model = Generator(cfg.generator, cfg.quantizer, N_CLASSES)
+    q = StandInQuantizer(cfg.quantizer.scales, cfg.quantizer.branches, cfg.quantizer.codebook_size,
+                         cfg.quantizer.code_dim)
+    ds = _structured_dataset(model, n=16)
+    cfg.train_generator.ema_decay = 0.9
+    result = train(GeneratorObjective(model, q), ds, cfg.train_generator, tmp_path, seed=0, device="cpu")
+    assert result.steps == cfg.train_generator.steps and result.model_path.exists()
+    assert all("acc" in row and "loss_model" in row for row in result.history)
