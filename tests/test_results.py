@@ -1,0 +1,198 @@
+"""results.py and paper_reference.yaml: the paper's numbers, atomic tables/figures, merged provenance."""
+import json
+import multiprocessing
+import os
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from imagefolder import results as R  # noqa: E402
+
+REFERENCE_MD = Path(__file__).resolve().parents[1] / ".." / "shared" / "paper" / "reference-numbers.md"
+
+
+# ----------------------------------------------------------------------------- the paper's numbers
+
+def _markdown_tables() -> dict[str, tuple[list[str], list[list[str]]]]:
+    """Table id (table1, table5a, ...) → (header, rows) from reference-numbers.md."""
+    out, number, tables = {}, None, []
+
+    def flush():
+        if number is not None:
+            for i, t in enumerate(tables):
+                out[f"table{number}" + ("abcd"[i] if len(tables) > 1 else "")] = t
+
+    lines = REFERENCE_MD.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        heading = re.match(r"## Table (\d+)", lines[i])
+        if heading or lines[i].startswith("## "):
+            flush()
+            number, tables = (heading.group(1) if heading else None), []
+        elif lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = [c.strip() for c in lines[i].strip("|").split("|")]
+            rows, i = [], i + 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            tables.append((header, rows))
+            continue
+        i += 1
+    flush()
+    return out
+
+
+def _same(ours, theirs: str) -> bool:
+    """A yaml value equals a markdown cell: strings verbatim, numbers by value (2.40 == 2.4)."""
+    if isinstance(ours, str):
+        return ours == theirs
+    return ours is not None and float(ours) == float(theirs)
+
+
+def test_paper_reference_matches_the_markdown():
+    if not REFERENCE_MD.is_file():
+        pytest.skip(f"{REFERENCE_MD} is absent: cannot check paper_reference.yaml against it")
+    md = _markdown_tables()
+    yaml_tables = R.paper_tables()
+    assert sorted(md) == sorted(yaml_tables) == sorted(
+        ["table1", "table2", "table3", "table4", "table5a", "table5b", "table5c", "table5d", "table6", "table7",
+         "table8", "table9"])
+    cells = 0
+    for tid, (header, rows) in md.items():
+        spec = yaml_tables[tid]
+        key_col = header.index(spec["row_header"])
+        assert sorted(map(str, spec["columns"])) == sorted(h for j, h in enumerate(header) if j != key_col), tid
+        assert [r[key_col] for r in rows] == [str(k) for k in spec["rows"]], tid
+        for row in rows:
+            for j, column in enumerate(header):
+                if j != key_col:
+                    ours = R.paper_value(tid, row[key_col], column)
+                    assert _same(ours, row[j]), (tid, row[key_col], column, ours, row[j])
+                    cells += 1
+    assert cells == 109
+
+
+def test_paper_text_facts():
+    if REFERENCE_MD.is_file():
+        text = REFERENCE_MD.read_text(encoding="utf-8")
+        for phrase in ("gFID 5.24 vs 3.53 for 2", "Codebook utilization of the ImageFolder tokenizer: 100%",
+                       "about 1/4 of VAR's FLOPs", "batch size 1, one A100", "same number of AR steps as VAR (10)"):
+            assert phrase in text, phrase
+    assert R.paper_fact("table5c", "gFID_4_branches") == 5.24 and R.paper_fact("table5c", "gFID_2_branches") == 3.53
+    assert R.paper_fact("table4", "codebook_utilization") == 1.0
+    assert R.paper_fact("table6", "flops_ratio_to_var") == 0.25 and R.paper_fact("table6", "device") == "A100"
+    assert R.paper_fact("table6", "batch_size") == 1 and R.paper_fact("table6", "ar_steps_imagefolder") == 10
+    with pytest.raises(KeyError):
+        R.paper_fact("table6", "nope")
+
+
+def test_paper_value_lookup():
+    assert R.paper_value("table7", 286, "rFID") == 1.57
+    assert R.paper_value("table1", "10×10", "rFID") == R.paper_value("table1", "rFID", "10×10") == 4.15
+    assert R.paper_value("table2", "rFID", "linear") == ">5"
+    assert R.paper_value("table5b", "rFID", 0.1) == 1.57
+    assert R.paper_value("table4", "ImageFolder", "L.P.") == 58.0
+    assert R.paper_value("table7", 300, "rFID") is None and R.paper_value("table7", 286, "PSNR") is None
+    with pytest.raises(KeyError, match="unknown paper table"):
+        R.paper_value("table10", 1, 2)
+
+
+def test_with_paper_columns_puts_the_paper_beside_ours():
+    ours = pd.DataFrame({"length": [265, 286, 999], "rFID": [9.0, 8.0, 7.0], "gFID": [1.0, 2.0, 3.0]})
+    out = R.with_paper_columns(ours, "table7", "length", ["rFID", "gFID"])
+    assert list(out.columns) == ["length", "rFID", "rFID (paper)", "gFID", "gFID (paper)"]
+    assert out["rFID (paper)"].tolist() == [1.86, 1.57, None] and out["gFID (paper)"].tolist()[:2] == [3.98, 3.53]
+    renamed = R.with_paper_columns(ours.rename(columns={"rFID": "FD_evaluator (recon)"}), "table7", "length",
+                                   {"FD_evaluator (recon)": "rFID"})
+    assert renamed["FD_evaluator (recon) (paper)"].tolist()[0] == 1.86
+    with pytest.raises(KeyError):
+        R.with_paper_columns(ours, "table7", "length", ["IS"])
+
+
+# ----------------------------------------------------------------------------- tables, figures, atomicity
+
+def test_write_table_csv_and_markdown(tmp_path):
+    df = pd.DataFrame({"method": ["a|b", "c"], "FD_evaluator": [1.23456, float("nan")], "N": [100, 100]})
+    paths = R.write_table(df, "table7", "smoke", title="Table 7 — token length",
+                          network="evaluator (sha256 0123456789abcdef)", n=100, root=tmp_path)
+    assert paths["csv"] == tmp_path / "smoke" / "tables" / "table7.csv"
+    back = pd.read_csv(paths["csv"])
+    assert back["method"].tolist() == ["a|b", "c"] and back["FD_evaluator"].iloc[0] == 1.23456
+    md = paths["md"].read_text().splitlines()
+    assert md[0] == "**Table 7 — token length; metrics by evaluator (sha256 0123456789abcdef); N = 100.**"
+    assert md[2] == "| method | FD_evaluator | N |" and md[4] == "| a\\|b | 1.235 | 100 |" and md[5] == "| c |  | 100 |"
+    assert sorted(p.name for p in paths["csv"].parent.iterdir()) == ["table7.csv", "table7.md"]
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "t.csv"
+    R.atomic_write_text(path, "old\n")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        R.atomic_write_text(path, "new\n")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+    monkeypatch.undo()
+    R.atomic_write_text(path, "new\n")
+    assert path.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_save_figure_png(tmp_path):
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    path = R.save_figure(fig, "curve", "smoke", root=tmp_path)
+    plt.close(fig)
+    assert path == tmp_path / "smoke" / "figures" / "curve.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def _add_sections(args):
+    root, worker = args
+    for i in range(5):
+        R.update_provenance("smoke", f"nb{worker}_{i}", {"worker": worker, "i": i}, root=root)
+
+
+def test_provenance_sections_merge(tmp_path):
+    section = R.provenance_section("smoke", seeds={"tokenizer": 0}, data_fingerprint="abc",
+                                   metric_networks={"FD": {"name": "evaluator", "sha256": "0123"}},
+                                   wall_times={"train": 1.5}, repo=Path(__file__).parent)
+    assert len(section["git"]["commit"]) == 40 and section["packages"]["torch"] and section["machine"]["cpu_count"]
+    R.update_provenance("smoke", "01_token_length", section, root=tmp_path)
+    R.update_provenance("smoke", "02_pq_tokenizer", {"seeds": 1}, root=tmp_path)
+    R.update_provenance("smoke", "02_pq_tokenizer", {"seeds": 2}, root=tmp_path)
+    data = json.loads((tmp_path / "smoke" / "provenance.json").read_text())
+    assert data["profile"] == "smoke" and sorted(data["sections"]) == ["01_token_length", "02_pq_tokenizer"]
+    assert data["sections"]["02_pq_tokenizer"] == {"seeds": 2}
+    assert data["sections"]["01_token_length"]["metric_networks"]["FD"]["sha256"] == "0123"
+    with pytest.raises(ValueError, match="profile"):
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "provenance.json").write_text(json.dumps({"profile": "smoke", "sections": {}}))
+        R.update_provenance("cpu", "x", {}, root=tmp_path)
+
+
+def test_provenance_concurrent_writers_lose_nothing(tmp_path):
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_add_sections, [(tmp_path, 0), (tmp_path, 1)])
+    data = json.loads((tmp_path / "smoke" / "provenance.json").read_text())
+    assert len(data["sections"]) == 10
+
+
+def test_folder_fingerprint_changes_with_the_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"12")
+    first, first_content = R.folder_fingerprint(tmp_path), R.folder_fingerprint(tmp_path, content=True)
+    (tmp_path / "a" / "x.png").write_bytes(b"13")  # same size: only the content hash sees it
+    assert R.folder_fingerprint(tmp_path) == first and R.folder_fingerprint(tmp_path, content=True) != first_content
+    (tmp_path / "a" / "y.png").write_bytes(b"1")
+    assert R.folder_fingerprint(tmp_path) != first
