@@ -197,12 +197,20 @@ class _FirstItem(Dataset):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+_UINT8_HINT = ("metrics take uint8 images in [0, 255] (convert [-1,1] floats with data.to_uint8; "
+               "ImageFolderDataset.uint8_images() gives a split as uint8)")
+
+
+def _range_hint(x: torch.Tensor) -> str:
+    return f" with values in [{x.min().item():.3g}, {x.max().item():.3g}]" if x.is_floating_point() and x.numel() else ""
+
+
 def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple[int, int]]:
     """Validate a sample set; return (Dataset of uint8 (3,H,W), count used, (H, W)) or raise ValueError.
 
     `source`: a uint8 tensor (N,3,H,W), a Dataset of uint8 (3,H,W) tensors (or tuples led by one), or a
     folder of PNG/JPEG files (sorted by name, not searched recursively). Uses the first `n` (all if None).
-    Folders are checked from the image headers; tensors and Datasets item by item.
+    Folders are checked from the image headers, Datasets item by item (one pass over the used items).
     """
     if isinstance(source, (str, Path)):
         folder = Path(source)
@@ -225,7 +233,12 @@ def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple
     if torch.is_tensor(source):
         if source.dim() != 4 or source.shape[1] != 3:
             raise ValueError(f"{what}: expected a (N,3,H,W) tensor, got shape {tuple(source.shape)}")
-        source = UInt8Images(source)
+        count = len(source) if n is None else n
+        if len(source) == 0 or len(source) < count:
+            raise ValueError(f"{what}: {len(source)} image(s), need {max(count, 1)}")
+        if source.dtype != torch.uint8:
+            raise ValueError(f"{what}: images are {source.dtype}{_range_hint(source)}; {_UINT8_HINT}")
+        return UInt8Images(source[:count]), count, tuple(source.shape[2:])
     if not isinstance(source, Dataset):
         raise ValueError(f"{what}: expected a uint8 tensor, a Dataset or a folder, got {type(source).__name__}")
     total = len(source)
@@ -237,11 +250,8 @@ def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple
     for i in range(count):
         x = data[i]
         if not torch.is_tensor(x) or x.dtype != torch.uint8:
-            got = f"{x.dtype}" if torch.is_tensor(x) else type(x).__name__
-            hint = (f" with values in [{x.min().item():.3g}, {x.max().item():.3g}]"
-                    if torch.is_tensor(x) and x.is_floating_point() else "")
-            raise ValueError(f"{what}: image {i} is {got}{hint}; metrics take uint8 images in [0, 255] "
-                             f"(convert [-1,1] floats with data.to_uint8)")
+            got = f"{x.dtype}{_range_hint(x)}" if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"{what}: image {i} is {got}; {_UINT8_HINT}")
         if x.dim() != 3 or x.shape[0] != 3:
             raise ValueError(f"{what}: image {i} has shape {tuple(x.shape)}, expected (3,H,W)")
         if shape is None:
@@ -294,8 +304,9 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     samples, reference: uint8 tensor (N,3,H,W), Dataset of uint8 (3,H,W) (or tuples led by one), or a
     folder. The first `n` samples and the first `n_reference` (default all) reference images are used;
     fewer images, mixed sizes or a non-uint8 dtype raise ValueError before any network runs.
-    Reference features are cached under `cache_dir` as `reference_cache` (see reference_cache_name)
-    when both are given. KID's subset size is capped at the smaller set. IS uses the samples only.
+    A reference network is moved to `device`. Reference features are cached under `cache_dir` as
+    `reference_cache` (see reference_cache_name) when both are given. KID's subset size is capped at
+    the smaller set. IS uses the samples only.
     Returns keys named by `metric_key` plus N, N_reference, network, network_sha256, network_file,
     KID_subset_size.
     """
@@ -319,6 +330,10 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
         raise ValueError(f"precision/recall need more than prc_neighborhood={prc_neighborhood} images per set")
     kid_size = min(kid_subset_size, n1, n2)
     device = torch.device(device)
+    if network.extractor == INCEPTION_EXTRACTOR and not network.weights_path:
+        raise MissingWeightsError("Inception-v3 needs a local weights file: build the network with inception_network()")
+    if network.extractor in _NETWORKS:
+        _NETWORKS[network.extractor][0].to(device)
     cache = cache_dir is not None and reference_cache is not None
     kwargs = dict(
         input1=input1, input2=input2, feature_extractor=network.extractor,

@@ -172,14 +172,16 @@ def test_folder_input_matches_tensor_and_caches_reference(net, sets, tmp_path):
     assert again["FD_evaluator"] == from_folder["FD_evaluator"]
 
 
-@pytest.mark.parametrize("case", ["empty", "too_few", "float", "mixed", "mixed_folder", "wrong_resolution"])
+@pytest.mark.parametrize("case", ["empty", "too_few", "float", "float_dataset", "mixed", "mixed_folder",
+                                  "wrong_resolution"])
 def test_bad_inputs_fail_before_the_network_runs(case, tmp_path):
     network = M.reference_network(ExplodingNet(), "exploding", resolution=SIZE)
     good = u8(structured(8, 0))
     samples, expected = {
         "empty": (torch.zeros(0, 3, SIZE, SIZE, dtype=torch.uint8), "0 image"),
         "too_few": (good[:4], "need 8"),
-        "float": (structured(8, 0), "uint8"),
+        "float": (structured(8, 0), "float32 with values in .* uint8"),
+        "float_dataset": (Labelled(structured(8, 0)), "image 0 is torch.float32 .* uint8"),
         "mixed": ([good[0], good[1][:, :8, :8]] * 4, "mixed image sizes"),
         "mixed_folder": (tmp_path, "mixed image sizes"),
         "wrong_resolution": (u8(structured(8, 0)[:, :, :8, :8]), "takes 16x16"),
