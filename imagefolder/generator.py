@@ -358,13 +358,14 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------------- sampling
 
-    @torch.inference_mode()
-    def sample(self, labels_B: torch.Tensor, quantizer=None, *, cfg_scale: float | None = None,
+    @torch.no_grad()
+    def sample(self, labels_B: torch.Tensor | Sequence[int], quantizer=None, *, cfg_scale: float | None = None,
                top_k: int | None = None, top_p: float | None = None,
                generator: torch.Generator | None = None, reference: list[torch.Tensor] | None = None,
                force_branches: Sequence[int] = (), n_scales: int | None = None, use_cache: bool = True,
                return_logits: bool = False):
-        """Sample token indices for class labels (B,); the caller decodes them with the tokenizer.
+        """Sample token indices for class labels (B,) (moved to the model's device); the caller decodes
+        them with the tokenizer.
 
         cfg_scale: guidance weight at the last scale, ramped linearly from 0 (see `guidance_weights`;
             0 = no guidance, no doubled batch); None → `cfg.cfg_scale`. With guidance the batch runs
@@ -380,6 +381,7 @@ class Generator(nn.Module):
         Returns indices [n_scales × (B, P, s, s)], and with `return_logits` also the guided logits of
         every step [(B, l, G, V)] before filtering.
         """
+        labels_B = torch.as_tensor(labels_B, device=self.class_emb.weight.device)
         self._check_labels(labels_B, allow_null=False)
         cfg_scale = self.cfg.cfg_scale if cfg_scale is None else cfg_scale
         if cfg_scale < 0:

@@ -378,7 +378,7 @@ def test_paper_profile_builds_forwards_and_samples_first_scale():
     with torch.no_grad():
         logits = model(torch.tensor([7]), model.inputs(idx, q))
     assert logits.shape == (1, 286, 2, 4096) and torch.isfinite(logits).all()
-    first = model.sample(torch.tensor([7]), q, generator=rng(0), n_scales=1)
+    first = model.sample([7], q, generator=rng(0), n_scales=1)  # labels as a list
     assert len(first) == 1 and first[0].shape == (1, 2, 1, 1)
     print(f"paper build + forward + first-scale sample: {time.perf_counter() - t0:.1f}s")
 
