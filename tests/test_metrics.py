@@ -325,5 +325,9 @@ def test_flop_counter_counts_cpu_attention():
     assert M.count_flops(explicit) == matmuls
     assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == matmuls
     assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) == matmuls
+    block_causal = torch.ones(s, s, dtype=torch.bool).tril()
+    assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=block_causal)) == matmuls
+    one_query = q[:, :, :1]  # a KV-cached step: 1 query against s keys
+    assert M.count_flops(lambda: F.scaled_dot_product_attention(one_query, k, v)) == 2 * (2 * b * h * s * d)
     lin = nn.Linear(8, 5)
     assert M.count_flops(lambda: lin(torch.zeros(3, 8))) == 2 * 3 * 8 * 5
