@@ -179,11 +179,15 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
         _set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)], device)
         history = [row for row in _read_history(run_dir) if row["step"] <= start]
         if info.main:
+            checkpoint.atomic_write_text(run_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+        if info.main:
             print(f"{desc}: resuming from {latest} (step {start} of {tcfg.steps})")
 
     model = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1 else objective)
     sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start, tcfg.steps, info.rank, info.world)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=getattr(dataset, "num_workers", 0))
+    # a private generator: iterating the loader must not draw from the global stream that resume restores
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=getattr(dataset, "num_workers", 0),
+                        generator=torch.Generator().manual_seed(seed))
 
     def save(step: int) -> None:
         rngs = [None] * info.world

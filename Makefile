@@ -1,0 +1,57 @@
+# imagefolder-compendium — every target installs what it needs into .venv on first use.
+#   make reproduce [PROFILE=cpu|gpu|paper|smoke]   regenerate results/<profile>/ from the notebooks
+#   make test                                     the test suite (smoke profile, ~10 min on 2 cores)
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+.PHONY: setup data test reproduce html bench clean distclean nb-01 nb-02 nb-03 nb-04 nb-05 nb-06
+
+PROFILE ?= cpu
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL := imagefolder
+OUT := results/$(PROFILE)
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "imagefolder (.venv)" > /dev/null
+	touch $@
+
+data: $(STAMP)
+	$(PY) -m imagefolder data --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m imagefolder data --profile smoke
+	$(PY) -m pytest -q
+
+define run_notebook
+	mkdir -p $(OUT)/executed
+	$(PY) -m papermill $(1) $(OUT)/executed/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) -p out_dir $(OUT)
+endef
+
+reproduce: data
+	$(foreach nb,$(NOTEBOOKS),$(call run_notebook,$(nb)) &&) true
+	$(MAKE) html PROFILE=$(PROFILE)
+
+nb-%: data
+	$(call run_notebook,$(wildcard notebooks/$*_*.ipynb))
+
+html: $(STAMP)
+	mkdir -p $(OUT)/reports
+	$(PY) -m jupyter nbconvert --to html --no-input --output-dir $(OUT)/reports $(OUT)/executed/*.ipynb
+
+bench: $(STAMP)
+	$(PY) -m imagefolder bench --profile $(PROFILE)
+
+clean:
+	rm -rf runs/smoke results/smoke .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf runs data $(VENV) *.egg-info

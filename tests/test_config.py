@@ -1,0 +1,76 @@
+import pytest
+
+from imagefolder import config
+from imagefolder.config import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(config.PROFILES))
+def test_every_profile_builds_and_validates(name):
+    cfg = config.profile(name)
+    assert cfg.profile == name
+    assert len(cfg.quantizer.scales) == len(config.PAPER_SCALES)  # small profiles keep the paper's 10 scales
+    assert cfg.quantizer.branches == 2 and cfg.quantizer.dropout_n_start == 3 and cfg.quantizer.dropout_p == 0.1
+
+
+def test_paper_profile_is_the_papers_configuration():
+    cfg = config.profile("paper")
+    assert cfg.quantizer.scales == [1, 1, 2, 3, 3, 4, 5, 6, 8, 11]
+    assert cfg.tokens_per_branch == 286 and cfg.grid == 11
+    assert (cfg.quantizer.codebook_size, cfg.quantizer.code_dim) == (4096, 32)
+    assert (cfg.generator.depth, cfg.generator.width) == (17, 1088)
+    assert cfg.data.resolution == 256 and cfg.tokenizer.encoder.width == 768
+    assert cfg.tokenizer.semantic_weight == 0.1 and cfg.tokenizer.adv_weight == 0.5
+
+
+def test_token_counts():
+    assert config.token_count(config.PAPER_SCALES) == 286
+    assert config.token_count(config.VAR_SCALES) == 680
+    assert config.token_count([2, 5]) == 29
+
+
+@pytest.mark.parametrize("last", [4, 6, 8, 11, 16])
+def test_scaled_schedule_keeps_shape(last):
+    s = config.scaled_schedule(last)
+    assert len(s) == 10 and s[-1] == last and s[0] == 1
+    assert all(a <= b for a, b in zip(s, s[1:]))
+    assert config.scaled_schedule(11) == config.PAPER_SCALES
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"quantizer.scales": [1, 3, 2]}, "quantizer.scales"),
+    ({"quantizer.dropout_n_start": 11}, "quantizer.dropout_n_start"),
+    ({"quantizer.dropout_p": 1.5}, "quantizer.dropout_p"),
+    ({"quantizer.branches": 0}, "quantizer.branches"),
+    ({"data.resolution": 18}, "patch_size"),
+    ({"tokenizer.semantic_mode": "two"}, "tokenizer.semantic_mode"),
+    ({"generator.top_p": 0.0}, "generator.top_p"),
+    ({"train_tokenizer.warmup_steps": 10_000}, "train_tokenizer.warmup_steps"),
+    ({"quantizer.nonsense": 1}, "quantizer.nonsense"),
+])
+def test_validation_names_the_bad_field(overrides, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        config.profile("smoke", overrides)
+
+
+def test_unknown_profile():
+    with pytest.raises(ConfigError, match="unknown profile 'tiny'"):
+        config.profile("tiny")
+
+
+def test_string_overrides_are_parsed_by_type():
+    cfg = config.profile("smoke", config.parse_overrides(["quantizer.scales=[1,2,4]", "seed=7", "tokenizer.semantic_mode=all"]))
+    assert cfg.quantizer.scales == [1, 2, 4] and cfg.seed == 7 and cfg.tokenizer.semantic_mode == "all"
+    with pytest.raises(ConfigError, match="expected key=value"):
+        config.parse_overrides(["seed"])
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = config.profile("cpu", {"quantizer.dropout_p": 0.5})
+    config.save_yaml(cfg, tmp_path / "c.yaml")
+    assert config.load_yaml(tmp_path / "c.yaml") == cfg
+
+
+def test_diff_lists_changed_fields():
+    a = config.to_dict(config.profile("smoke"))
+    b = config.to_dict(config.profile("smoke", {"quantizer.codebook_size": 32}))
+    assert config.diff(a, b) == ["quantizer.codebook_size: 64 → 32"]

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from imagefolder import config, pretrained, reference
+from imagefolder.pretrained import MissingWeightsError
+
+
+def test_missing_weights_error_says_which_file_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path / "w"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(MissingWeightsError) as err:
+        pretrained.resolve("inception-v3-compat")
+    msg = str(err.value)
+    assert "weights-inception-2015-12-05-6726825d.pth" in msg and str(tmp_path / "w") in msg
+    assert str(tmp_path / "th" / "hub" / "checkpoints") in msg
+    with pytest.raises(MissingWeightsError, match="dinov2_vitb14.safetensors"):
+        pretrained.resolve("dinov2_vitb14")
+    with pytest.raises(MissingWeightsError, match="make data PROFILE=cpu"):
+        pretrained.resolve("teacher-cpu")
+    with pytest.raises(MissingWeightsError, match="unknown pretrained network"):
+        pretrained.resolve("resnet50")
+
+
+def test_resolver_finds_local_files_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path))
+    (tmp_path / "vgg16-397923af.pth").write_bytes(b"x")
+    assert pretrained.resolve("vgg16") == tmp_path / "vgg16-397923af.pth"
+    assert len(pretrained.file_hash(tmp_path / "vgg16-397923af.pth")) == 16
+
+
+def test_reference_networks_train_save_and_load_frozen(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path / "w"))
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs")})
+    for role in ("teacher", "evaluator"):
+        path = reference.train_reference(cfg, role)
+        info = __import__("json").loads(path.with_suffix(".json").read_text())
+        assert set(info["val_accuracy"]) == set(getattr(cfg, role).labels)
+        net = reference.load(cfg, role)
+        assert not any(p.requires_grad for p in net.parameters()) and not net.training
+        x = torch.zeros(2, 3, cfg.data.resolution, cfg.data.resolution)
+        assert net.features(x).ndim == 2 and net.logits(x, getattr(cfg, role).labels[0]).shape[0] == 2
+    assert isinstance(reference.load(cfg, "teacher").vit, torch.nn.Module)  # same layout as the encoder

@@ -1,0 +1,72 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imagefolder import checkpoint
+from imagefolder.config import TrainConfig
+from imagefolder.train import StepBatchSampler, lr_factor, train
+from tests.toy import ToyObjective, toy_dataset
+
+TCFG = TrainConfig(steps=12, batch_size=8, lr=1e-2, warmup_steps=2, ckpt_every=4, log_every=2, ema_decay=0.9)
+
+
+def _fresh(crash_at=None):
+    torch.manual_seed(0)
+    return ToyObjective(crash_at)
+
+
+def test_training_lowers_the_loss_and_exports_the_model(tmp_path):
+    result = train(_fresh(), toy_dataset(), TrainConfig(steps=60, batch_size=16, lr=3e-2, warmup_steps=5,
+                                                        log_every=10, ckpt_every=30), tmp_path, seed=0, device="cpu")
+    assert result.steps == 60 and result.history[-1]["loss_model"] < 0.2 * result.history[0]["loss_model"]
+    tensors, _, extra = checkpoint.load_model(result.model_path)
+    assert extra["steps"] == 60 and set(tensors) == set(_fresh().net.state_dict())
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    ref = train(_fresh(), toy_dataset(), TCFG, tmp_path / "ref", seed=3, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh(crash_at=6), toy_dataset(), TCFG, tmp_path / "run", seed=3, device="cpu")
+    assert checkpoint.latest_training(tmp_path / "run" / "checkpoints").name == "step_00000004"
+    resumed = train(_fresh(), toy_dataset(), TCFG, tmp_path / "run", seed=3, device="cpu")
+    assert resumed.resumed_from == 4 and resumed.steps == 12
+    a, _, _ = checkpoint.load_model(ref.model_path)
+    b, _, _ = checkpoint.load_model(resumed.model_path)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in ref.history]
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    train(_fresh(), toy_dataset(), TCFG, tmp_path, seed=0, device="cpu", config={"lr": 1})
+    with pytest.raises(checkpoint.CheckpointError, match="lr: 1 → 2"):
+        train(_fresh(), toy_dataset(), TCFG, tmp_path, seed=0, device="cpu", config={"lr": 2})
+
+
+def test_step_sampler_is_a_function_of_the_step():
+    full = list(StepBatchSampler(20, 4, 0, 0, 12, 0, 1))
+    tail = list(StepBatchSampler(20, 4, 0, 7, 12, 0, 1))
+    assert tail == full[7:] and sorted(sum(full[:5], [])) == list(range(20))
+    shards = [list(StepBatchSampler(20, 4, 0, 0, 3, r, 2)) for r in range(2)]
+    assert all(sorted(a + b) == sorted(c) for a, b, c in zip(*shards, full[:3]))
+
+
+def test_lr_schedule_warms_up_then_decays():
+    t = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, t) == pytest.approx(0.1) and lr_factor(9, t) == pytest.approx(1.0)
+    assert lr_factor(100, t) == pytest.approx(0.1) and lr_factor(50, t) < lr_factor(20, t)
+
+
+def test_two_process_gloo_torchrun(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "tests.toy", str(tmp_path)], capture_output=True, text=True, env=env, cwd=root,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("rank done: steps=8") == 2
+    assert checkpoint.latest_training(tmp_path / "checkpoints").name == "step_00000008"
+    assert (tmp_path / "model.safetensors").exists()
