@@ -160,9 +160,13 @@ class Block(nn.Module):
                                  nn.Linear(hidden, width), nn.Dropout(dropout))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
-    def forward(self, x_BLW: torch.Tensor, cond_BW: torch.Tensor, mask_LL: torch.Tensor | None = None,
+    def modulation(self, cond_BW: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 6W): γ₁, γ₂, a₁, a₂, b₁, b₂ from the class embedding (computed once per sequence)."""
+        return self.ada(cond_BW)[:, None]
+
+    def forward(self, x_BLW: torch.Tensor, mod_B1X: torch.Tensor, mask_LL: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
-        g1, g2, a1, a2, b1, b2 = self.ada(cond_BW)[:, None].chunk(6, dim=-1)  # 6×(B, 1, W)
+        g1, g2, a1, a2, b1, b2 = mod_B1X.chunk(6, dim=-1)  # 6×(B, 1, W)
         x_BLW = x_BLW + g1 * self.attn(self.norm(x_BLW) * (1 + a1) + b1, mask_LL, cache)
         return x_BLW + g2 * self.mlp(self.norm(x_BLW) * (1 + a2) + b2)
 
@@ -318,8 +322,8 @@ class Generator(nn.Module):
         x_BLW = torch.cat([self._start(cond_BW), self._embed_inputs(inputs)], dim=1)
         x_BLW = x_BLW + self._position_terms(0, self.length)
         for block in self.blocks:
-            x_BLW = block(x_BLW, cond_BW, self.mask_LL)
-        return self._logits(x_BLW, cond_BW)
+            x_BLW = block(x_BLW, block.modulation(cond_BW), self.mask_LL)
+        return self._logits(x_BLW, self._head_modulation(cond_BW))
 
     def loss(self, logits_BLGV: torch.Tensor, indices: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy averaged over positions and branches, and token accuracy."""
@@ -351,8 +355,11 @@ class Generator(nn.Module):
         chunks = inputs.split([s * s for s in self.scales[1:]], dim=1)
         return torch.cat([self._embed_step(c) for c in chunks], dim=1)
 
-    def _logits(self, x_BlW: torch.Tensor, cond_BW: torch.Tensor) -> torch.Tensor:
-        a, b = self.head_ada(cond_BW)[:, None].chunk(2, dim=-1)  # 2×(B, 1, W)
+    def _head_modulation(self, cond_BW: torch.Tensor) -> torch.Tensor:
+        return self.head_ada(cond_BW)[:, None]  # (B, 1, 2W)
+
+    def _logits(self, x_BlW: torch.Tensor, mod_B1X: torch.Tensor) -> torch.Tensor:
+        a, b = mod_B1X.chunk(2, dim=-1)  # 2×(B, 1, W)
         out = self.head(self.head_norm(x_BlW) * (1 + a) + b)
         return out.unflatten(-1, (self.tokens_per_position, self.codebook_size))  # (B, l, G, V)
 
@@ -426,6 +433,8 @@ class Generator(nn.Module):
         if guided:
             labels_B = torch.cat([labels_B, torch.full_like(labels_B, self.null_class)])  # (2B,)
         cond_BW = self.class_emb(labels_B)
+        mods = [block.modulation(cond_BW) for block in self.blocks]
+        head_mod = self._head_modulation(cond_BW)
         n_steps = len(self.steps) if self.mode == "raster" else n_scales
         caches = [KVCache(self.steps[n_steps - 1][1]) for _ in self.blocks] if use_cache else None
         x_BlW = self._start(cond_BW)
@@ -438,14 +447,14 @@ class Generator(nn.Module):
             x_BlW = x_BlW + self._position_terms(start, end)
             if use_cache:
                 h_BlW = x_BlW
-                for block, cache in zip(self.blocks, caches):
-                    h_BlW = block(h_BlW, cond_BW, None, cache)
+                for block, mod, cache in zip(self.blocks, mods, caches):
+                    h_BlW = block(h_BlW, mod, None, cache)
             else:
                 seen_BLW = h_BlW = torch.cat([seen_BLW, x_BlW], dim=1)
-                for block in self.blocks:
-                    h_BlW = block(h_BlW, cond_BW, self.mask_LL[:end, :end])
+                for block, mod in zip(self.blocks, mods):
+                    h_BlW = block(h_BlW, mod, self.mask_LL[:end, :end])
                 h_BlW = h_BlW[:, start:]
-            logits_BlGV = self._logits(h_BlW, cond_BW).float()
+            logits_BlGV = self._logits(h_BlW, head_mod).float()
             if guided:
                 cond, uncond = logits_BlGV.chunk(2)
                 logits_BlGV = cond + weights[self.step_scale[k]] * (cond - uncond)
