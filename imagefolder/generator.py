@@ -259,6 +259,10 @@ class Generator(nn.Module):
             raise ValueError(f"generator mode {self.mode!r} needs the tokenizer's quantizer for its inputs")
         ours = dict(scales=self.scales, branches=self.branches, codebook_size=self.codebook_size,
                     code_dim=self.code_dim)
+        missing = [k for k in ours if not hasattr(quantizer, k)]
+        if missing:
+            raise ValueError(f"quantizer {type(quantizer).__name__} lacks the attributes {missing} that "
+                             f"CONTRACTS.md promises (scales, branches, codebook_size, code_dim)")
         theirs = {k: (list(getattr(quantizer, k)) if k == "scales" else getattr(quantizer, k)) for k in ours}
         bad = [f"{k}: model {ours[k]} vs quantizer {theirs[k]}" for k in ours if ours[k] != theirs[k]]
         if bad:

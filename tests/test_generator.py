@@ -344,6 +344,10 @@ def test_bad_inputs_raise_clear_errors():
         model.sample(labels, StandInQuantizer([1, 2, 4], 2, 16, 8))
     with pytest.raises(ValueError, match="needs the tokenizer's quantizer"):
         model.sample(labels, None)
+    with pytest.raises(ValueError, match=r"lacks the attributes \['code_dim'\]"):
+        broken = StandInQuantizer(SCALES, 2, 16, 8)
+        del broken.code_dim
+        model.sample(labels, broken)
     idx = random_indices(model, 2)
     with pytest.raises(ValueError, match="expected 4 scales"):
         model.inputs(idx[:3], q)
