@@ -1,0 +1,177 @@
+"""Quantizer tests: token counts, the index conversions, residual behaviour, STE, quantizer dropout."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imagefolder.config import PAPER_SCALES, VAR_SCALES, QuantizerConfig, token_count
+from imagefolder.quantize import Codebook, MultiScaleResidualQuantizer, ProductQuantizer
+
+
+def make_pq(scales=(1, 2, 3, 4), P=2, V=32, C=8, **kw) -> ProductQuantizer:
+    return ProductQuantizer(QuantizerConfig(scales=list(scales), branches=P, codebook_size=V, code_dim=C, **kw))
+
+
+def smooth_features(B, P, C, K, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(B, P * C, max(1, K // 2), max(1, K // 2), generator=g)
+    return F.interpolate(low, size=(K, K), mode="bicubic").view(B, P, C, K, K)
+
+
+@pytest.mark.parametrize("scales, expected", [(PAPER_SCALES, 286), (VAR_SCALES, 680), ([1, 2, 3], 14), ([5], 25)])
+def test_token_counts(scales, expected):
+    q = make_pq(scales, P=2, V=16, C=4).eval()
+    K = scales[-1]
+    out = q(torch.randn(1, 2, 4, K, K))
+    assert [tuple(i.shape) for i in out.indices] == [(1, 2, s, s) for s in scales]
+    assert sum(i[0, 0].numel() for i in out.indices) == expected == token_count(list(scales))
+    assert q.teacher_forcing_inputs(out.indices).shape == (1, expected - scales[0] ** 2, 2 * 4)
+
+
+@pytest.mark.parametrize("lookup", ["cosine", "l2"])
+def test_indices_to_fhat_reproduces_quantized_features(lookup):
+    torch.manual_seed(0)
+    q = make_pq(lookup=lookup)
+    q.train()
+    q(smooth_features(8, 2, 8, 4))  # data-dependent codebook init
+    q.eval()
+    f = smooth_features(5, 2, 8, 4, seed=1)
+    out = q(f)
+    assert torch.allclose(q.indices_to_fhat(out.indices), out.f_hat, atol=1e-5)
+    # a truncated forward equals decoding the first n scales only
+    for n in (1, 3):
+        trunc = q(f, torch.full((5,), n))
+        assert torch.allclose(q.indices_to_fhat(out.indices[:n]), trunc.f_hat, atol=1e-5)
+        assert all(torch.equal(a, b) for a, b in zip(trunc.indices, out.indices))
+
+
+def test_teacher_forcing_matches_next_input_step_by_step():
+    torch.manual_seed(0)
+    q = make_pq(scales=(1, 2, 3, 5), V=16).eval()
+    indices = [torch.randint(0, 16, (3, 2, s, s)) for s in q.scales]
+    tf = q.teacher_forcing_inputs(indices)
+    f_hat = torch.zeros(3, 2, 8, 5, 5)
+    steps = []
+    for si, idx in enumerate(indices):
+        f_hat, nxt = q.next_input(f_hat, si, idx)
+        if si < len(indices) - 1:
+            assert nxt.shape == (3, q.scales[si + 1] ** 2, 16)
+            steps.append(nxt)
+        else:
+            assert nxt is None
+    assert torch.allclose(torch.cat(steps, dim=1), tf, atol=1e-6)
+    assert torch.allclose(f_hat, q.indices_to_fhat(indices), atol=1e-5)
+    # branch p's channels are the p-th block of P*C: zeroing branch 1's codes changes only that block
+    other = [i.clone() for i in indices]
+    for i in other:
+        i[:, 1] = (i[:, 1] + 1) % 16
+    tf2 = q.teacher_forcing_inputs(other)
+    assert torch.allclose(tf[..., :8], tf2[..., :8]) and not torch.allclose(tf[..., 8:], tf2[..., 8:])
+
+
+@pytest.mark.parametrize("lookup", ["cosine", "l2"])
+def test_residual_norm_does_not_grow_with_scales_after_fit(lookup):
+    torch.manual_seed(0)
+    q = make_pq(scales=(1, 2, 3, 4, 6, 8), V=64, C=8, lookup=lookup, dropout_p=0.0)
+    f = smooth_features(16, 2, 8, 8)
+    opt = torch.optim.Adam(q.parameters(), lr=1e-2)
+    q.train()
+    for _ in range(40):
+        loss = q(f).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    q.eval()
+    with torch.no_grad():
+        idx = q(f).indices
+        errs = [float((f - q.indices_to_fhat(idx[:n])).norm()) for n in range(1, len(idx) + 1)]
+    assert all(b <= a * 1.001 for a, b in zip(errs, errs[1:])), errs
+    assert errs[-1] < 0.5 * float(f.norm()), (errs, float(f.norm()))
+
+
+@pytest.mark.parametrize("lookup", ["cosine", "l2"])
+def test_data_init_starts_closer_than_uniform_init(lookup):
+    f = 0.1 * smooth_features(8, 2, 8, 4)  # features far smaller than unit codes, as after a fresh encoder
+    errs = {}
+    for init in ("data", "uniform"):
+        torch.manual_seed(0)
+        q = make_pq(codebook_init=init, dropout_p=0.0, lookup=lookup).train()
+        assert all(bool(b.initialised) == (init == "uniform") for b in q.branches)
+        with torch.no_grad():
+            out = q(f)
+            errs[init] = float((q.indices_to_fhat(out.indices) - f).norm())
+        assert all(bool(b.initialised) for b in q.branches)
+    assert errs["data"] < errs["uniform"], errs
+
+
+def test_straight_through_gradient_and_codebook_gradient():
+    torch.manual_seed(0)
+    q = make_pq().train()
+    f = smooth_features(4, 2, 8, 4).requires_grad_(True)
+    out = q(f)
+    (out.f_hat * 3.0).sum().backward(retain_graph=True)
+    assert torch.allclose(f.grad, torch.full_like(f, 3.0))  # STE: identity gradient to the input
+    assert all(b.codebook.weight.grad is None for b in q.branches)  # the decoder path never trains codes
+    f.grad = None
+    out.loss.backward()
+    for b in q.branches:
+        assert b.codebook.weight.grad.abs().sum() > 0  # codebook loss reaches the codes
+        assert any(p.conv.weight.grad is not None and p.conv.weight.grad.abs().sum() > 0 for p in b.phis)
+    assert f.grad.abs().sum() > 0  # commitment reaches the encoder
+
+
+def test_quantizer_dropout_keeps_first_n_scales_same_n_all_branches():
+    torch.manual_seed(0)
+    S, n_start = 4, 2
+    q = make_pq(scales=(1, 2, 3, 4), dropout_p=1.0, dropout_n_start=n_start)
+    q.train()
+    q(smooth_features(8, 2, 8, 4))  # init codebooks
+    f = smooth_features(64, 2, 8, 4, seed=3)
+    out = q(f)
+    n = out.n_scales
+    assert n.min() >= n_start and n.max() <= S
+    assert set(n.tolist()) == set(range(n_start, S + 1))  # 64 draws cover U{2..4}
+    for b in range(64):
+        ref = q.indices_to_fhat([i[b:b + 1] for i in out.indices[: int(n[b])]])  # every branch, first n scales
+        assert torch.allclose(out.f_hat[b:b + 1], ref, atol=1e-5)
+    # the fraction p of the batch is truncated
+    q.cfg.dropout_p = 0.5
+    frac = float((q.sample_n_scales(4000, "cpu") < S).float().mean())
+    expected = 0.5 * (S - n_start) / (S - n_start + 1)  # dropped and drew n < S
+    assert abs(frac - expected) < 0.04
+    # p = 0 disables it; eval never drops
+    q.cfg.dropout_p = 0.0
+    assert bool((q(f).n_scales == S).all())
+    q.cfg.dropout_p = 1.0
+    q.eval()
+    assert bool((q(f).n_scales == S).all())
+
+
+def test_codebook_usage_per_branch():
+    q = make_pq(scales=(1, 2), V=8)
+    idx = [torch.tensor([[[[0]], [[1]]]]), torch.tensor([[[[0, 1], [2, 3]], [[1, 1], [1, 1]]]])]
+    assert torch.allclose(q.codebook_usage(idx), torch.tensor([4 / 8, 1 / 8]))
+
+
+def test_index_checks_raise_clear_errors():
+    q = make_pq(scales=(1, 2), V=8)
+    good = [torch.zeros(1, 2, 1, 1, dtype=torch.long), torch.zeros(1, 2, 2, 2, dtype=torch.long)]
+    q.check_indices(good)
+    q.check_indices(good[:1])  # a prefix is fine
+    with pytest.raises(ValueError, match=r"values must be in \[0, 8\)"):
+        q.check_indices([good[0], torch.full((1, 2, 2, 2), 8)])
+    with pytest.raises(ValueError, match=r"shape \(1, 2, 2, 2\)"):
+        q.check_indices([good[0], torch.zeros(1, 2, 3, 3, dtype=torch.long)])
+    with pytest.raises(ValueError, match="one per scale"):
+        q.check_indices(good + good)
+
+
+def test_single_codebook_lookup_and_phi_sharing():
+    cb = Codebook(4, 2, "l2")
+    with torch.no_grad():
+        cb.weight.copy_(torch.tensor([[1.0, 0], [0, 1], [-1, 0], [3, 0]]))
+    z = torch.tensor([[2.9, 0.1], [0.9, 0.0], [0.1, 0.8]])
+    assert cb.nearest(z).tolist() == [3, 0, 1]
+    cb.lookup = "cosine"  # direction only: [2.9, .1] and [.9, 0] both point along codes 0 / 3
+    assert cb.nearest(z)[:2].tolist() in ([0, 0], [3, 3])
+    msrq = MultiScaleResidualQuantizer(QuantizerConfig(scales=PAPER_SCALES, phi_convs=4))
+    assert [msrq.phi_index(i) for i in range(10)] == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
