@@ -1,0 +1,168 @@
+"""Tokenizer tests: shapes and token counts, encode/decode round trip, gradients, encoder init and
+tuning, input checks, and the paper profile's forward pass on CPU."""
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from imagefolder import config
+from imagefolder.backbones import build_vit
+from imagefolder.tokenizer import ImageFolderTokenizer, LoRALinear
+
+
+def smoke_cfg(**overrides) -> config.Config:
+    return config.profile("smoke", {"tokenizer.encoder_init": "random", **overrides})
+
+
+def images(B=4, R=16, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.tanh(F.interpolate(torch.randn(B, 3, 4, 4, generator=g), size=(R, R), mode="bicubic"))
+
+
+@pytest.fixture(scope="module")
+def tok() -> ImageFolderTokenizer:
+    torch.manual_seed(0)
+    t = ImageFolderTokenizer(smoke_cfg())
+    t.train()
+    t(images(8))  # data-dependent codebook init
+    return t.eval()
+
+
+def test_forward_shapes_and_token_counts(tok):
+    cfg = smoke_cfg()
+    out = tok(images())
+    P, C, K = cfg.quantizer.branches, cfg.quantizer.code_dim, cfg.grid
+    assert out.recon.shape == (4, 3, 16, 16)
+    assert out.f_hat.shape == (4, P, C, K, K)
+    assert [tuple(i.shape) for i in out.indices] == [(4, P, s, s) for s in cfg.quantizer.scales]
+    assert sum(i[0].numel() for i in out.indices) == P * cfg.tokens_per_branch == 2 * 39
+    assert out.scale_mask.all() and out.undropped.all() and out.vq_loss.ndim == 0
+
+
+def test_encode_decode_reproduces_quantized_features(tok):
+    x = images(seed=1)
+    out = tok(x)
+    idx = tok.encode(x)
+    assert all(torch.equal(a, b) for a, b in zip(idx, out.indices))
+    assert torch.allclose(tok.indices_to_fhat(idx), out.f_hat, atol=1e-5)
+    assert torch.allclose(tok.decode(idx), out.recon.clamp(-1, 1), atol=1e-5)
+    # first-n-scale decoding: reconstruct(x, n) is the decode of the first n scales only
+    assert torch.allclose(tok.reconstruct(x, 3), tok.decode(idx[:3]), atol=1e-6)
+    assert not torch.allclose(tok.reconstruct(x, 3), tok.reconstruct(x), atol=1e-4)
+    with pytest.raises(ValueError, match="n_scales"):
+        tok.reconstruct(x, 11)
+
+
+def test_decode_with_branch_zeroed(tok):
+    idx = tok.encode(images(seed=2))
+    f_hat = tok.indices_to_fhat(idx)
+    for p in (0, 1):
+        z = f_hat.clone()
+        z[:, p] = 0
+        got = tok.decode_with_branches_zeroed(idx, p)
+        assert torch.allclose(got, tok.decode_fhat(z).clamp(-1, 1), atol=1e-6)
+        assert not torch.allclose(got, tok.decode(idx), atol=1e-4)
+    with pytest.raises(ValueError, match="zero_branch"):
+        tok.decode_with_branches_zeroed(idx, 2)
+
+
+def test_straight_through_gradient_reaches_encoder():
+    torch.manual_seed(0)
+    t = ImageFolderTokenizer(smoke_cfg()).train()
+    out = t(images())
+    F.mse_loss(out.recon, images()).backward()
+    assert t.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert t.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert t.queries.grad.abs().sum() > 0 and t.to_code.weight.grad.abs().sum() > 0
+    assert all(b.codebook.weight.grad is None for b in t.quantizer.branches)  # codes learn from the VQ loss only
+
+
+def test_feature_map_layout_is_the_single_branch_baseline():
+    cfg = smoke_cfg(**{"quantizer.branches": 1})
+    cfg.tokenizer.token_layout = "feature_map"
+    config.validate(cfg)
+    t = ImageFolderTokenizer(cfg).eval()
+    out = t(images(2))
+    assert out.f_hat.shape == (2, 1, 32, 4, 4) and not hasattr(t, "queries")
+    with pytest.raises(config.ConfigError, match="quantizer.branches"):
+        smoke_cfg(**{"tokenizer.token_layout": "feature_map"})  # two branches are not the baseline
+    with pytest.raises(config.ConfigError, match="quantizer.scales"):
+        smoke_cfg(**{"tokenizer.token_layout": "feature_map", "quantizer.branches": 1, "quantizer.scales": [1, 2, 3]})
+
+
+def test_clear_errors_for_bad_images_and_indices(tok):
+    with pytest.raises(ValueError, match=r"16×16 images"):
+        tok(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"shape \(B, 3, 16, 16\)"):
+        tok(torch.zeros(1, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"in \[-1, 1\]"):
+        tok(torch.full((1, 3, 16, 16), 255.0))
+    with pytest.raises(ValueError, match="float tensor"):
+        tok(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+    idx = tok.encode(images(1))
+    idx[-1][0, 1, 0, 0] = 64  # codebook_size of the smoke profile
+    with pytest.raises(ValueError, match=r"indices\[9\]: values must be in \[0, 64\)"):
+        tok.decode(idx)
+    with pytest.raises(ValueError, match="encoder_state_dict"):
+        ImageFolderTokenizer(config.profile("smoke"))  # pretrained init without weights is an error
+
+
+def test_load_teacher_state_dict_folds_layerscale_and_resamples():
+    torch.manual_seed(0)
+    cfg = smoke_cfg()
+    v = cfg.tokenizer.encoder
+    # a DINOv2-like teacher: same shape plus LayerScale (random gammas) and a classifier head
+    teacher = VisionTransformer(img_size=16, patch_size=v.patch_size, embed_dim=v.width, depth=v.depth,
+                                num_heads=v.heads, init_values=0.5, num_classes=7).eval()
+    with torch.no_grad():
+        for n, p in teacher.named_parameters():
+            if n.endswith("gamma"):
+                p.uniform_(0.1, 2.0)
+    t = ImageFolderTokenizer(cfg, encoder_state_dict=teacher.state_dict()).eval()
+    x = images(2)
+    with torch.no_grad():
+        assert torch.allclose(t.encoder.forward_features(x), teacher.forward_features(x), atol=1e-5)
+    # other grid and patch size (DINOv2 /14 at 518 → /16 at 256 in the paper): resampled, loads
+    other = VisionTransformer(img_size=28, patch_size=7, embed_dim=v.width, depth=v.depth, num_heads=v.heads)
+    t.load_encoder_state_dict(other.state_dict())
+    assert torch.equal(t.encoder.blocks[0].attn.qkv.weight, other.blocks[0].attn.qkv.weight)
+    with pytest.raises(ValueError, match="missing"):
+        t.load_encoder_state_dict({k: p for k, p in other.state_dict().items() if "blocks.0.norm1" not in k})
+
+
+def test_encoder_tuning_modes():
+    torch.manual_seed(0)
+    full = ImageFolderTokenizer(smoke_cfg())
+    lora = ImageFolderTokenizer(smoke_cfg(**{"tokenizer.encoder_tuning": "lora", "tokenizer.lora_rank": 4}))
+    lora.load_state_dict(full.state_dict(), strict=False)  # same weights; LoRA B starts at zero
+    assert isinstance(lora.encoder.blocks[0].attn.qkv, LoRALinear)
+    trainable = {n for n, p in lora.encoder.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    x = images(2)
+    full.eval(), lora.eval()
+    with torch.no_grad():
+        assert torch.allclose(full.encode_features(x), lora.encode_features(x), atol=1e-6)
+    lin = ImageFolderTokenizer(smoke_cfg(**{"tokenizer.encoder_tuning": "linear"}))
+    assert not any(p.requires_grad for p in lin.encoder.parameters())
+    assert lin.queries.requires_grad and lin.to_code.weight.requires_grad
+    assert all(p.requires_grad for p in lin.decoder.parameters())
+    assert full.num_parameters(trainable_only=True) > lin.num_parameters(trainable_only=True)
+
+
+def test_paper_profile_forward_on_cpu():
+    """The paper's tokenizer (256 px, ViT-B, 2×4096×32, 286 tokens per branch) runs at batch 1 on CPU."""
+    t0 = time.time()
+    cfg = config.profile("paper", {"tokenizer.encoder_init": "random"})
+    torch.manual_seed(0)
+    t = ImageFolderTokenizer(cfg).eval()
+    n = t.num_parameters()
+    with torch.no_grad():
+        out = t(torch.zeros(1, 3, 256, 256))
+    print(f"paper tokenizer: {n / 1e6:.1f}M parameters; build + forward {time.time() - t0:.1f}s")
+    assert [i.shape[-1] for i in out.indices] == config.PAPER_SCALES
+    assert [sum(i[0, p].numel() for i in out.indices) for p in range(2)] == [286, 286]
+    assert out.f_hat.shape == (1, 2, 32, 11, 11) and out.recon.shape == (1, 3, 256, 256)
+    assert t.quantizer.branches[0].codebook.weight.shape == (4096, 32)
+    assert 160e6 < n < 190e6  # two ViT-B (≈86M each) plus the small new parts
