@@ -1,0 +1,120 @@
+"""Discriminators for the tokenizer's adversarial loss (paper §3.1, Table 3 row 7).
+
+- `PatchGAN`: a small conv net giving a map of real/fake logits, spectral or no weight norm.
+- `DinoDiscriminator`: a frozen ViT backbone (DINOv2-S in the paper profile, the frozen teacher in small
+  profiles) read at a few depths, a small trainable conv head per depth, DiffAugment on every input.
+
+Both map images (B, 3, H, W) in [-1, 1] to logits (B, ...). The backbone follows the teacher interface
+of `losses.TeacherViT`: `width`, `num_blocks`, `block_features(images, depths) -> [(B, D, g, g)]`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+from .config import Config
+
+
+def diff_augment(x: torch.Tensor, color: bool = True, translation: bool = True, cutout: bool = True,
+                 shift_ratio: float = 0.125, cut_ratio: float = 0.5) -> torch.Tensor:
+    """Differentiable augmentation (Zhao et al. 2020) of (B, 3, H, W): random brightness, saturation
+    and contrast; an integer translation of up to `shift_ratio`·size with zero fill; a zeroed square of
+    side `cut_ratio`·size. Independent draws per sample."""
+    B, _, H, W = x.shape
+    dev = x.device
+    if color:
+        x = x + (torch.rand(B, 1, 1, 1, device=dev) - 0.5)  # brightness
+        m = x.mean(dim=1, keepdim=True)
+        x = (x - m) * (2 * torch.rand(B, 1, 1, 1, device=dev)) + m  # saturation
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - m) * (torch.rand(B, 1, 1, 1, device=dev) + 0.5) + m  # contrast
+    if translation:
+        r = max(1, int(H * shift_ratio + 0.5))
+        sy = torch.randint(-r, r + 1, (B, 1), device=dev)
+        sx = torch.randint(-r, r + 1, (B, 1), device=dev)
+        iy = torch.arange(H, device=dev)[None] + r + sy  # (B, H) rows in the padded image
+        ix = torch.arange(W, device=dev)[None] + r + sx  # (B, W)
+        xp = F.pad(x, (r, r, r, r))  # (B, 3, H+2r, W+2r)
+        x = xp[torch.arange(B, device=dev)[:, None, None], :, iy[:, :, None], ix[:, None, :]]  # (B, H, W, 3)
+        x = x.permute(0, 3, 1, 2)  # (B, 3, H, W)
+    if cutout:
+        ch, cw = max(1, int(H * cut_ratio + 0.5)), max(1, int(W * cut_ratio + 0.5))
+        cy = torch.randint(0, H, (B, 1, 1), device=dev)
+        cx = torch.randint(0, W, (B, 1, 1), device=dev)
+        yy = torch.arange(H, device=dev)[None, :, None]
+        xx = torch.arange(W, device=dev)[None, None, :]
+        inside = ((yy - cy).abs() <= ch // 2) & ((xx - cx).abs() <= cw // 2)  # (B, H, W)
+        x = x * (~inside)[:, None].to(x.dtype)
+    return x
+
+
+class PatchGAN(nn.Module):
+    """Strided 4×4 convs (width doubling, at most 8×) with LeakyReLU, then a 3×3 conv to one logit per patch.
+
+    (B, 3, H, W) → (B, 1, H / 2^layers, W / 2^layers)."""
+
+    def __init__(self, width: int = 64, layers: int = 3, norm: str = "spectral"):
+        super().__init__()
+        if norm not in ("spectral", "none"):
+            raise ValueError(f"tokenizer.disc_norm: {norm!r} is not one of ('spectral', 'none')")
+        wrap = spectral_norm if norm == "spectral" else (lambda m: m)
+        mods: list[nn.Module] = []
+        ch_in, ch = 3, width
+        for i in range(layers):
+            mods += [wrap(nn.Conv2d(ch_in, ch, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            ch_in, ch = ch, min(ch * 2, width * 8)
+        mods.append(wrap(nn.Conv2d(ch_in, 1, 3, padding=1)))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DinoDiscriminator(nn.Module):
+    """Frozen ViT features at `depths` + one trainable head per depth; DiffAugment on every input.
+
+    Head: (B, D, g, g) → 1×1 conv to `width` → LeakyReLU → 3×3 conv to 1 logit map. The logits of all
+    depths are flattened and concatenated → (B, Σ g²)."""
+
+    def __init__(self, backbone: nn.Module, width: int = 64, depths: list[int] | None = None,
+                 augment: bool = True):
+        super().__init__()
+        self.backbone = backbone.requires_grad_(False).eval()
+        n = backbone.num_blocks
+        self.depths = depths if depths is not None else default_depths(n)
+        self.augment = augment
+        self.heads = nn.ModuleList(
+            nn.Sequential(spectral_norm(nn.Conv2d(backbone.width, width, 1)), nn.LeakyReLU(0.2),
+                          spectral_norm(nn.Conv2d(width, 1, 3, padding=1)))
+            for _ in self.depths)
+
+    def train(self, mode: bool = True) -> "DinoDiscriminator":
+        super().train(mode)
+        self.backbone.eval()  # frozen features stay in eval mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.augment:
+            x = diff_augment(x)
+        feats = self.backbone.block_features(x, self.depths)  # depths × (B, D, g, g)
+        return torch.cat([head(f).flatten(1) for head, f in zip(self.heads, feats)], dim=1)  # (B, Σ g²)
+
+
+def default_depths(num_blocks: int, count: int = 4) -> list[int]:
+    """`count` block indices spread evenly up to the last block (12 blocks → [2, 5, 8, 11])."""
+    return sorted({max(0, round(num_blocks * (i + 1) / count) - 1) for i in range(count)})
+
+
+def build_discriminator(cfg: Config, backbone: nn.Module | None = None) -> nn.Module | None:
+    """The discriminator named by `cfg.tokenizer.discriminator` (None for "none"); "dino" needs a backbone."""
+    t = cfg.tokenizer
+    if t.discriminator == "none":
+        return None
+    if t.discriminator == "patchgan":
+        return PatchGAN(t.disc_width, t.disc_layers, t.disc_norm)
+    if backbone is None:
+        raise ValueError("tokenizer.discriminator='dino' needs a frozen backbone (losses.TeacherViT: the teacher "
+                         "in small profiles, DINOv2-S in the paper profile)")
+    return DinoDiscriminator(backbone, t.disc_width)

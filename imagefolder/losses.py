@@ -1,0 +1,303 @@
+"""Training losses of the ImageFolder tokenizer and the objective the trainer optimises (paper §3.1, eq. 4).
+
+    L = λ_recon·L2 + λ_P·perceptual + λ_VQ·(codebook + β·commit) + λ_ad·w_adapt·hinge_G + λ_clip·InfoNCE
+    discriminator: hinge_D + λ_LeCam·LeCam
+
+Teacher interface (`TeacherViT` implements it over any timm VisionTransformer; anything else with these
+members works too):
+    width: int                                   feature size D
+    num_blocks: int                              number of transformer blocks
+    forward(images) -> (B, D)                    the CLS (pooled, pre-logits) feature
+    block_features(images, depths) -> [(B, D, g, g)]   patch tokens after the given blocks (0-based)
+Images are (B, 3, H, W) in [-1, 1]; the teacher applies its own input normalisation. Teachers are frozen
+(no trainable parameters, eval mode) but differentiable with respect to their input.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import Config
+from .discriminator import build_discriminator, default_depths
+from .tokenizer import ImageFolderTokenizer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------- frozen networks
+
+class TeacherViT(nn.Module):
+    """A frozen timm ViT behind the teacher interface (see the module docstring).
+
+    mean / std: the ViT's input normalisation of [0, 1] images (the default 0.5 / 0.5 keeps [-1, 1]
+    images as they are; DINOv2 wants IMAGENET_MEAN / IMAGENET_STD). Inputs whose size differs from the
+    ViT's `img_size` are resized bilinearly."""
+
+    def __init__(self, vit: nn.Module, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+                 std: tuple[float, ...] = (0.5, 0.5, 0.5)):
+        super().__init__()
+        self.vit = vit.requires_grad_(False).eval()
+        self.width = vit.embed_dim
+        self.num_blocks = len(vit.blocks)
+        self.image_size = tuple(vit.patch_embed.img_size)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "TeacherViT":
+        return super().train(False)  # always eval
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        x = ((images + 1) / 2 - self.mean) / self.std
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → (B, D) CLS feature."""
+        return self.vit.forward_head(self.vit.forward_features(self._prepare(images)), pre_logits=True)
+
+    def block_features(self, images: torch.Tensor, depths: list[int]) -> list[torch.Tensor]:
+        """(B, 3, H, W) → one (B, D, g, g) patch-token map per depth."""
+        return self.vit.forward_intermediates(self._prepare(images), indices=list(depths), stop_early=True,
+                                              output_fmt="NCHW", intermediates_only=True)
+
+
+class TeacherPerceptualLoss(nn.Module):
+    """Teacher-feature perceptual distance (the small profiles' stand-in for LPIPS, labelled as such):
+    per depth, channel-normalised patch features of recon and target, squared difference summed over
+    channels, averaged over positions, depths and the batch."""
+
+    name = "teacher_feature_perceptual"
+
+    def __init__(self, teacher: nn.Module, depths: list[int] | None = None):
+        super().__init__()
+        self.teacher = teacher
+        self.depths = depths if depths is not None else default_depths(teacher.num_blocks)
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ft = self.teacher.block_features(target, self.depths)
+        fr = self.teacher.block_features(recon, self.depths)
+        dists = [(F.normalize(a, dim=1) - F.normalize(b, dim=1)).square().sum(1).mean() for a, b in zip(fr, ft)]
+        return torch.stack(dists).mean()
+
+
+class LPIPSLoss(nn.Module):
+    """LPIPS with the VGG backbone (the paper's perceptual loss), frozen, in eval mode.
+
+    Needs torchvision's `vgg16-397923af.pth` in `$TORCH_HOME/hub/checkpoints/` (see `pretrained`)."""
+
+    name = "lpips_vgg"
+
+    def __init__(self):
+        super().__init__()
+        import lpips  # deferred: only the paper profile needs it
+
+        self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "LPIPSLoss":
+        return super().train(False)
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net(recon, target).mean()
+
+
+def build_perceptual(cfg: Config, teacher: nn.Module | None) -> nn.Module:
+    """The perceptual loss of the profile: LPIPS-VGG where `evaluation.perceptual_network="lpips_vgg"`
+    (paper), else the teacher-feature distance."""
+    if cfg.evaluation.perceptual_network == "lpips_vgg":
+        return LPIPSLoss()
+    if teacher is None:
+        raise ValueError("the teacher-feature perceptual loss needs a teacher (losses.TeacherViT)")
+    return TeacherPerceptualLoss(teacher)
+
+
+# ----------------------------------------------------------------------------- adversarial pieces
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean())
+
+
+def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    return -logits_fake.mean()
+
+
+def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor,
+                    max_weight: float = 1e4) -> torch.Tensor:
+    """VQGAN's balance: ‖∇_last nll‖ / (‖∇_last g_loss‖ + 1e-4), clamped to [0, max_weight], detached."""
+    g_nll = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    return (g_nll.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+
+
+class LeCam(nn.Module):
+    """LeCam regularisation (Tseng et al. 2021): EMAs of the mean real / fake logits anchor the
+    discriminator, R = E[relu(D(x) − ema_fake)²] + E[relu(ema_real − D(G(z)))²]."""
+
+    def __init__(self, decay: float = 0.999):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("ema_real", torch.zeros(()))
+        self.register_buffer("ema_fake", torch.zeros(()))
+
+    def forward(self, logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.ema_real.lerp_(logits_real.mean().float(), 1 - self.decay)
+                self.ema_fake.lerp_(logits_fake.mean().float(), 1 - self.decay)
+        return (F.relu(logits_real - self.ema_fake).square().mean()
+                + F.relu(self.ema_real - logits_fake).square().mean())
+
+
+# ----------------------------------------------------------------------------- semantic regularisation
+
+class SemanticContrastiveLoss(nn.Module):
+    """Symmetric InfoNCE (CLIP-style) between the spatial mean of quantized features and the teacher's
+    CLS feature, each through its own linear projection to the code dim and l2-normalised.
+
+    mode "one": the semantic branch (branch 0); "all": all branches concatenated per sample (P·C);
+    "none": always zero. Only samples that kept all scales count (no quantizer dropout)."""
+
+    def __init__(self, mode: str, branches: int, code_dim: int, teacher_dim: int, temperature: float = 0.07):
+        super().__init__()
+        if mode not in ("none", "one", "all"):
+            raise ValueError(f"tokenizer.semantic_mode: {mode!r} is not one of ('none', 'one', 'all')")
+        self.mode, self.temperature = mode, temperature
+        if mode != "none":
+            self.proj_tokens = nn.Linear(code_dim * (branches if mode == "all" else 1), code_dim)
+            self.proj_teacher = nn.Linear(teacher_dim, code_dim)
+
+    def forward(self, f_hat_BPCkk: torch.Tensor, teacher_BD: torch.Tensor, keep_B: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none" or int(keep_B.sum()) < 2:
+            return f_hat_BPCkk.new_zeros(())
+        f = f_hat_BPCkk[keep_B]
+        z = f[:, 0].mean(dim=(-1, -2)) if self.mode == "one" else f.mean(dim=(-1, -2)).flatten(1)  # (B', C | P·C)
+        a = F.normalize(self.proj_tokens(z.float()), dim=-1)  # (B', C)
+        b = F.normalize(self.proj_teacher(teacher_BD[keep_B].float()), dim=-1)  # (B', C)
+        logits = a @ b.T / self.temperature  # (B', B')
+        target = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+# ----------------------------------------------------------------------------- the trainer's objective
+
+def _num(x: torch.Tensor) -> float:
+    return float(x.detach())
+
+
+class TokenizerObjective(nn.Module):
+    """The tokenizer's training objective in the trainer protocol (CONTRACTS.md).
+
+    phases: ("model", "disc"), or ("model",) with `discriminator="none"`. The model phase returns the
+    tokenizer loss and caches the detached reconstruction; the disc phase (same step, same batch)
+    trains the discriminator on it. Before `tokenizer.disc_start` the adversarial terms are off and
+    the disc phase returns a zero loss. `ema_target` is the tokenizer.
+
+    teacher: frozen teacher (module docstring), needed when semantic_mode != "none", for the
+    teacher-feature perceptual loss and as the default "dino" discriminator backbone.
+    perceptual: module (recon, target) -> scalar, needed when perceptual_weight > 0 (`build_perceptual`).
+    disc_backbone: frozen backbone of the "dino" discriminator (defaults to the teacher).
+    """
+
+    def __init__(self, cfg: Config, tokenizer: ImageFolderTokenizer, teacher: nn.Module | None = None,
+                 perceptual: nn.Module | None = None, disc_backbone: nn.Module | None = None):
+        super().__init__()
+        t = cfg.tokenizer
+        self.t = t
+        self.tokenizer = tokenizer
+        if t.semantic_mode != "none" and t.semantic_weight > 0 and teacher is None:
+            raise ValueError(f"tokenizer.semantic_mode={t.semantic_mode!r} needs a frozen teacher")
+        if t.perceptual_weight > 0 and perceptual is None:
+            raise ValueError("tokenizer.perceptual_weight > 0 needs a perceptual module (losses.build_perceptual)")
+        self.teacher = teacher
+        self.perceptual = perceptual
+        self.semantic = SemanticContrastiveLoss(
+            t.semantic_mode if t.semantic_weight > 0 else "none", cfg.quantizer.branches,
+            cfg.quantizer.code_dim, teacher.width if teacher is not None else 1, t.semantic_temperature)
+        self.discriminator = build_discriminator(cfg, disc_backbone if disc_backbone is not None else teacher)
+        self.lecam = LeCam()
+        self.phases = ("model",) if self.discriminator is None else ("model", "disc")
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def ema_target(self) -> ImageFolderTokenizer:
+        return self.tokenizer
+
+    def train(self, mode: bool = True) -> "TokenizerObjective":
+        super().train(mode)
+        for frozen in (self.teacher, self.perceptual):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    def parameters_for(self, phase: str) -> list[nn.Parameter]:
+        if phase == "model":
+            mods = [self.tokenizer, self.semantic]
+        elif phase == "disc" and self.discriminator is not None:
+            mods = [self.discriminator]
+        else:
+            raise ValueError(f"unknown phase {phase!r}; phases are {self.phases}")
+        return [p for m in mods for p in m.parameters() if p.requires_grad]
+
+    def adversarial_on(self, step: int) -> bool:
+        return self.discriminator is not None and step >= self.t.disc_start
+
+    def forward(self, batch, phase: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        images = batch[0]
+        if phase == "model":
+            return self._model_loss(images, step)
+        if phase == "disc":
+            return self._disc_loss(step)
+        raise ValueError(f"unknown phase {phase!r}; phases are {self.phases}")
+
+    def _model_loss(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        t = self.t
+        out = self.tokenizer(images)
+        recon = out.recon.float()
+        l2 = F.mse_loss(recon, images.float())
+        nll = t.recon_weight * l2
+        logs = {"recon_l2": _num(l2), "vq": _num(out.vq_loss),
+                "dropped_frac": float((~out.undropped).float().mean())}
+        if self.perceptual is not None and t.perceptual_weight > 0:
+            perc = self.perceptual(recon, images.float())
+            nll = nll + t.perceptual_weight * perc
+            logs["perceptual"] = _num(perc)
+        loss = nll + t.vq_weight * out.vq_loss
+        if self.semantic.mode != "none":
+            with torch.no_grad():
+                cls_BD = self.teacher(images)
+            sem = self.semantic(out.f_hat, cls_BD, out.undropped)
+            loss = loss + t.semantic_weight * sem
+            logs["semantic"] = _num(sem)
+        if self.adversarial_on(step) and t.adv_weight > 0:
+            trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
+            for p in trainable:  # no discriminator gradients from the model phase
+                p.requires_grad_(False)
+            try:
+                g = hinge_g_loss(self.discriminator(recon))
+            finally:
+                for p in trainable:
+                    p.requires_grad_(True)
+            w = adaptive_weight(nll, g, self.tokenizer.last_layer) if self.training else recon.new_ones(())
+            loss = loss + t.adv_weight * w * g
+            logs |= {"adv_g": _num(g), "adaptive_w": _num(w)}
+        self._cache = (images.detach(), recon.detach())
+        return loss, logs
+
+    def _disc_loss(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if self._cache is None:
+            raise RuntimeError("the disc phase needs the reconstruction of the model phase of the same step; "
+                               "run phase 'model' first")
+        real, fake = self._cache
+        self._cache = None
+        if not self.adversarial_on(step):
+            return torch.zeros((), device=real.device, requires_grad=True), {}
+        logits_real = self.discriminator(real)
+        logits_fake = self.discriminator(fake)
+        d = hinge_d_loss(logits_real, logits_fake)
+        reg = self.lecam(logits_real, logits_fake)
+        logs = {"disc_hinge": _num(d), "lecam": _num(reg), "logits_real": _num(logits_real.mean()),
+                "logits_fake": _num(logits_fake.mean())}
+        return d + self.t.lecam_weight * reg, logs
