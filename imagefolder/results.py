@@ -231,3 +231,39 @@ def update_provenance(profile: str, section: str, entries: dict[str, Any], root:
         data["sections"][section] = entries
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     return path
+
+
+class Report:
+    """What one notebook writes under `<root>/<profile>/`: its tables, figures and provenance section.
+
+    `table` and `figure` write at once (a notebook that fails later keeps what it wrote); `finish`
+    records the notebook's wall time, seeds, data fingerprint and metric networks in provenance.json.
+    """
+
+    def __init__(self, notebook: str, profile: str, root: str | Path = "results"):
+        self.notebook, self.profile, self.root = notebook, profile, Path(root)
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.outputs: list[str] = []
+
+    @property
+    def folder(self) -> Path:
+        return results_dir(self.profile, self.root)
+
+    def table(self, df: pd.DataFrame, name: str, *, title: str, network: str | None = None,
+              n: int | None = None, note: str | None = None) -> pd.DataFrame:
+        paths = write_table(df, name, self.profile, title=title, network=network, n=n, note=note, root=self.root)
+        self.outputs += [str(p) for p in paths.values()]
+        return df
+
+    def figure(self, fig, name: str) -> Path:
+        path = save_figure(fig, name, self.profile, self.root)
+        self.outputs.append(str(path))
+        return path
+
+    def finish(self, *, seeds: Any, data_fingerprint: str | None, metric_networks: dict | None = None,
+               **extra: Any) -> Path:
+        wall = (datetime.datetime.now(datetime.timezone.utc) - self.started).total_seconds()
+        section = provenance_section(self.profile, seeds=seeds, data_fingerprint=data_fingerprint,
+                                     metric_networks=metric_networks, wall_times={self.notebook: round(wall, 1)},
+                                     outputs=self.outputs, **extra)
+        return update_provenance(self.profile, self.notebook, section, self.root)

@@ -1,0 +1,281 @@
+"""The compendium's experiments as functions: what the CLI and the notebooks call.
+
+Each function takes a whole `Config`. Trained models live in `<run_dir>/<profile>/<kind>/<name>/`;
+asking for a model that is already trained finds it there (the trainer resumes or re-exports), so
+a notebook can reuse what an earlier notebook trained, or train it on demand.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import timm
+import torch
+from torch.utils.data import DataLoader
+
+from . import checkpoint, metrics, pretrained, reference
+from .config import Config, apply_overrides, from_dict, to_dict, validate
+from .data import ImageFolderDataset, resolve_root, to_uint8
+from .generator import Generator, GeneratorObjective, TokenDataset, module_fingerprint
+from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
+from .tokenizer import ImageFolderTokenizer
+from .train import pick_device, seed_everything, train
+
+DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2"}
+
+
+TOKENIZER_SECTIONS = ("seed", "data", "quantizer", "tokenizer", "train_tokenizer", "teacher")
+GENERATOR_SECTIONS = ("generator", "train_generator")
+
+
+def run_path(cfg: Config, kind: str, name: str) -> Path:
+    return Path(cfg.run_dir) / cfg.profile / kind / name
+
+
+def config_hash(cfg: Config, sections: tuple[str, ...]) -> str:
+    """Short hash of the config sections that determine a trained model: equal configs share a run."""
+    d = to_dict(cfg)
+    return hashlib.sha256(json.dumps({k: d[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def tokenizer_name(cfg: Config) -> str:
+    return f"tok-{config_hash(cfg, TOKENIZER_SECTIONS)}"
+
+
+def generator_name(cfg: Config) -> str:
+    return f"gen-{config_hash(cfg, TOKENIZER_SECTIONS + GENERATOR_SECTIONS)}"
+
+
+def variant(cfg: Config, overrides: dict, study: bool = True) -> Config:
+    """`cfg` with `overrides`, at the ablation budget (`cfg.study`) when `study`."""
+    budget = {"train_tokenizer.steps": cfg.study.tokenizer_steps,
+              "train_generator.steps": cfg.study.generator_steps} if study else {}
+    out = apply_overrides(cfg, budget | overrides)
+    validate(out)
+    return out
+
+
+def device_of(cfg: Config) -> torch.device:
+    return pick_device(cfg.device)
+
+
+def data_fingerprint(cfg: Config) -> str:
+    """The emoji build's fingerprint, or a hash of the val split's file list for other data."""
+    marker = resolve_root(cfg.data) / "BUILD_COMPLETE.json"
+    if marker.exists():
+        return json.loads(marker.read_text())["fingerprint"]
+    return ImageFolderDataset(cfg.data, "val").fingerprint()
+
+
+# ----------------------------------------------------------------------------- frozen networks
+
+def frozen_vit(cfg: Config, network: str) -> TeacherViT:
+    """A frozen ViT behind the teacher interface: the profile's reference teacher or a DINOv2 file."""
+    if network == "reference":
+        return TeacherViT(reference.load(cfg, "teacher").vit)
+    vit = timm.create_model(DINOV2[network], pretrained=False, num_classes=0)
+    vit.load_state_dict(checkpoint_tensors(pretrained.resolve(network)))
+    return TeacherViT(vit, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+def tokenizer_objective(cfg: Config) -> TokenizerObjective:
+    """Tokenizer, teacher, perceptual loss and discriminator of `cfg`, wired into the trainer's objective."""
+    t = cfg.tokenizer
+    needs_teacher = (t.semantic_mode != "none" or t.encoder_init == "pretrained"
+                     or cfg.evaluation.perceptual_network == "teacher"
+                     or (t.discriminator == "dino" and t.disc_backbone == t.teacher_network))
+    teacher = frozen_vit(cfg, t.teacher_network) if needs_teacher else None
+    encoder_state = teacher.vit.state_dict() if t.encoder_init == "pretrained" else None
+    tokenizer = ImageFolderTokenizer(cfg, encoder_state)
+    disc_backbone = None
+    if t.discriminator == "dino":
+        disc_backbone = teacher if t.disc_backbone == t.teacher_network else frozen_vit(cfg, t.disc_backbone)
+    perceptual = build_perceptual(cfg, teacher) if t.perceptual_weight > 0 else None
+    return TokenizerObjective(cfg, tokenizer, teacher, perceptual, disc_backbone)
+
+
+def train_tokenizer(cfg: Config) -> Path:
+    """Train (or resume, or find) the tokenizer of `cfg`; returns its EMA weights file."""
+    name = tokenizer_name(cfg)
+    path = run_path(cfg, "tokenizer", name) / "model.safetensors"
+    if path.exists():
+        return path
+    seed_everything(cfg.seed)
+    train_ds = ImageFolderDataset(cfg.data, "train")
+    objective = tokenizer_objective(cfg)
+    result = train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed,
+                   config=to_dict(cfg), device=device_of(cfg), desc=name)
+    return result.model_path
+
+
+def load_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> tuple[ImageFolderTokenizer, Config]:
+    """A frozen, eval-mode tokenizer and its config from a file written by `train_tokenizer`."""
+    tensors, cfg_dict, _ = checkpoint.load_model(path)
+    cfg = from_dict(cfg_dict)
+    cfg.tokenizer.encoder_init = "random"  # the weights come from the file
+    tokenizer = ImageFolderTokenizer(cfg)
+    tokenizer.load_state_dict(tensors)
+    return tokenizer.to(device).eval().requires_grad_(False), cfg
+
+
+def val_subset(cfg: Config, n: int) -> ImageFolderDataset:
+    """The val split (first n images, spread over classes when the split is larger)."""
+    data = from_dict(to_dict(cfg)["data"], type(cfg.data))
+    data.max_per_split = min(n, data.max_per_split or n)
+    return ImageFolderDataset(data, "val")
+
+
+@torch.no_grad()
+def reconstruct_all(tokenizer: ImageFolderTokenizer, images_u8: torch.Tensor, batch_size: int,
+                    n_scales: int | None = None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → reconstructions as uint8, keeping the first `n_scales` scales."""
+    device = next(tokenizer.parameters()).device
+    out = [to_uint8(tokenizer.reconstruct(metrics_input(batch, device), n_scales)).cpu()
+           for batch in images_u8.split(batch_size)]
+    return torch.cat(out)
+
+
+def metrics_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return batch_u8.to(device).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: metrics.MetricNetwork) -> dict:
+    """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`),
+    codebook usage per branch, and PSNR of the first-n-scale reconstructions."""
+    val = val_subset(cfg, cfg.evaluation.num_recon)
+    real = val.uint8_images()
+    device = next(tokenizer.parameters()).device
+    bs = cfg.evaluation.batch_size
+    recon = reconstruct_all(tokenizer, real, bs)
+    perceptual = build_perceptual(cfg, frozen_vit(cfg, cfg.tokenizer.teacher_network)
+                                  if cfg.evaluation.perceptual_network == "teacher" else None).to(device)
+    rec = metrics.reconstruction_metrics(metrics_input(real, device), metrics_input(recon, device),
+                                         perceptual=lambda a, b: torch.stack([perceptual(a[i:i + 1], b[i:i + 1])
+                                                                              for i in range(len(a))]),
+                                         perceptual_name=perceptual.name,
+                                         batch_size=bs)
+    fid = metrics.generation_metrics(recon, real, network, n=len(real), metrics=("fid",), batch_size=bs,
+                                     device=str(device))
+    usage = metrics.CodebookUsage(cfg.quantizer.codebook_size, cfg.quantizer.branches)
+    for batch in real.split(bs):
+        usage.update(tokenizer.encode(metrics_input(batch, device)))
+    per_scale = psnr_by_scales(cfg, tokenizer, real)
+    key = metrics.metric_key("FD", network.name)
+    return rec | {key: fid[key], "N": len(real), "network": network.name,
+                  "usage": usage.fractions(), "psnr_by_scales": per_scale}
+
+
+@torch.no_grad()
+def psnr_by_scales(cfg: Config, tokenizer: ImageFolderTokenizer, real: torch.Tensor | None = None) -> dict[int, float]:
+    """Mean val PSNR of reconstructions from the first n scales, n = 1..S (uint8 `real`, default: val subset)."""
+    real = val_subset(cfg, cfg.evaluation.num_recon).uint8_images() if real is None else real
+    device = next(tokenizer.parameters()).device
+    x = metrics_input(real, device)
+    return {n: float(metrics.psnr(x, metrics_input(reconstruct_all(tokenizer, real, cfg.evaluation.batch_size, n),
+                                                   device)).mean())
+            for n in range(1, len(cfg.quantizer.scales) + 1)}
+
+
+@torch.no_grad()
+def probe_features(model: torch.nn.Module, train_ds: ImageFolderDataset, val_ds: ImageFolderDataset,
+                   cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features of both splits for linear probing: a tokenizer's pre-quantization features of all
+    branches, mean-pooled over positions (B, P·C), or a teacher's CLS feature (B, D)."""
+    device = next(model.parameters()).device
+
+    def features(ds: ImageFolderDataset) -> torch.Tensor:
+        out = []
+        for batch in ds.uint8_images().split(cfg.evaluation.batch_size):
+            x = metrics_input(batch, device)
+            if isinstance(model, ImageFolderTokenizer):
+                f = model.encode_features(x).mean(dim=(-2, -1)).flatten(1)  # (B, P, C, K, K) → (B, P·C)
+            else:
+                f = model(x)  # (B, D)
+            out.append(f.float().cpu())
+        return torch.cat(out)
+
+    return features(train_ds), features(val_ds)
+
+
+# ----------------------------------------------------------------------------- generator
+
+def class_count(cfg: Config) -> int:
+    return ImageFolderDataset(from_dict(to_dict(cfg)["data"] | {"max_per_split": 1}, type(cfg.data)), "val").num_classes
+
+
+def token_cache(tokenizer: ImageFolderTokenizer, tokenizer_path: Path, cfg: Config, split: str = "train") -> TokenDataset:
+    """Token indices of a split, encoded once per tokenizer and cached beside its weights."""
+    fingerprint = module_fingerprint(tokenizer)
+    path = Path(tokenizer_path).with_name(f"tokens-{split}.safetensors")
+    if path.exists():
+        return TokenDataset.load(path, fingerprint)
+    ds = ImageFolderDataset(cfg.data, split, train=False)
+    device = next(tokenizer.parameters()).device
+    loader = DataLoader(ds, batch_size=cfg.evaluation.batch_size, shuffle=False)
+    tokens = TokenDataset.encode(lambda x: tokenizer.encode(x.to(device)), loader, cfg.quantizer.codebook_size,
+                                 fingerprint)
+    tokens.save(path)
+    return tokens
+
+
+def train_generator(cfg: Config) -> Path:
+    """Train (or resume, or find) the generator of `cfg` on the tokens of its tokenizer (trained first if needed)."""
+    path = run_path(cfg, "generator", generator_name(cfg)) / "model.safetensors"
+    if path.exists():
+        return path
+    tokenizer_path = train_tokenizer(cfg)
+    tokenizer, tok_cfg = load_tokenizer(tokenizer_path, device_of(cfg))
+    tokens = token_cache(tokenizer, tokenizer_path, cfg)
+    seed_everything(cfg.seed)
+    generator = Generator(cfg.generator, tok_cfg.quantizer, class_count(cfg))
+    tokens.check_compatible(generator)
+    objective = GeneratorObjective(generator, tokenizer.quantizer)
+    record = to_dict(cfg) | {"tokenizer_file": str(tokenizer_path), "tokenizer_hash": pretrained.file_hash(tokenizer_path)}
+    result = train(objective, tokens, cfg.train_generator, path.parent, cfg.seed,
+                   config=record, device=device_of(cfg), desc=path.parent.name)
+    return result.model_path
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, ImageFolderTokenizer, Config]:
+    """A frozen generator with the tokenizer it was trained on, and its config."""
+    tensors, record, _ = checkpoint.load_model(path)
+    cfg = from_dict({k: v for k, v in record.items() if k not in ("tokenizer_file", "tokenizer_hash")})
+    tokenizer, tok_cfg = load_tokenizer(record["tokenizer_file"], device)
+    generator = Generator(cfg.generator, tok_cfg.quantizer, class_count(cfg))
+    generator.load_state_dict(tensors)
+    return generator.to(device).eval().requires_grad_(False), tokenizer, cfg
+
+
+@torch.no_grad()
+def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels: torch.Tensor, cfg: Config,
+                  seed: int, batch_size: int | None = None, **sampling) -> torch.Tensor:
+    """Class-conditional samples as uint8 (N, 3, H, W); `sampling` overrides cfg_scale / top_k / top_p."""
+    device = next(generator.parameters()).device
+    g = torch.Generator(device).manual_seed(seed)
+    out = []
+    for chunk in labels.split(batch_size or cfg.evaluation.batch_size):
+        indices = generator.sample(chunk.to(device), tokenizer.quantizer, generator=g, **sampling)
+        out.append(to_uint8(tokenizer.decode(indices)).cpu())
+    return torch.cat(out)
+
+
+def evaluate_generator(cfg: Config, generator: Generator, tokenizer: ImageFolderTokenizer,
+                       network: metrics.MetricNetwork, n: int, seed: int, **sampling) -> dict:
+    """gFID / IS / precision / recall / KID of n class-balanced samples against the train split."""
+    labels = metrics.balanced_labels(n, generator.num_classes)
+    samples = sample_images(generator, tokenizer, labels, cfg, seed, **sampling)
+    real = ImageFolderDataset(cfg.data, "train", train=False).uint8_images()
+    bs = cfg.evaluation.batch_size
+    return metrics.generation_metrics(samples, real, network, n=n, n_reference=len(real), batch_size=bs,
+                                      kid_subset_size=min(cfg.evaluation.kid_subset_size, n),
+                                      device=str(device_of(cfg)))

@@ -1,0 +1,57 @@
+"""Tables of variants: train each config of a paper table at one budget and collect its metrics.
+
+A variant is a name and a dict of config overrides; every variant of one table gets the same budget
+(`cfg.study`), and equal configs share their trained models across notebooks (runs are named by a
+hash of the config).
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from . import metrics, pipeline
+from .config import Config
+
+
+def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) -> dict:
+    """Metrics of the tokenizer of `cfg` (trained on demand) and, with `generator`, of its generator."""
+    t0 = time.time()
+    tok_path = pipeline.train_tokenizer(cfg)
+    tokenizer, _ = pipeline.load_tokenizer(tok_path, pipeline.device_of(cfg))
+    rec = pipeline.evaluate_tokenizer(cfg, tokenizer, network)
+    fd = metrics.metric_key("FD", network.name)
+    row = {"tokens/branch": cfg.tokens_per_branch, "branches": cfg.quantizer.branches,
+           f"r{fd}": rec[fd], "PSNR": rec["PSNR"], "perceptual": rec[_perceptual_key(rec)],
+           "usage": min(rec["usage"]), "N_recon": rec["N"]}
+    if generator:
+        gen, tok, gcfg = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
+        gm = pipeline.evaluate_generator(gcfg, gen, tok, network, n=cfg.study.num_samples, seed=cfg.seed)
+        isk = metrics.metric_key("IS", network.name)
+        row |= {f"g{fd}": gm[fd], isk: gm[isk], "N_gen": gm["N"]}
+    return row | {"seed": cfg.seed, "minutes": (time.time() - t0) / 60}
+
+
+def _perceptual_key(rec: dict) -> str:
+    return next(k for k in ("LPIPS", "lpips_vgg", "teacher_feature_perceptual") if k in rec)
+
+
+def run_table(cfg: Config, variants: dict[str, dict], network: metrics.MetricNetwork, *,
+              generator: bool = False, seeds: list[int] | None = None, study: bool = True) -> pd.DataFrame:
+    """One row per (variant, seed): `cfg` with the variant's overrides, at the study budget when `study`."""
+    rows = []
+    for seed in seeds or [cfg.seed]:
+        for name, overrides in variants.items():
+            vcfg = pipeline.variant(cfg, {"seed": seed} | overrides, study=study)
+            rows.append({"variant": name} | tokenizer_row(vcfg, network, generator))
+    return pd.DataFrame(rows)
+
+
+def mean_and_spread(df: pd.DataFrame, columns: list[str], by: str = "variant") -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each column, in the variants' order."""
+    grouped = df.groupby(by, sort=False)[columns]
+    out = grouped.mean()
+    if df.groupby(by).size().max() > 1:
+        spread = grouped.std().add_suffix(" sd")
+        out = out.join(spread)
+    return out.reset_index()
