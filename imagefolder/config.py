@@ -94,6 +94,8 @@ class TokenizerConfig:
     lecam_weight: float = 0.001
     disc_start: int = 2000  # generator step at which the adversarial loss starts
     discriminator: str = "patchgan"  # none | patchgan | dino (Table 3 row 7)
+    teacher_network: str = "reference"  # frozen semantic teacher and encoder init: reference (small profiles) | dinov2_vitb14
+    disc_backbone: str = "reference"  # frozen backbone of the "dino" discriminator: reference | dinov2_vits14
     disc_width: int = 64
     disc_layers: int = 3
     disc_norm: str = "spectral"  # spectral | none: weight normalisation of the PatchGAN convs
@@ -157,6 +159,16 @@ class EvalConfig:
 
 
 @dataclass
+class StudyConfig:
+    """The budget of each variant in the ablation tables (every variant of one table gets the same)."""
+
+    tokenizer_steps: int = 20_000  # training steps of each ablation tokenizer
+    generator_steps: int = 20_000  # training steps of each ablation generator
+    num_samples: int = 10_000  # generated images per variant for gFID / IS
+    seeds: list[int] = field(default_factory=lambda: [0])  # seeds of the key ablations (spread reported)
+
+
+@dataclass
 class Config:
     profile: str = "paper"
     seed: int = 0
@@ -172,6 +184,7 @@ class Config:
     evaluator: ReferenceNetConfig = field(default_factory=lambda: ReferenceNetConfig(
         arch="convnet", width=32, depth=3, labels=["category", "subcategory"], seed=2))
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
     @property
     def grid(self) -> int:
@@ -191,7 +204,7 @@ def _paper() -> Config:
         profile="paper",
         data=DataConfig(name="imagenet", root="$IMAGEFOLDER_IMAGENET", resolution=256, in_memory=False,
                         num_workers=8, hflip=True),
-        tokenizer=TokenizerConfig(discriminator="dino"),
+        tokenizer=TokenizerConfig(discriminator="dino", teacher_network="dinov2_vitb14", disc_backbone="dinov2_vits14"),
         train_tokenizer=TrainConfig(steps=200_000, batch_size=256, lr=1e-4, warmup_steps=5000,
                                     weight_decay=0.05, ckpt_every=5000, ema_decay=0.9999),
         train_generator=TrainConfig(steps=250_000, batch_size=768, lr=8e-5 * 768 / 256, warmup_steps=5000,
@@ -223,7 +236,8 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
                                    labels=["subcategory"], seed=1),
         evaluator=ReferenceNetConfig(arch="convnet", width=32, depth=3, labels=["category", "subcategory"],
                                      seed=2),
-        evaluation=EvalConfig(num_samples=1000, num_recon=500, batch_size=100, kid_subset_size=100),
+        evaluation=EvalConfig(num_samples=1000, num_recon=704, batch_size=100, kid_subset_size=100),
+        study=StudyConfig(tokenizer_steps=800, generator_steps=800, num_samples=500, seeds=[0]),
     )
 
 
@@ -240,6 +254,7 @@ def _smoke() -> Config:
                                 ckpt_every=3, log_every=2)
     cfg.evaluator.width = 16
     cfg.evaluation = EvalConfig(num_samples=32, num_recon=32, batch_size=16, kid_subset_size=8)
+    cfg.study = StudyConfig(tokenizer_steps=4, generator_steps=4, num_samples=16, seeds=[0])
     return cfg
 
 
@@ -402,6 +417,8 @@ def validate(cfg: Config) -> None:
     _choice(t.encoder_tuning, "tokenizer.encoder_tuning", ("full", "lora", "linear"))
     _choice(t.semantic_mode, "tokenizer.semantic_mode", ("none", "one", "all"))
     _choice(t.discriminator, "tokenizer.discriminator", ("none", "patchgan", "dino"))
+    _choice(t.teacher_network, "tokenizer.teacher_network", ("reference", "dinov2_vitb14"))
+    _choice(t.disc_backbone, "tokenizer.disc_backbone", ("reference", "dinov2_vits14"))
     _choice(t.disc_norm, "tokenizer.disc_norm", ("spectral", "none"))
     for name in ("semantic_weight", "recon_weight", "perceptual_weight", "vq_weight", "adv_weight", "lecam_weight"):
         _check(getattr(t, name) >= 0, f"tokenizer.{name}", "must be non-negative")
@@ -425,6 +442,9 @@ def validate(cfg: Config) -> None:
     _choice(e.fid_network, "evaluation.fid_network", ("evaluator", "inception"))
     _choice(e.perceptual_network, "evaluation.perceptual_network", ("teacher", "lpips_vgg"))
     _check(e.num_samples > 0 and e.num_recon > 0, "evaluation.num_samples", "must be positive")
+    st = cfg.study
+    _check(st.tokenizer_steps >= 1 and st.generator_steps >= 1, "study.tokenizer_steps", "must be at least 1")
+    _check(len(st.seeds) >= 1, "study.seeds", "needs at least one seed")
 
 
 def _validate_train(t: TrainConfig, name: str) -> None:
