@@ -17,6 +17,13 @@ the scales (folded, unfolded) or single tokens (raster, i.e. causal). The first 
 start token: class embedding + a learned start position embedding. Every position also gets a learned
 position embedding and a level (scale) embedding. Blocks are GPT-2 style with adaptive layer norm on
 the class embedding (adaLN-Zero init); class dropout to a null class trains classifier-free guidance.
+Loss: cross-entropy averaged over positions and branches. Paper model (depth 17, width 1088, 2×4096
+head): 362.5M parameters in the blocks (the paper's #Para ≈ 362M), 375.3M in total.
+
+Sampling (`Generator.sample`) uses a KV cache; guidance runs as a 2B batch with guided logits
+cond + t·(cond − uncond), t ramped linearly from 0 at the first scale to `cfg_scale` at the last, so
+cfg_scale = 0 is no guidance (VAR / official ImageFolder convention; LlamaGen's scale is 1 + t); the
+P tokens of a position are drawn in parallel with top-k then top-p applied to each branch separately.
 
 The generator knows the tokenizer only through the quantizer's public conversions (CONTRACTS.md):
 `teacher_forcing_inputs`, `next_input` and the attributes `scales`, `branches`, `codebook_size`,
