@@ -76,12 +76,15 @@ class DinoDiscriminator(nn.Module):
     """Frozen ViT features at `depths` + one trainable head per depth; DiffAugment on every input.
 
     Head: (B, D, g, g) → 1×1 conv to `width` → LeakyReLU → 3×3 conv to 1 logit map. The logits of all
-    depths are flattened and concatenated → (B, Σ g²)."""
+    depths are flattened and concatenated → (B, Σ g²).
+
+    The backbone is shared and frozen, so it is held but not registered as a submodule: its owner
+    (`losses.TokenizerObjective`) registers it once, moves it and keeps it out of checkpoints."""
 
     def __init__(self, backbone: nn.Module, width: int = 64, depths: list[int] | None = None,
                  augment: bool = True):
         super().__init__()
-        self.backbone = backbone.requires_grad_(False).eval()
+        self._backbone = (backbone.requires_grad_(False).eval(),)
         n = backbone.num_blocks
         self.depths = depths if depths is not None else default_depths(n)
         self.augment = augment
@@ -89,6 +92,10 @@ class DinoDiscriminator(nn.Module):
             nn.Sequential(spectral_norm(nn.Conv2d(backbone.width, width, 1)), nn.LeakyReLU(0.2),
                           spectral_norm(nn.Conv2d(width, 1, 3, padding=1)))
             for _ in self.depths)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self._backbone[0]
 
     def train(self, mode: bool = True) -> "DinoDiscriminator":
         super().train(mode)

@@ -67,14 +67,19 @@ class TeacherViT(nn.Module):
 class TeacherPerceptualLoss(nn.Module):
     """Teacher-feature perceptual distance (the small profiles' stand-in for LPIPS, labelled as such):
     per depth, channel-normalised patch features of recon and target, squared difference summed over
-    channels, averaged over positions, depths and the batch."""
+    channels, averaged over positions, depths and the batch. The teacher is held, not registered:
+    whoever owns it (the objective) moves it and keeps it out of checkpoints."""
 
     name = "teacher_feature_perceptual"
 
     def __init__(self, teacher: nn.Module, depths: list[int] | None = None):
         super().__init__()
-        self.teacher = teacher
+        self._teacher = (teacher,)
         self.depths = depths if depths is not None else default_depths(teacher.num_blocks)
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
 
     def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -199,6 +204,8 @@ class TokenizerObjective(nn.Module):
     teacher-feature perceptual loss and as the default "dino" discriminator backbone.
     perceptual: module (recon, target) -> scalar, needed when perceptual_weight > 0 (`build_perceptual`).
     disc_backbone: frozen backbone of the "dino" discriminator (defaults to the teacher).
+    Each frozen network is registered once here (shared ones are only held by the losses that use them),
+    so `.to(device)` moves it and a checkpoint never stores the same tensor twice.
     """
 
     def __init__(self, cfg: Config, tokenizer: ImageFolderTokenizer, teacher: nn.Module | None = None,
@@ -216,6 +223,7 @@ class TokenizerObjective(nn.Module):
         self.semantic = SemanticContrastiveLoss(
             t.semantic_mode if t.semantic_weight > 0 else "none", cfg.quantizer.branches,
             cfg.quantizer.code_dim, teacher.width if teacher is not None else 1, t.semantic_temperature)
+        self.disc_backbone = disc_backbone if disc_backbone is not teacher else None
         self.discriminator = build_discriminator(cfg, disc_backbone if disc_backbone is not None else teacher)
         self.lecam = LeCam()
         self.phases = ("model",) if self.discriminator is None else ("model", "disc")
@@ -227,7 +235,7 @@ class TokenizerObjective(nn.Module):
 
     def train(self, mode: bool = True) -> "TokenizerObjective":
         super().train(mode)
-        for frozen in (self.teacher, self.perceptual):
+        for frozen in (self.teacher, self.perceptual, self.disc_backbone):
             if frozen is not None:
                 frozen.eval()
         return self

@@ -215,6 +215,8 @@ class ProductQuantizer(nn.Module):
 
     forward(f (B, P, C, K, K)) → QuantizerOutput(f_hat (B, P, C, K, K), indices S × (B, P, s, s),
     loss (mean over branches), n_scales (B,)).
+    Attributes read by the generator: `scales`, `branches` (P), `codebook_size` (V), `code_dim` (C);
+    the per-branch quantizers are `msrq[p]`.
     """
 
     def __init__(self, qcfg: QuantizerConfig):
@@ -222,7 +224,8 @@ class ProductQuantizer(nn.Module):
         self.cfg = qcfg
         self.scales = list(qcfg.scales)
         self.P, self.C, self.K, self.V = qcfg.branches, qcfg.code_dim, qcfg.scales[-1], qcfg.codebook_size
-        self.branches = nn.ModuleList(MultiScaleResidualQuantizer(qcfg) for _ in range(self.P))
+        self.msrq = nn.ModuleList(MultiScaleResidualQuantizer(qcfg) for _ in range(self.P))  # one per branch
+        self.branches, self.codebook_size, self.code_dim = self.P, self.V, self.C  # the generator's contract
 
     @property
     def num_scales(self) -> int:
@@ -244,7 +247,7 @@ class ProductQuantizer(nn.Module):
             raise ValueError(f"ProductQuantizer expects (B, {self.P}, {self.C}, K, K), got {tuple(f_BPCkk.shape)}")
         if n_scales is None:
             n_scales = self.sample_n_scales(B, f_BPCkk.device)
-        outs = [q(f_BPCkk[:, p], n_scales) for p, q in enumerate(self.branches)]
+        outs = [q(f_BPCkk[:, p], n_scales) for p, q in enumerate(self.msrq)]
         f_hat_BPCkk = torch.stack([o.f_hat for o in outs], dim=1)  # (B, P, C, K, K)
         indices = [torch.stack([o.indices[si] for o in outs], dim=1) for si in range(self.num_scales)]  # S×(B,P,s,s)
         loss = torch.stack([o.loss for o in outs]).mean()
@@ -270,10 +273,10 @@ class ProductQuantizer(nn.Module):
     def indices_to_fhat(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """Any prefix of S × (B, P, s, s) indices → f̂ (B, P, C, K, K) from those scales only."""
         return torch.stack([q.indices_to_fhat([idx[:, p] for idx in indices])
-                            for p, q in enumerate(self.branches)], dim=1)
+                            for p, q in enumerate(self.msrq)], dim=1)
 
     def _add_scale(self, f_hat_BPCkk: torch.Tensor, si: int, idx_BPss: torch.Tensor) -> torch.Tensor:
-        h_BPCkk = torch.stack([q.code_to_full(si, idx_BPss[:, p]) for p, q in enumerate(self.branches)], dim=1)
+        h_BPCkk = torch.stack([q.code_to_full(si, idx_BPss[:, p]) for p, q in enumerate(self.msrq)], dim=1)
         return f_hat_BPCkk + h_BPCkk
 
     def _to_next_input(self, f_hat_BPCkk: torch.Tensor, si: int) -> torch.Tensor:

@@ -126,7 +126,7 @@ class ImageFolderTokenizer(nn.Module):
         for lin in (self.to_code, self.from_code, self.to_pixels):
             nn.init.trunc_normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
-        for branch in self.quantizer.branches:
+        for branch in self.quantizer.msrq:
             branch.codebook.init_weights()
             for phi in branch.phis:
                 phi.init_weights()

@@ -170,6 +170,19 @@ def test_objective_phases_and_gradients_go_where_they_belong():
         TokenizerObjective(cfg, tok, None, build_perceptual(cfg, teacher))
 
 
+def test_objective_registers_each_frozen_network_once():
+    """The teacher serves the semantic loss, the perceptual distance and the DINO discriminator; a
+    checkpoint must still hold each tensor once (safetensors refuses shared storage)."""
+    cfg = smoke_cfg(**{"tokenizer.discriminator": "dino"})
+    teacher = random_teacher(cfg)
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher))
+    ptrs = [v.data_ptr() for v in obj.state_dict().values() if v.numel()]
+    assert len(ptrs) == len(set(ptrs))
+    assert obj.discriminator.backbone is teacher and obj.perceptual.teacher is teacher
+    obj.to(torch.float64)  # moving the objective moves the shared teacher too
+    assert teacher.vit.pos_embed.dtype == torch.float64
+
+
 def test_short_training_lowers_reconstruction_loss():
     """30 AdamW steps of the full objective (PatchGAN from step 10, teacher perceptual, semantic
     branch) on a fixed smoke batch lower the L2 reconstruction error."""

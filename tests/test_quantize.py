@@ -72,10 +72,10 @@ def test_teacher_forcing_matches_next_input_step_by_step():
 def test_residual_norm_does_not_grow_with_scales_after_fit(lookup):
     torch.manual_seed(0)
     q = make_pq(scales=(1, 2, 3, 4, 6, 8), V=64, C=8, lookup=lookup, dropout_p=0.0)
-    f = smooth_features(16, 2, 8, 8)
+    f = smooth_features(8, 2, 8, 8)
     opt = torch.optim.Adam(q.parameters(), lr=1e-2)
     q.train()
-    for _ in range(40):
+    for _ in range(25):
         loss = q(f).loss
         opt.zero_grad()
         loss.backward()
@@ -95,11 +95,11 @@ def test_data_init_starts_closer_than_uniform_init(lookup):
     for init in ("data", "uniform"):
         torch.manual_seed(0)
         q = make_pq(codebook_init=init, dropout_p=0.0, lookup=lookup).train()
-        assert all(bool(b.initialised) == (init == "uniform") for b in q.branches)
+        assert all(bool(b.initialised) == (init == "uniform") for b in q.msrq)
         with torch.no_grad():
             out = q(f)
             errs[init] = float((q.indices_to_fhat(out.indices) - f).norm())
-        assert all(bool(b.initialised) for b in q.branches)
+        assert all(bool(b.initialised) for b in q.msrq)
     assert errs["data"] < errs["uniform"], errs
 
 
@@ -110,10 +110,10 @@ def test_straight_through_gradient_and_codebook_gradient():
     out = q(f)
     (out.f_hat * 3.0).sum().backward(retain_graph=True)
     assert torch.allclose(f.grad, torch.full_like(f, 3.0))  # STE: identity gradient to the input
-    assert all(b.codebook.weight.grad is None for b in q.branches)  # the decoder path never trains codes
+    assert all(b.codebook.weight.grad is None for b in q.msrq)  # the decoder path never trains codes
     f.grad = None
     out.loss.backward()
-    for b in q.branches:
+    for b in q.msrq:
         assert b.codebook.weight.grad.abs().sum() > 0  # codebook loss reaches the codes
         assert any(p.conv.weight.grad is not None and p.conv.weight.grad.abs().sum() > 0 for p in b.phis)
     assert f.grad.abs().sum() > 0  # commitment reaches the encoder

@@ -76,7 +76,7 @@ def test_straight_through_gradient_reaches_encoder():
     assert t.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert t.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
     assert t.queries.grad.abs().sum() > 0 and t.to_code.weight.grad.abs().sum() > 0
-    assert all(b.codebook.weight.grad is None for b in t.quantizer.branches)  # codes learn from the VQ loss only
+    assert all(b.codebook.weight.grad is None for b in t.quantizer.msrq)  # codes learn from the VQ loss only
 
 
 def test_feature_map_layout_is_the_single_branch_baseline():
@@ -164,5 +164,5 @@ def test_paper_profile_forward_on_cpu():
     assert [i.shape[-1] for i in out.indices] == config.PAPER_SCALES
     assert [sum(i[0, p].numel() for i in out.indices) for p in range(2)] == [286, 286]
     assert out.f_hat.shape == (1, 2, 32, 11, 11) and out.recon.shape == (1, 3, 256, 256)
-    assert t.quantizer.branches[0].codebook.weight.shape == (4096, 32)
+    assert t.quantizer.msrq[0].codebook.weight.shape == (4096, 32)
     assert 160e6 < n < 190e6  # two ViT-B (≈86M each) plus the small new parts
