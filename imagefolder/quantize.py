@@ -127,7 +127,6 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.beta = qcfg.beta
         self.codebook = Codebook(qcfg.codebook_size, qcfg.code_dim, qcfg.lookup, qcfg.beta)
         self.phis = nn.ModuleList(Phi(qcfg.code_dim, qcfg.phi_gamma) for _ in range(qcfg.phi_convs))
-        self.codebook_init = qcfg.codebook_init
         # data-dependent init (codebook_init="data") happens on the first training batch
         self.register_buffer("initialised", torch.tensor(qcfg.codebook_init != "data"))
 

@@ -173,5 +173,11 @@ def test_single_codebook_lookup_and_phi_sharing():
     assert cb.nearest(z).tolist() == [3, 0, 1]
     cb.lookup = "cosine"  # direction only: [2.9, .1] and [.9, 0] both point along codes 0 / 3
     assert cb.nearest(z)[:2].tolist() in ([0, 0], [3, 3])
+    cb.lookup = "l2"
+    f = torch.tensor([[2.9, 0.1], [0.1, 0.8]]).T.reshape(1, 2, 1, 2).requires_grad_(True)  # (B, C, h, w)
+    out = cb(f)  # single-scale VQ: same return signature as the multi-scale quantizers
+    assert out.indices[0].tolist() == [[[3, 1]]] and torch.equal(out.f_hat, torch.tensor([[[[3.0, 0]], [[0, 1]]]]))
+    out.f_hat.sum().backward()
+    assert torch.equal(f.grad, torch.ones_like(f)) and out.loss > 0 and out.n_scales.tolist() == [1]
     msrq = MultiScaleResidualQuantizer(QuantizerConfig(scales=PAPER_SCALES, phi_convs=4))
     assert [msrq.phi_index(i) for i in range(10)] == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
