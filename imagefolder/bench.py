@@ -1,0 +1,265 @@
+"""Benchmarks behind Table 6 and `make bench` (DESIGN.md §8 "Latency and FLOPs").
+
+- `sampling_benchmark`: batch-1 sampling latency (KV cache, CFG) and FLOPs per image of four token
+  layouts at the profile's generator width and depth: folded (ImageFolder), unfolded, VAR-style and
+  raster (next-token), measured in one run and given as ratios to folded.
+- `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
+  positions) and VAR d16 (w1024, 680 positions), and which claim their ratio supports (≈1/4 or ≈1/2).
+- `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
+
+Every network has random weights: latency and FLOPs depend on shapes, not on training. FLOPs come from
+`metrics.count_flops` (torch.utils.flop_counter, attention as described by `metrics.FLOPS_NOTE`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import platform
+
+import pandas as pd
+import timm
+import torch
+
+from . import config
+from .backbones import build_vit
+from .config import Config, GeneratorConfig, QuantizerConfig, ViTConfig
+from .generator import Generator, parameter_counts
+from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
+from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
+from .pipeline import DINOV2
+from .quantize import ProductQuantizer
+from .tokenizer import ImageFolderTokenizer
+from .train import autocast_for, make_optimizer
+
+# warm-up and timed repeats per profile (each repeat is one batch-1 sample of each of the four layouts)
+REPEATS = {"smoke": (1, 3), "cpu": (3, 15)}
+DEFAULT_REPEATS = (5, 30)
+
+# The paper's two generators (§4.1 and VAR d16), each with its quantizer layout; ImageNet's 1000 classes.
+PAPER_MODELS = {
+    "ImageFolder": (GeneratorConfig(mode="folded", depth=17, width=1088, heads=17),
+                    QuantizerConfig(scales=list(config.PAPER_SCALES), branches=2, codebook_size=4096)),
+    "VAR d16": (GeneratorConfig(mode="folded", depth=16, width=1024, heads=16),
+                QuantizerConfig(scales=list(config.VAR_SCALES), branches=1, codebook_size=4096)),
+}
+PAPER_CLASSES = 1000
+CLAIMS = {"≈1/4 (paper's text)": 0.25, "≈1/2 (hand count of linear layers and attention)": 0.5}
+
+
+# ----------------------------------------------------------------------------- generators
+
+def patch_grid(cfg: Config) -> int:
+    """Side of the encoder's patch grid: the last scale of a VAR-style (feature-map) or raster tokenizer.
+    Equals K in the small profiles; 16 in the paper profile (VAR's 680 tokens, LlamaGen's 256)."""
+    return cfg.data.resolution // cfg.tokenizer.encoder.patch_size
+
+
+def layouts(cfg: Config) -> dict[str, tuple[GeneratorConfig, QuantizerConfig]]:
+    """The four token layouts at the profile's generator width and depth: name → (generator, quantizer) config.
+
+    folded / unfolded: the profile's quantizer (P branches, its scales); VAR-style: one branch, VAR's
+    schedule ending at the patch grid; raster: one branch, one scale (the patch grid), next-token.
+    """
+    g, q, grid = cfg.generator, cfg.quantizer, patch_grid(cfg)
+    return {
+        "folded": (dataclasses.replace(g, mode="folded"), q),
+        "unfolded": (dataclasses.replace(g, mode="unfolded"), q),
+        "VAR-style": (dataclasses.replace(g, mode="folded"),
+                      dataclasses.replace(q, branches=1, scales=config.scaled_schedule(grid, config.VAR_SCALES))),
+        "raster": (dataclasses.replace(g, mode="raster"), dataclasses.replace(q, branches=1, scales=[grid])),
+    }
+
+
+def build_generator(gcfg: GeneratorConfig, qcfg: QuantizerConfig, num_classes: int, device: torch.device | str,
+                    seed: int = 0) -> tuple[Generator, ProductQuantizer | None]:
+    """A randomly initialised generator (eval mode) and, except in raster mode, a quantizer with random codebooks."""
+    torch.manual_seed(seed)
+    generator = Generator(gcfg, qcfg, num_classes).to(device).eval()
+    quantizer = None if gcfg.mode == "raster" else ProductQuantizer(qcfg).to(device).eval()
+    return generator, quantizer
+
+
+def _sampler(generator: Generator, quantizer: ProductQuantizer | None, batch: int, device: torch.device | str,
+             seed: int = 0):
+    """A no-argument call drawing one batch of token indices with the KV cache (sampling settings and
+    guidance from the generator's config; guidance runs the batch as 2B)."""
+    labels_B = torch.zeros(batch, dtype=torch.long, device=device)
+    rng = torch.Generator(device).manual_seed(seed)
+    return lambda: generator.sample(labels_B, quantizer, generator=rng, use_cache=True)
+
+
+def sample_flops(gcfg: GeneratorConfig, qcfg: QuantizerConfig, batch: int = 1, num_classes: int = PAPER_CLASSES,
+                 device: torch.device | str = "cpu") -> int:
+    """FLOPs of one `Generator.sample` call (KV cache, CFG at the config's scale) for `batch` labels."""
+    generator, quantizer = build_generator(gcfg, qcfg, num_classes, device)
+    return count_flops(_sampler(generator, quantizer, batch, device))
+
+
+def depth_extended_flops(gcfg: GeneratorConfig, qcfg: QuantizerConfig, batch: int = 1,
+                         num_classes: int = PAPER_CLASSES, device: torch.device | str = "cpu") -> int:
+    """`sample_flops` of a deep generator from counts at depth 1 and 2: F(D) = F(1) + (D − 1)·(F(2) − F(1)).
+
+    Exact, since every block does the same work on the same shapes; it avoids building and running
+    all D blocks (the paper's generators have ≈0.3 G parameters in their blocks).
+    """
+    f1, f2 = (sample_flops(dataclasses.replace(gcfg, depth=d), qcfg, batch, num_classes, device) for d in (1, 2))
+    return f1 + (gcfg.depth - 1) * (f2 - f1)
+
+
+# ----------------------------------------------------------------------------- sampling latency and FLOPs
+
+def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
+                       num_classes: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Batch-1 sampling latency and FLOPs per image of the four `layouts`, one row each, in one run.
+
+    Latency: `metrics.measure_latency` of `Generator.sample` (KV cache on, CFG at the profile's
+    cfg_scale so the batch runs as 2, the profile's top-k / top-p), warm-up excluded; FLOPs: one
+    sample call under the flop counter. `*_ratio` columns divide by the folded row of this run.
+    """
+    rows = []
+    for name, (gcfg, qcfg) in layouts(cfg).items():
+        generator, quantizer = build_generator(gcfg, qcfg, num_classes, device, seed)
+        sample = _sampler(generator, quantizer, 1, device, seed)
+        lat = measure_latency(sample, warmup=warmup, repeats=repeats, device=device)
+        params = parameter_counts(generator)
+        rows.append(dict(
+            layout=name, mode=gcfg.mode, branches=qcfg.branches, scales=" ".join(map(str, qcfg.scales)),
+            steps=len(generator.steps), positions=generator.length,
+            tokens=generator.length * generator.tokens_per_position,
+            params_blocks=params["blocks"], params_total=params["total"],
+            latency_s=lat["median"], latency_p10_s=lat["p10"], latency_p90_s=lat["p90"],
+            flops=count_flops(sample)))
+    df = pd.DataFrame(rows)
+    for col, ratio in (("steps", "steps_ratio"), ("positions", "positions_ratio"),
+                       ("latency_s", "latency_ratio"), ("flops", "flops_ratio")):
+        df[ratio] = df[col] / df.loc[df.layout == "folded", col].item()
+    df["cfg_scale"] = cfg.generator.cfg_scale
+    df["repeats"], df["warmup"], df["device"] = repeats, warmup, device_name(device)
+    df["flops_counted"] = FLOPS_NOTE
+    return df
+
+
+# ----------------------------------------------------------------------------- the paper's configurations
+
+def verdict(ratio: float) -> str:
+    """Which claim about ImageFolder's FLOPs relative to VAR d16 a measured ratio supports (nearest in log)."""
+    claim = min(CLAIMS, key=lambda c: abs(math.log(ratio / CLAIMS[c])))
+    return f"ImageFolder needs {ratio:.3f}× the FLOPs of VAR d16 per image: this supports {claim}."
+
+
+def paper_flops(batch: int = 1, device: torch.device | str = "cpu") -> pd.DataFrame:
+    """FLOPs per image of sampling with the paper's ImageFolder and VAR d16 generators, both with CFG.
+
+    Counted by the flop counter on `device` with random weights, at depth 1 and 2 and extended to the
+    full depth (`depth_extended_flops`, exact). Columns include `flops_vs_VAR`; `df.attrs["ratio"]`
+    (ImageFolder / VAR) and `df.attrs["verdict"]` (see `verdict`) summarise it.
+    """
+    rows = []
+    for name, (gcfg, qcfg) in PAPER_MODELS.items():
+        flops = depth_extended_flops(gcfg, qcfg, batch, PAPER_CLASSES, device)
+        with torch.device("meta"):  # shapes only: parameter counts without allocating weights
+            params = parameter_counts(Generator(gcfg, qcfg, PAPER_CLASSES))
+        positions = config.token_count(qcfg.scales)
+        rows.append(dict(
+            model=name, depth=gcfg.depth, width=gcfg.width, heads=gcfg.heads, branches=qcfg.branches,
+            codebook=qcfg.codebook_size, scales=" ".join(map(str, qcfg.scales)), steps=len(qcfg.scales),
+            positions=positions, tokens=positions * qcfg.branches, params_blocks=params["blocks"],
+            cfg_scale=gcfg.cfg_scale, flops_per_image=flops / batch))
+    df = pd.DataFrame(rows)
+    df["gflops_per_image"] = df.flops_per_image / 1e9
+    df["flops_vs_VAR"] = df.flops_per_image / df.loc[df.model == "VAR d16", "flops_per_image"].item()
+    df["flops_counted"] = FLOPS_NOTE + " Counted at depth 1 and 2 and extended linearly to the full depth (exact)."
+    ratio = df.loc[df.model == "ImageFolder", "flops_vs_VAR"].item()
+    df.attrs.update(ratio=ratio, verdict=verdict(ratio))
+    return df
+
+
+# ----------------------------------------------------------------------------- tokenizer throughput
+
+def random_teacher(cfg: Config) -> TeacherViT:
+    """A frozen, randomly initialised teacher of the profile's architecture (no trained weights needed):
+    the small profiles' reference ViT, or DINOv2 for `tokenizer.teacher_network="dinov2_*"`."""
+    name = cfg.tokenizer.teacher_network
+    if name == "reference":
+        t = cfg.teacher
+        return TeacherViT(build_vit(ViTConfig(width=t.width, depth=t.depth, heads=t.heads, patch_size=t.patch_size),
+                                    cfg.data.resolution))
+    return TeacherViT(timm.create_model(DINOV2[name], pretrained=False, num_classes=0), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: int | None = None,
+                        warmup: int = 1, repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Encode, decode and training throughput (images/s) of a randomly initialised tokenizer of the profile.
+
+    The training step is the full `TokenizerObjective` step of the trainer: every phase (model,
+    discriminator) forward, backward and AdamW step, at step `disc_start` so the adversarial terms are
+    on, with a frozen random teacher (`random_teacher`) for the semantic and perceptual losses.
+    batch: images per call (default: the profile's tokenizer training batch).
+    """
+    cfg = config.apply_overrides(cfg, {"tokenizer.encoder_init": "random"})
+    batch = batch or cfg.train_tokenizer.batch_size
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    teacher = random_teacher(cfg)
+    tokenizer = ImageFolderTokenizer(cfg)
+    objective = TokenizerObjective(cfg, tokenizer, teacher, build_perceptual(cfg, teacher)).to(device)
+    images = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+
+    tokenizer.eval()
+    indices = tokenizer.encode(images)
+    timings = {"encode": measure_latency(lambda: tokenizer.encode(images), warmup, repeats, device),
+               "decode": measure_latency(lambda: tokenizer.decode(indices), warmup, repeats, device)}
+
+    tcfg, step = cfg.train_tokenizer, cfg.tokenizer.disc_start
+    optimizers = {p: make_optimizer(objective.parameters_for(p), tcfg, fused=False) for p in objective.phases}
+    objective.train()
+
+    def train_step() -> None:
+        for phase in objective.phases:
+            with autocast_for(device, tcfg.amp):
+                loss, _ = objective((images, labels), phase, step)
+            optimizers[phase].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[phase].step()
+
+    timings["train step"] = measure_latency(train_step, warmup, repeats, device)
+    notes = {"encode": "tokenizer.encode (eval, no grad)", "decode": "tokenizer.decode (eval, no grad)",
+             "train step": f"TokenizerObjective phases {objective.phases}: forward, backward, AdamW; adversarial on; "
+                           "frozen random teacher"}
+    return pd.DataFrame([dict(stage=stage, batch=batch, median_s=t["median"], images_per_s=batch / t["median"],
+                              p10_s=t["p10"], p90_s=t["p90"], repeats=repeats, device=t["device"], what=notes[stage])
+                         for stage, t in timings.items()])
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def main(profile: str = "cpu", device: str = "cpu", threads: int | None = None) -> None:
+    """Print the three benchmark tables of a profile, headed by the machine they ran on.
+    threads: CPU threads for torch (default: torch's own choice)."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = config.profile(profile)
+    warmup, repeats = REPEATS.get(profile, DEFAULT_REPEATS)
+    print(f"# imagefolder bench — profile {profile}, device {device_name(device)}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.python_implementation()} {platform.python_version()}")
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 40):
+        print("\n## Sampling, batch 1, KV cache, CFG (ratios to folded, same run)")
+        print(sampling_benchmark(cfg, warmup, repeats, device).drop(columns="flops_counted").to_string(index=False))
+        print(f"FLOPs: {FLOPS_NOTE}")
+        print("\n## FLOPs per image of the paper's generators, both with CFG")
+        paper = paper_flops(device=device)
+        print(paper.drop(columns="flops_counted").to_string(index=False))
+        print(paper.attrs["verdict"])
+        print("\n## Tokenizer throughput")
+        print(tokenizer_benchmark(cfg, device).to_string(index=False))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m imagefolder.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    args = parser.parse_args()
+    main(args.profile, args.device, args.threads)

@@ -1,0 +1,73 @@
+"""Tests of the benchmarks: token layouts, FLOPs ratios, the paper-config count and tokenizer throughput."""
+from __future__ import annotations
+
+
+import pytest
+
+from imagefolder import bench, config
+from imagefolder.config import GeneratorConfig, QuantizerConfig
+
+
+@pytest.fixture(scope="module")
+def sampling():
+    return bench.sampling_benchmark(config.profile("smoke"), warmup=0, repeats=1).set_index("layout")
+
+
+def test_sampling_benchmark_layouts(sampling):
+    cfg = config.profile("smoke")
+    assert list(sampling.index) == ["folded", "unfolded", "VAR-style", "raster"]
+    folded, unfolded, var, raster = (sampling.loc[n] for n in sampling.index)
+    for col in ("steps_ratio", "positions_ratio", "latency_ratio", "flops_ratio"):
+        assert folded[col] == 1.0
+    # folding halves the sequence (P = 2) at the same number of AR steps and tokens per image
+    assert folded.positions * cfg.quantizer.branches == unfolded.positions
+    assert folded.steps == unfolded.steps == len(cfg.quantizer.scales)
+    assert folded.tokens == unfolded.tokens == cfg.quantizer.branches * cfg.tokens_per_branch
+    assert var.positions == var.tokens == config.token_count(config.scaled_schedule(cfg.grid, config.VAR_SCALES))
+    assert raster.steps == raster.positions == raster.tokens == cfg.grid ** 2
+    assert (sampling.params_blocks == folded.params_blocks).all()  # equal width and depth
+
+
+def test_sampling_benchmark_flops(sampling):
+    assert (sampling.flops > 0).all() and (sampling.latency_s > 0).all()
+    assert sampling.loc["unfolded", "flops_ratio"] > 1
+    assert sampling.loc["unfolded", "flops"] / sampling.loc["folded", "flops"] == sampling.loc["unfolded", "flops_ratio"]
+    assert "scaled_dot_product_attention" in sampling.flops_counted.iloc[0]
+
+
+def test_depth_extension_is_exact():
+    gcfg = GeneratorConfig(depth=3, width=64, heads=2, top_k=8)
+    qcfg = QuantizerConfig(scales=[1, 2, 3], branches=2, codebook_size=32)
+    assert bench.depth_extended_flops(gcfg, qcfg, num_classes=5) == bench.sample_flops(gcfg, qcfg, num_classes=5)
+
+
+@pytest.mark.slow  # ≈ 10–25 s on 2 cores: four generators at the paper's width, depth 1 and 2
+def test_paper_flops():
+    df = bench.paper_flops().set_index("model")
+    assert df.loc["ImageFolder", "positions"] == 286 and df.loc["VAR d16", "positions"] == 680
+    assert df.loc["ImageFolder", "tokens"] == 572
+    assert 0.34e9 < df.loc["ImageFolder", "params_blocks"] < 0.38e9  # the paper's ≈362M
+    ratio = df.attrs["ratio"]
+    assert 0.1 < ratio < 1
+    assert df.loc["ImageFolder", "flops_vs_VAR"] == ratio and df.loc["VAR d16", "flops_vs_VAR"] == 1.0
+    assert df.attrs["verdict"] == bench.verdict(ratio)
+
+
+def test_verdict_picks_nearest_claim_in_log():
+    assert "1/4" in bench.verdict(0.3) and "1/2" in bench.verdict(0.4)
+    assert "1/2" in bench.verdict(0.9) and "1/4" in bench.verdict(0.1)
+
+
+def test_var_and_raster_use_the_patch_grid_of_the_paper_profile():
+    paper = bench.layouts(config.profile("paper"))
+    assert paper["VAR-style"][1].scales == config.VAR_SCALES  # VAR's 680 tokens at 256 px
+    assert paper["raster"][1].scales == [16] and paper["raster"][0].mode == "raster"
+    assert paper["folded"][1].scales == config.PAPER_SCALES
+
+
+def test_tokenizer_benchmark():
+    cfg = config.profile("smoke")
+    df = bench.tokenizer_benchmark(cfg, batch=4, warmup=0, repeats=1).set_index("stage")
+    assert list(df.index) == ["encode", "decode", "train step"]
+    assert (df.images_per_s > 0).all() and (df.batch == 4).all()
+    assert df.images_per_s.tolist() == pytest.approx((4 / df.median_s).tolist())
