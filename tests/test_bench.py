@@ -1,7 +1,6 @@
 """Tests of the benchmarks: token layouts, FLOPs ratios, the paper-config count and tokenizer throughput."""
 from __future__ import annotations
 
-
 import pytest
 
 from imagefolder import bench, config
