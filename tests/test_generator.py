@@ -1,4 +1,5 @@
-"""Tests of the AR generator: masks, KV cache, sampling filters, CFG, teacher forcing, training, errors."""
+"""Tests of the AR generator (with the real ProductQuantizer of the smoke profile): masks, KV cache,
+sampling filters, CFG, teacher forcing, training, the token cache, errors, the paper-size model."""
 from __future__ import annotations
 
 import copy
@@ -6,8 +7,6 @@ import time
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from imagefolder import config
 from imagefolder.config import ConfigError, GeneratorConfig, QuantizerConfig
@@ -17,69 +16,25 @@ from imagefolder.generator import (Generator, GeneratorObjective, TokenCacheMism
 from imagefolder.quantize import ProductQuantizer
 
 
-class StandInQuantizer(nn.Module):
-    """The quantizer contract of CONTRACTS.md with random codebooks: scale i's codes are looked up,
-    bicubic-upsampled to K×K and summed into f̂; the next input is f̂ area-downsampled."""
-
-    def __init__(self, scales, branches, codebook_size, code_dim, seed=0):
-        super().__init__()
-        self.scales, self.branches, self.codebook_size, self.code_dim = list(scales), branches, codebook_size, code_dim
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("codebooks", torch.randn(branches, codebook_size, code_dim, generator=g))
-
-    def next_input(self, f_hat, si, idx_BPss):
-        B, P, s, _ = idx_BPss.shape
-        K = self.scales[-1]
-        codes = torch.stack([self.codebooks[p][idx_BPss[:, p]] for p in range(P)], 1)  # (B, P, s, s, C)
-        codes = codes.permute(0, 1, 4, 2, 3).flatten(0, 1)  # (B·P, C, s, s)
-        up = F.interpolate(codes, size=(K, K), mode="bicubic", align_corners=False)
-        f_hat = f_hat + up.view(B, P, self.code_dim, K, K)
-        if si == len(self.scales) - 1:
-            return f_hat, None
-        n = self.scales[si + 1]
-        nxt = F.interpolate(f_hat.flatten(0, 1), size=(n, n), mode="area")  # (B·P, C, n, n)
-        return f_hat, nxt.view(B, P, self.code_dim, n * n).permute(0, 3, 1, 2).reshape(B, n * n, P * self.code_dim)
-
-    def teacher_forcing_inputs(self, indices):
-        B, K = indices[0].shape[0], self.scales[-1]
-        f_hat = self.codebooks.new_zeros(B, self.branches, self.code_dim, K, K)
-        outs = []
-        for si, idx in enumerate(indices[:-1]):
-            f_hat, nxt = self.next_input(f_hat, si, idx)
-            outs.append(nxt)
-        return torch.cat(outs, 1)
-
-
-def smoke_pair(mode="folded", seed=0):
-    """A generator of the smoke profile (random weights, 9 classes) and its real quantizer."""
-    cfg = config.profile("smoke", {"generator.mode": mode})
-    torch.manual_seed(seed)
-    model = Generator(cfg.generator, cfg.quantizer, N_CLASSES)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model.eval(), ProductQuantizer(cfg.quantizer).eval()
-
-
-SCALES = [1, 2, 3, 4]
 N_CLASSES = 3
 
 
-def tiny(mode="folded", scales=SCALES, branches=2, V=16, C=8, width=32, depth=2, heads=2, seed=0,
-         randomize=True, **gkw):
-    """A tiny generator and a matching quantizer; `randomize` replaces the adaLN-Zero init by random
-    weights so that every path (blocks, gates, head) changes the logits."""
+def tiny(mode="folded", overrides=None, randomize=True, seed=0):
+    """A tiny generator (smoke profile: 10 scales up to 4×4, 2 branches, V = 64, C = 32; depth 2,
+    width 32) and the real quantizer of the same config (None for raster, which runs on a 4×4
+    single-branch tokenizer). `randomize` replaces the adaLN-Zero init by random weights so that
+    every path (blocks, gates, head) changes the logits."""
+    o = {"generator.mode": mode, "generator.depth": 2, "generator.width": 32, "generator.heads": 2}
     if mode == "raster":
-        scales, branches = [scales[-1]], 1
-    qcfg = QuantizerConfig(scales=list(scales), branches=branches, codebook_size=V, code_dim=C)
-    gcfg = GeneratorConfig(mode=mode, depth=depth, width=width, heads=heads, **gkw)
+        o |= {"quantizer.scales": [4], "quantizer.branches": 1, "quantizer.dropout_n_start": 1}
+    cfg = config.profile("smoke", o | (overrides or {}))
     torch.manual_seed(seed)
-    model = Generator(gcfg, qcfg, N_CLASSES)
+    model = Generator(cfg.generator, cfg.quantizer, N_CLASSES)
     if randomize:
         with torch.no_grad():
             for p in model.parameters():
                 p.normal_(0, 0.3)
-    q = None if mode == "raster" else StandInQuantizer(scales, branches, V, C, seed=seed)
+    q = None if mode == "raster" else ProductQuantizer(cfg.quantizer).eval()
     return model.eval(), q
 
 
@@ -95,13 +50,13 @@ def rng(seed=0):
 # ----------------------------------------------------------------------------- layout and masks
 
 def test_flatten_roundtrip_and_layout_lengths():
-    for mode, L in (("folded", 30), ("unfolded", 60), ("raster", 16)):
+    for mode, L in (("folded", 39), ("unfolded", 78), ("raster", 16)):
         model, _ = tiny(mode)
         assert model.length == L
         idx = random_indices(model, 3)
         assert all(torch.equal(a, b) for a, b in zip(unflatten_indices(flatten_indices(idx), model.scales,
                                                                         model.branches), idx))
-    assert len(tiny("folded")[0].steps) == 4 and len(tiny("raster")[0].steps) == 16
+    assert len(tiny("folded")[0].steps) == 10 and len(tiny("raster")[0].steps) == 16
     # the VAR-style single-branch baseline is folded mode with P = 1 and VAR's scales: 680 positions
     with torch.device("meta"):
         var = Generator(GeneratorConfig(depth=1, width=32, heads=2),
@@ -143,25 +98,6 @@ def test_kv_cache_matches_recomputation(mode):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(idx_c, idx_n))
     model.check_indices(idx_c)
-
-
-@pytest.mark.parametrize("mode", ["folded", "unfolded"])
-def test_sampling_logits_equal_teacher_forced_guided_logits(mode):
-    """The cached sampler and the training forward agree: at each scale, the sampler's logits are
-    cond + t_i (cond − uncond) of the teacher-forced forward on the sampled indices."""
-    model, q = tiny(mode)
-    labels = torch.tensor([1, 2])
-    cfg = 2.0
-    idx, step_logits = model.sample(labels, q, cfg_scale=cfg, generator=rng(1), return_logits=True)
-    with torch.no_grad():
-        inputs = model.inputs(idx, q)
-        cond = model(labels, inputs)
-        uncond = model(torch.full_like(labels, model.null_class), inputs)
-    S = len(model.scales)
-    for k, (start, end) in enumerate(model.steps):
-        t = cfg * k / (S - 1)
-        want = cond[:, start:end] + t * (cond[:, start:end] - uncond[:, start:end])
-        torch.testing.assert_close(step_logits[k], want, atol=1e-4, rtol=1e-4)
 
 
 def test_top_k_1_is_greedy_per_branch():
@@ -217,7 +153,7 @@ def test_cfg_no_guidance_setting_equals_unguided_and_guidance_acts():
 
 def test_cfg_with_identical_null_class_is_unguided():
     """If the null class embeds like the real class, cond = uncond and any cfg_scale gives the unguided
-    logits: the 2B batch is split in the right order."""
+    logits: the doubled batch keeps each sample's rows (inputs, f̂) aligned."""
     model, q = tiny("folded")
     with torch.no_grad():
         model.class_emb.weight[model.null_class] = model.class_emb.weight[1]
@@ -258,7 +194,7 @@ def test_n_scales_prefix_and_seed_reproducibility():
 # ----------------------------------------------------------------------------- training
 
 def test_class_dropout_rate():
-    model, q = tiny("folded", class_dropout=0.25)
+    model, q = tiny("folded", {"generator.class_dropout": 0.25})
     seen = []
     model.class_emb.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
     labels = torch.randint(N_CLASSES, (4000,), generator=rng(0))
@@ -304,7 +240,7 @@ def test_training_lowers_loss(mode):
         opt.step()
         losses.append(loss.item())
         assert 0 <= logs["acc"] <= 1
-    assert abs(losses[0] - torch.log(torch.tensor(16.0)).item()) < 1e-3  # adaLN-Zero: uniform at init
+    assert abs(losses[0] - torch.log(torch.tensor(64.0)).item()) < 1e-3  # adaLN-Zero: uniform at init
     assert losses[-1] < 0.75 * losses[0], losses
     assert obj.ema_target is model
     assert {id(p) for p in obj.parameters_for("model")} == {id(p) for p in model.parameters()}
@@ -317,14 +253,14 @@ def test_token_dataset_cache_roundtrip_and_fingerprint(tmp_path):
     model, q = tiny("folded")
     fp = module_fingerprint(q)
     assert fp == module_fingerprint(copy.deepcopy(q))
-    other = StandInQuantizer(SCALES, 2, 16, 8, seed=1)
+    other = tiny("folded", seed=1)[1]  # same layout, other weights
     assert module_fingerprint(other) != fp
     images = torch.zeros(5, 3, 8, 8)
     ds = TokenDataset.encode(lambda x: random_indices(model, x.shape[0]), [(images, torch.arange(5) % 3)] * 2,
-                             codebook_size=16, fingerprint=fp)
-    assert len(ds) == 10 and ds.scales == SCALES and ds.branches == 2
+                             codebook_size=64, fingerprint=fp)
+    assert len(ds) == 10 and ds.scales == model.scales and ds.branches == 2
     tokens, label = ds[3]
-    assert tokens.shape == (2 * 30,) and label.item() == 0
+    assert tokens.shape == (2 * 39,) and label.item() == 0
     path = tmp_path / "tokens.safetensors"
     ds.save(path)
     back = TokenDataset.load(path, fingerprint=fp)
@@ -333,7 +269,7 @@ def test_token_dataset_cache_roundtrip_and_fingerprint(tmp_path):
     with pytest.raises(TokenCacheMismatch, match="delete the cache"):
         TokenDataset.load(path, fingerprint=module_fingerprint(other))
     with pytest.raises(TokenCacheMismatch, match="scales"):
-        back.check_compatible(tiny("folded", scales=[1, 2, 4])[0])
+        back.check_compatible(tiny("folded", {"quantizer.scales": [1, 2, 4]})[0])
 
 
 # ----------------------------------------------------------------------------- errors
@@ -350,29 +286,29 @@ def test_bad_inputs_raise_clear_errors():
     for bad_p in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match="top_p"):
             model.sample(labels, q, top_p=bad_p)
-    with pytest.raises(ValueError, match="codebook_size"):
-        model.sample(labels, StandInQuantizer(SCALES, 2, 32, 8))
-    with pytest.raises(ValueError, match="scales"):
-        model.sample(labels, StandInQuantizer([1, 2, 4], 2, 16, 8))
+    with pytest.raises(ValueError, match="codebook_size: model 64 vs quantizer 32"):
+        model.sample(labels, tiny("folded", {"quantizer.codebook_size": 32})[1])
+    with pytest.raises(ValueError, match="scales: model"):
+        model.sample(labels, tiny("folded", {"quantizer.scales": [1, 2, 4]})[1])
     with pytest.raises(ValueError, match="needs the tokenizer's quantizer"):
         model.sample(labels, None)
     with pytest.raises(ValueError, match=r"lacks the attributes \['code_dim'\]"):
-        broken = StandInQuantizer(SCALES, 2, 16, 8)
+        broken = tiny("folded")[1]
         del broken.code_dim
         model.sample(labels, broken)
     idx = random_indices(model, 2)
-    with pytest.raises(ValueError, match="expected 4 scales"):
-        model.inputs(idx[:3], q)
-    with pytest.raises(ValueError, match=r"indices\[2\]: expected shape"):
-        model.inputs(idx[:2] + [idx[2][..., :2, :2]] + idx[3:], q)
-    with pytest.raises(ValueError, match=r"values must be in \[0, 16\)"):
-        model.inputs(idx[:3] + [idx[3] + 16], q)
+    with pytest.raises(ValueError, match="expected 10 scales"):
+        model.inputs(idx[:9], q)
+    with pytest.raises(ValueError, match=r"indices\[8\]: expected shape \(2, 2, 3, 3\)"):
+        model.inputs(idx[:8] + [idx[8][..., :2, :2]] + idx[9:], q)
+    with pytest.raises(ValueError, match=r"values must be in \[0, 64\)"):
+        model.inputs(idx[:9] + [idx[9] + 64], q)
     with pytest.raises(ValueError, match="force_branches"):
         model.sample(labels, q, reference=idx, force_branches=[2])
     with pytest.raises(ValueError, match="flat tokens"):
-        unflatten_indices(torch.zeros(2, 59, dtype=torch.long), SCALES, 2)
+        unflatten_indices(torch.zeros(2, 77, dtype=torch.long), model.scales, 2)
     with pytest.raises(ConfigError, match="raster"):
-        Generator(GeneratorConfig(mode="raster", depth=1, width=32, heads=2), QuantizerConfig(scales=SCALES), 3)
+        Generator(GeneratorConfig(mode="raster", depth=1, width=32, heads=2), QuantizerConfig(), 3)
 
 
 # ----------------------------------------------------------------------------- the paper model
@@ -414,7 +350,7 @@ def test_objective_runs_under_the_trainer(tmp_path):
     assert all("acc" in row and "loss_model" in row for row in result.history)
 
 
-# ----------------------------------------------------------------------------- the real quantizer
+# ----------------------------------------------------------------------------- quantizer contract
 
 def test_real_quantizer_satisfies_the_contract_check():
     cfg = config.profile("smoke")
@@ -426,10 +362,11 @@ def test_real_quantizer_satisfies_the_contract_check():
 
 
 @pytest.mark.parametrize("mode", ["folded", "unfolded"])
-def test_real_quantizer_sampling_matches_teacher_forcing(mode):
-    """With the real quantizer: the KV-cached sampler (next_input) and the training path
-    (teacher_forcing_inputs) give the same logits, and forced branches are reproduced."""
-    model, q = smoke_pair(mode)
+def test_sampling_logits_equal_teacher_forced_guided_logits(mode):
+    """The cached sampler (quantizer.next_input) and the training path (teacher_forcing_inputs) agree:
+    at each scale the sampler's logits are cond + t_i (cond − uncond) of the teacher-forced forward on
+    the sampled indices, with a forced branch too; recomputation without cache gives the same tokens."""
+    model, q = tiny(mode)
     labels = torch.tensor([0, 2])
     ref = [torch.randint(model.codebook_size, (2, model.branches, s, s), generator=rng(5)) for s in model.scales]
     idx, step_logits = model.sample(labels, q, cfg_scale=1.5, generator=rng(2), return_logits=True,
