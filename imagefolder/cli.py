@@ -1,14 +1,23 @@
-"""`python -m imagefolder <command> --profile P [key=value ...]`: the compendium's command line."""
+"""`python -m imagefolder <command> --profile P [key=value ...]`: the compendium's command line.
+
+Trailing `key=value` words are dotted config overrides (values parsed as YAML), e.g.
+`python -m imagefolder train-tokenizer --profile cpu quantizer.dropout_p=0.5 seed=1`.
+Training commands run under `torchrun` as they are: `torchrun --nproc_per_node=N -m imagefolder train-…`.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from . import config as config_lib
 
 
 def _cfg(args: argparse.Namespace) -> config_lib.Config:
-    return config_lib.profile(args.profile, config_lib.parse_overrides(args.overrides))
+    cfg = config_lib.profile(args.profile, config_lib.parse_overrides(args.overrides))
+    from .pipeline import configure_runtime
+    configure_runtime(cfg)
+    return cfg
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -24,24 +33,82 @@ def cmd_data(args: argparse.Namespace) -> None:
     cfg = _cfg(args)
     if cfg.data.name == "emoji":
         emoji.build(resolve_root(cfg.data))
-    if cfg.profile == "paper":
-        print("paper profile: uses DINOv2 and Inception through the resolver; no reference networks to train")
+    if cfg.tokenizer.teacher_network != "reference":
+        print(f"profile {cfg.profile}: pretrained networks come from the resolver; no reference networks to train")
         return
     for role in ("teacher", "evaluator"):
         reference.train_reference(cfg, role, force=args.force)
 
 
-COMMANDS = {"config": cmd_config, "data": cmd_data}
+def cmd_train_tokenizer(args: argparse.Namespace) -> None:
+    """Train the tokenizer of the config (resumes from its last checkpoint)."""
+    from . import pipeline
+    print(pipeline.train_tokenizer(_cfg(args)))
+
+
+def cmd_train_generator(args: argparse.Namespace) -> None:
+    """Train the generator of the config on its tokenizer's tokens (trains the tokenizer first if needed)."""
+    from . import pipeline
+    print(pipeline.train_generator(_cfg(args)))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Reconstruction metrics of the config's trained tokenizer, and generation metrics of its generator if trained."""
+    from . import metrics, pipeline
+    cfg = _cfg(args)
+    network = metrics.metric_network(cfg)
+    tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg), pipeline.device_of(cfg))
+    report = {"tokenizer": pipeline.evaluate_tokenizer(cfg, tokenizer, network)}
+    gen_path = pipeline.run_path(cfg, "generator", pipeline.generator_name(cfg)) / "model.safetensors"
+    if gen_path.exists():
+        generator, tokenizer, gcfg = pipeline.load_generator(gen_path, pipeline.device_of(cfg))
+        report["generator"] = pipeline.evaluate_generator(gcfg, generator, tokenizer, network,
+                                                          n=cfg.evaluation.num_samples, seed=cfg.seed)
+    print(json.dumps(report, indent=1, default=str))
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    """Sample class-conditional images from the config's trained generator into a PNG grid."""
+    import torch
+    from torchvision.utils import save_image
+    from . import pipeline
+    cfg = _cfg(args)
+    generator, tokenizer, gcfg = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
+    labels = torch.tensor(args.classes or list(range(generator.num_classes))).repeat_interleave(args.per_class)
+    images = pipeline.sample_images(generator, tokenizer, labels, gcfg, seed=cfg.seed)
+    save_image(images.float() / 255, args.out, nrow=args.per_class)
+    print(f"{len(images)} samples → {args.out}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Latency / FLOPs of folded, unfolded, VAR-style and raster sampling, and tokenizer throughput."""
+    from . import bench
+    bench.main(args.profile, args.device, args.threads)
+
+
+COMMANDS = {"config": cmd_config, "data": cmd_data, "train-tokenizer": cmd_train_tokenizer,
+            "train-generator": cmd_train_generator, "evaluate": cmd_evaluate, "sample": cmd_sample,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="imagefolder", description=__doc__)
+    parser = argparse.ArgumentParser(prog="imagefolder", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
-        p = sub.add_parser(name, help=fn.__doc__)
+        p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
         p.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES))
-        p.add_argument("--force", action="store_true", help="redo work whose output already exists")
-        p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. quantizer.dropout_p=0.5")
+        if name == "data":
+            p.add_argument("--force", action="store_true", help="retrain the reference networks")
+        if name == "sample":
+            p.add_argument("--out", default="samples.png")
+            p.add_argument("--per-class", type=int, default=8)
+            p.add_argument("--classes", type=int, nargs="*", help="class indices (default: all)")
+        if name == "bench":
+            p.add_argument("--device", default="cpu")
+            p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a busy machine)")
+            p.set_defaults(overrides=[])
+        else:
+            p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. quantizer.dropout_p=0.5")
     args = parser.parse_args(argv)
     try:
         COMMANDS[args.command](args)

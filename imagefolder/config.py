@@ -173,6 +173,7 @@ class Config:
     profile: str = "paper"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest for the smoke profile's tiny ops
     run_dir: str = "runs"  # checkpoints and caches (git-ignored)
     data: DataConfig = field(default_factory=DataConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -246,6 +247,7 @@ def _smoke() -> Config:
     cfg = _small("smoke", resolution=16, patch=4, width=32, depth=1, heads=2, codebook=64,
                  gen_depth=1, gen_width=32)
     cfg.data.max_per_split = 48
+    cfg.threads = 1
     cfg.tokenizer.disc_start = 2
     for t in (cfg.train_tokenizer, cfg.train_generator):
         t.steps, t.batch_size, t.warmup_steps, t.ckpt_every, t.log_every = 6, 8, 2, 3, 2
@@ -379,6 +381,7 @@ def validate(cfg: Config) -> None:
     """Raise ConfigError naming the first bad field."""
     _check(cfg.profile in PROFILES, "profile", f"unknown profile {cfg.profile!r}; choose one of {sorted(PROFILES)}")
     _choice(cfg.device, "device", ("auto", "cpu", "cuda"))
+    _check(cfg.threads >= 0, "threads", "must be ≥ 0 (0 = torch's default)")
     d = cfg.data
     _choice(d.name, "data.name", ("emoji", "imagenet", "folder"))
     _choice(d.label, "data.label", ("category", "subcategory"))

@@ -61,6 +61,12 @@ def device_of(cfg: Config) -> torch.device:
     return pick_device(cfg.device)
 
 
+def configure_runtime(cfg: Config) -> None:
+    """Apply the config's process settings: torch's CPU thread count (0 keeps torch's default)."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+
+
 def data_fingerprint(cfg: Config) -> str:
     """The emoji build's fingerprint, or a hash of the val split's file list for other data."""
     marker = resolve_root(cfg.data) / "BUILD_COMPLETE.json"
@@ -150,8 +156,8 @@ def metrics_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: metrics.MetricNetwork) -> dict:
-    """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`),
-    codebook usage per branch, and PSNR of the first-n-scale reconstructions."""
+    """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`)
+    and codebook usage per branch."""
     val = val_subset(cfg, cfg.evaluation.num_recon)
     real = val.uint8_images()
     device = next(tokenizer.parameters()).device
@@ -169,10 +175,9 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
     usage = metrics.CodebookUsage(cfg.quantizer.codebook_size, cfg.quantizer.branches)
     for batch in real.split(bs):
         usage.update(tokenizer.encode(metrics_input(batch, device)))
-    per_scale = psnr_by_scales(cfg, tokenizer, real)
     key = metrics.metric_key("FD", network.name)
     return rec | {key: fid[key], "N": len(real), "network": network.name,
-                  "usage": usage.fractions(), "psnr_by_scales": per_scale}
+                  "usage": usage.fractions()}
 
 
 @torch.no_grad()
