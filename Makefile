@@ -3,7 +3,7 @@
 #   make test                                     the test suite (smoke profile, ~10 min on 2 cores)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
-.PHONY: setup data test reproduce html bench clean distclean nb-01 nb-02 nb-03 nb-04 nb-05 nb-06
+.PHONY: setup data test reproduce claims html bench clean distclean
 
 PROFILE ?= cpu
 PYTHON ?= python3
@@ -37,10 +37,14 @@ endef
 
 reproduce: data
 	$(foreach nb,$(NOTEBOOKS),$(call run_notebook,$(nb)) &&) true
+	$(PY) -m imagefolder claims --profile $(PROFILE)
 	$(MAKE) html PROFILE=$(PROFILE)
 
 nb-%: data
 	$(call run_notebook,$(wildcard notebooks/$*_*.ipynb))
+
+claims: $(STAMP)
+	$(PY) -m imagefolder claims --profile $(PROFILE)
 
 html: $(STAMP)
 	mkdir -p $(OUT)/reports

@@ -86,9 +86,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
     bench.main(args.profile, args.device, args.threads)
 
 
+def cmd_claims(args: argparse.Namespace) -> None:
+    """Write results/<profile>/claims.md from the profile's tables (paper claim, numbers, verdict)."""
+    from .claims import write_ledger
+    print(write_ledger(args.profile, args.results))
+
+
 COMMANDS = {"config": cmd_config, "data": cmd_data, "train-tokenizer": cmd_train_tokenizer,
             "train-generator": cmd_train_generator, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "bench": cmd_bench}
+            "bench": cmd_bench, "claims": cmd_claims}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--out", default="samples.png")
             p.add_argument("--per-class", type=int, default=8)
             p.add_argument("--classes", type=int, nargs="*", help="class indices (default: all)")
+        if name == "claims":
+            p.add_argument("--results", default="results", help="the results root (tables under <root>/<profile>/)")
+            p.set_defaults(overrides=[])
         if name == "bench":
             p.add_argument("--device", default="cpu")
             p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a busy machine)")

@@ -64,3 +64,10 @@ def test_notebook_runs_under_smoke(path, smoke_run):
     assert section["profile"] == "smoke" and section["wall_times_s"][path.stem] > 0
     html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nb)
     assert "<html" in html and "Traceback" not in html
+
+
+def test_claims_ledger_from_the_smoke_tables(smoke_run):
+    from imagefolder.claims import write_ledger
+    text = write_ledger("smoke", smoke_run / "results").read_text()
+    verdicts = [line.rsplit("|", 2)[-2].strip() for line in text.splitlines() if line.startswith("| ") and "**" in line]
+    assert len(verdicts) == 8 and "**not run**" not in verdicts  # every claim found the tables it needs
