@@ -149,6 +149,10 @@ def inception_network(path: str | Path | None = None) -> MetricNetwork:
     path = Path(path) if path is not None else inception_weights_path()
     if not path.is_file():
         raise MissingWeightsError(f"Inception-v3 weights file {path} does not exist")
+    try:  # torch-fidelity unpickles the file as it is: first prove it holds tensors only
+        torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:
+        raise ValueError(f"{path} is not a plain state dict (refused to unpickle it): {err}") from err
     return MetricNetwork(name="inception", extractor=INCEPTION_EXTRACTOR, sha256=pretrained.file_hash(path),
                          file=str(path), weights_path=str(path))
 

@@ -224,6 +224,9 @@ def test_missing_inception_file_names_file_and_folder(tmp_path, monkeypatch):
     (hub / "hub" / "checkpoints").mkdir(parents=True)
     (hub / "hub" / "checkpoints" / file).write_bytes(b"stand-in")
     assert M.inception_weights_path() == hub / "hub" / "checkpoints" / file
+    with pytest.raises(ValueError, match="not a plain state dict"):  # never handed to torch-fidelity's unpickler
+        M.inception_network()
+    torch.save({"fc.weight": torch.zeros(2, 2)}, hub / "hub" / "checkpoints" / file)
     network = M.inception_network()
     assert network.extractor == "inception-v3-compat" and network.sha256 == pretrained.file_hash(network.file)
 
