@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import config as config_lib
@@ -40,16 +41,21 @@ def cmd_data(args: argparse.Namespace) -> None:
         reference.train_reference(cfg, role, force=args.force)
 
 
+def _print_on_rank0(text: object) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text)
+
+
 def cmd_train_tokenizer(args: argparse.Namespace) -> None:
     """Train the tokenizer of the config (resumes from its last checkpoint)."""
     from . import pipeline
-    print(pipeline.train_tokenizer(_cfg(args)))
+    _print_on_rank0(pipeline.train_tokenizer(_cfg(args)))
 
 
 def cmd_train_generator(args: argparse.Namespace) -> None:
     """Train the generator of the config on its tokenizer's tokens (trains the tokenizer first if needed)."""
     from . import pipeline
-    print(pipeline.train_generator(_cfg(args)))
+    _print_on_rank0(pipeline.train_generator(_cfg(args)))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

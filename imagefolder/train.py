@@ -36,7 +36,7 @@ class TrainResult:
     resumed_from: int  # step the run resumed from (0 for a fresh run)
     history: list[dict[str, float]] = field(default_factory=list)  # logged rows, resumed rows included
     wall_time: float = 0.0  # seconds spent in this call
-    model_path: Path | None = None  # exported EMA (or raw) weights of `ema_target`
+    model_path: Path | None = None  # exported EMA (or raw) weights of `ema_target` (written by rank 0)
 
 
 @dataclass(frozen=True)
@@ -239,10 +239,10 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
             save(step)
     bar.close()
 
-    result = TrainResult(steps=step, resumed_from=start, history=history, wall_time=time.time() - t0)
+    result = TrainResult(steps=step, resumed_from=start, history=history, wall_time=time.time() - t0,
+                         model_path=run_dir / "model.safetensors")
     if info.main:
         exported = (ema.module if ema is not None else objective.ema_target)
-        result.model_path = run_dir / "model.safetensors"
         checkpoint.save_model(exported.state_dict(), result.model_path, config, {"steps": step})
     if info.world > 1:
         dist.barrier()

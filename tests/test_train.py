@@ -60,13 +60,28 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_factor(100, t) == pytest.approx(0.1) and lr_factor(50, t) < lr_factor(20, t)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
 def test_two_process_gloo_torchrun(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "tests.toy", str(tmp_path)], capture_output=True, text=True, env=env, cwd=root,
-                          timeout=180)
+    proc = _torchrun("-m", "tests.toy", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("rank done: steps=8") == 2
     assert checkpoint.latest_training(tmp_path / "checkpoints").name == "step_00000008"
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_torchrun_trains_the_gan_tokenizer_objective(tmp_path):
+    """Both phases (tokenizer, discriminator) under DDP with gloo, through the CLI."""
+    proc = _torchrun("-m", "imagefolder", "train-tokenizer", "--profile", "smoke", f"run_dir={tmp_path}",
+                     "train_tokenizer.steps=4", "tokenizer.disc_start=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = proc.stdout.split()  # printed once, by rank 0
+    tensors, _, extra = checkpoint.load_model(path)
+    assert extra["steps"] == 4 and any(k.startswith("encoder.") for k in tensors)
