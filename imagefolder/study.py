@@ -12,6 +12,8 @@ import pandas as pd
 
 from . import metrics, pipeline
 from .config import Config
+from .data import ImageFolderDataset
+from .generator import parameter_counts
 
 
 def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) -> dict:
@@ -27,9 +29,27 @@ def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) 
     if generator:
         gen, tok, gcfg = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
         gm = pipeline.evaluate_generator(gcfg, gen, tok, network, n=cfg.study.num_samples, seed=cfg.seed)
-        isk = metrics.metric_key("IS", network.name)
-        row |= {f"g{fd}": gm[fd], isk: gm[isk], "N_gen": gm["N"]}
+        row |= {f"g{fd}": gm[fd]} | _generation_columns(gm, network) | {
+            "N_gen": gm["N"], "#Para (blocks)": parameter_counts(gen)["blocks"], "AR positions": gen.length,
+            "AR steps": len(gen.steps)}
     return row | {"seed": cfg.seed, "minutes": (time.time() - t0) / 60}
+
+
+def _generation_columns(result: dict, network: metrics.MetricNetwork) -> dict:
+    keys = [metrics.metric_key(m, network.name) for m in ("IS", "precision", "recall")]
+    return {k: result[k] for k in keys}
+
+
+def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
+    """The real-vs-real row: val images (up to `study.num_samples`) scored as if generated, against train."""
+    train = ImageFolderDataset(cfg.data, "train", train=False).uint8_images()
+    val = pipeline.val_subset(cfg, cfg.study.num_samples).uint8_images()
+    result = metrics.generation_metrics(val, train, network, n=len(val), n_reference=len(train),
+                                        batch_size=cfg.evaluation.batch_size,
+                                        kid_subset_size=min(cfg.evaluation.kid_subset_size, len(val)),
+                                        device=str(pipeline.device_of(cfg)))
+    fd = metrics.metric_key("FD", network.name)
+    return {f"g{fd}": result[fd]} | _generation_columns(result, network) | {"N_gen": len(val), "N_reference": len(train)}
 
 
 def _perceptual_key(rec: dict) -> str:
