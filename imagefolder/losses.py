@@ -63,6 +63,13 @@ class TeacherViT(nn.Module):
         return self.vit.forward_intermediates(self._prepare(images), indices=list(depths), stop_early=True,
                                               output_fmt="NCHW", intermediates_only=True)
 
+    def block_features_and_cls(self, images: torch.Tensor, depths: list[int]
+                               ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """`block_features` and `forward` of the same images from one pass: ([(B, D, g, g)], (B, D))."""
+        final, feats = self.vit.forward_intermediates(self._prepare(images), indices=list(depths),
+                                                      output_fmt="NCHW")
+        return feats, self.vit.forward_head(final, pre_logits=True)
+
 
 class TeacherPerceptualLoss(nn.Module):
     """Teacher-feature perceptual distance (the small profiles' stand-in for LPIPS, labelled as such):
@@ -81,9 +88,14 @@ class TeacherPerceptualLoss(nn.Module):
     def teacher(self) -> nn.Module:
         return self._teacher[0]
 
-    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            ft = self.teacher.block_features(target, self.depths)
+    def forward(self, recon: torch.Tensor, target: torch.Tensor,
+                target_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Distance of recon to target; `target_features` (the teacher's block features of `target`
+        at `self.depths`) saves the target's pass when the caller already has them."""
+        if target_features is None:
+            with torch.no_grad():
+                target_features = self.teacher.block_features(target, self.depths)
+        ft = target_features
         fr = self.teacher.block_features(recon, self.depths)
         dists = [(F.normalize(a, dim=1) - F.normalize(b, dim=1)).square().sum(1).mean() for a, b in zip(fr, ft)]
         return torch.stack(dists).mean()
@@ -268,14 +280,22 @@ class TokenizerObjective(nn.Module):
         nll = t.recon_weight * l2
         logs = {"recon_l2": _num(l2), "vq": _num(out.vq_loss),
                 "dropped_frac": float((~out.undropped).float().mean())}
-        if self.perceptual is not None and t.perceptual_weight > 0:
-            perc = self.perceptual(recon, images.float())
+        use_perc = self.perceptual is not None and t.perceptual_weight > 0
+        target_feats = cls_BD = None
+        if (use_perc and self.semantic.mode != "none" and isinstance(self.perceptual, TeacherPerceptualLoss)
+                and self.perceptual.teacher is self.teacher):
+            with torch.no_grad():  # one teacher pass on the real images serves both terms
+                target_feats, cls_BD = self.teacher.block_features_and_cls(images.float(), self.perceptual.depths)
+        if use_perc:
+            perc = (self.perceptual(recon, images.float(), target_feats) if target_feats is not None
+                    else self.perceptual(recon, images.float()))
             nll = nll + t.perceptual_weight * perc
             logs["perceptual"] = _num(perc)
         loss = nll + t.vq_weight * out.vq_loss
         if self.semantic.mode != "none":
-            with torch.no_grad():
-                cls_BD = self.teacher(images)
+            if cls_BD is None:
+                with torch.no_grad():
+                    cls_BD = self.teacher(images)
             sem = self.semantic(out.f_hat, cls_BD, out.undropped)
             loss = loss + t.semantic_weight * sem
             logs["semantic"] = _num(sem)
