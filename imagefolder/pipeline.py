@@ -49,9 +49,15 @@ def generator_name(cfg: Config) -> str:
 
 
 def variant(cfg: Config, overrides: dict, study: bool = True) -> Config:
-    """`cfg` with `overrides`, at the ablation budget (`cfg.study`) when `study`."""
-    budget = {"train_tokenizer.steps": cfg.study.tokenizer_steps,
-              "train_generator.steps": cfg.study.generator_steps} if study else {}
+    """`cfg` with `overrides`, at the ablation budget (`cfg.study`) when `study`; the adversarial loss
+    then starts at the same fraction of the shorter run."""
+    budget = {}
+    if study:
+        steps = cfg.study.tokenizer_steps
+        budget = {"train_tokenizer.steps": steps, "train_generator.steps": cfg.study.generator_steps,
+                  "train_tokenizer.warmup_steps": min(cfg.train_tokenizer.warmup_steps, steps),
+                  "train_generator.warmup_steps": min(cfg.train_generator.warmup_steps, cfg.study.generator_steps),
+                  "tokenizer.disc_start": round(cfg.tokenizer.disc_start * steps / cfg.train_tokenizer.steps)}
     out = apply_overrides(cfg, budget | overrides)
     validate(out)
     return out

@@ -74,3 +74,13 @@ def test_diff_lists_changed_fields():
     a = config.to_dict(config.profile("smoke"))
     b = config.to_dict(config.profile("smoke", {"quantizer.codebook_size": 32}))
     assert config.diff(a, b) == ["quantizer.codebook_size: 64 → 32"]
+
+
+def test_study_variant_scales_the_adversarial_start():
+    from imagefolder import pipeline
+    cfg = config.profile("cpu")
+    v = pipeline.variant(cfg, {"quantizer.dropout_p": 0.5})
+    assert v.train_tokenizer.steps == cfg.study.tokenizer_steps and v.quantizer.dropout_p == 0.5
+    frac = cfg.tokenizer.disc_start / cfg.train_tokenizer.steps
+    assert abs(v.tokenizer.disc_start / v.train_tokenizer.steps - frac) < 0.01
+    assert pipeline.variant(cfg, {}, study=False).tokenizer.disc_start == cfg.tokenizer.disc_start
