@@ -8,6 +8,7 @@ A finished model is one safetensors file with its config in the metadata (`save_
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -27,14 +28,35 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, foreign or made with a different config."""
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to `path` through a temporary file in the same folder and `os.replace`."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder, fsync and `os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """Short SHA-256 of a module's state dict (names, dtypes, shapes, values): identifies its weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

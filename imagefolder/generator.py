@@ -31,7 +31,6 @@ The generator knows the tokenizer only through the quantizer's public conversion
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -66,16 +65,6 @@ def unflatten_indices(tokens_BT: torch.Tensor, scales: Sequence[int], branches: 
         out.append(tokens_BT[:, start:start + n].reshape(-1, branches, s, s))
         start += n
     return out
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """A short hash of a module's state dict (names, dtypes, shapes, values): identifies a tokenizer."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- sampling helpers

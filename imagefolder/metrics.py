@@ -8,7 +8,6 @@ loaded from a local file only) or a compendium reference network wrapped by `Ref
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import re
@@ -31,6 +30,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from . import pretrained, reference
+from .checkpoint import state_dict_hash
 from .pretrained import MissingWeightsError
 
 # ----------------------------------------------------------------------------- metric networks
@@ -45,15 +45,6 @@ def inception_weights_path() -> Path:
     `$TORCH_HOME/hub/checkpoints/`; MissingWeightsError names the file and both folders.
     """
     return pretrained.resolve(INCEPTION_EXTRACTOR)
-
-
-def state_dict_hash(module: nn.Module) -> str:
-    """Short SHA-256 of a module's state dict (names, shapes, values): its hash when it has no file."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,20 @@ a notebook can reuse what an earlier notebook trained, or train it on demand.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
-import pandas as pd
 import timm
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from . import checkpoint, metrics, pretrained, reference
 from .config import Config, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, resolve_root, to_uint8
-from .generator import Generator, GeneratorObjective, TokenDataset, module_fingerprint
+from .generator import Generator, GeneratorObjective, TokenDataset
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
 from .train import pick_device, seed_everything, train
@@ -88,13 +89,8 @@ def frozen_vit(cfg: Config, network: str) -> TeacherViT:
     if network == "reference":
         return TeacherViT(reference.load(cfg, "teacher").vit)
     vit = timm.create_model(DINOV2[network], pretrained=False, num_classes=0)
-    vit.load_state_dict(checkpoint_tensors(pretrained.resolve(network)))
+    vit.load_state_dict(load_file(str(pretrained.resolve(network))))
     return TeacherViT(vit, IMAGENET_MEAN, IMAGENET_STD)
-
-
-def checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-    return load_file(str(path))
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -140,10 +136,8 @@ def load_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> tupl
 
 
 def val_subset(cfg: Config, n: int) -> ImageFolderDataset:
-    """The val split (first n images, spread over classes when the split is larger)."""
-    data = from_dict(to_dict(cfg)["data"], type(cfg.data))
-    data.max_per_split = min(n, data.max_per_split or n)
-    return ImageFolderDataset(data, "val")
+    """The val split (n images, spread over classes when the split is larger)."""
+    return ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=min(n, cfg.data.max_per_split or n)), "val")
 
 
 @torch.no_grad()
@@ -221,12 +215,12 @@ def probe_features(model: torch.nn.Module, train_ds: ImageFolderDataset, val_ds:
 # ----------------------------------------------------------------------------- generator
 
 def class_count(cfg: Config) -> int:
-    return ImageFolderDataset(from_dict(to_dict(cfg)["data"] | {"max_per_split": 1}, type(cfg.data)), "val").num_classes
+    return ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=1), "val").num_classes
 
 
 def token_cache(tokenizer: ImageFolderTokenizer, tokenizer_path: Path, cfg: Config, split: str = "train") -> TokenDataset:
     """Token indices of a split, encoded once per tokenizer and cached beside its weights."""
-    fingerprint = module_fingerprint(tokenizer)
+    fingerprint = checkpoint.state_dict_hash(tokenizer)
     path = Path(tokenizer_path).with_name(f"tokens-{split}.safetensors")
     if path.exists():
         return TokenDataset.load(path, fingerprint)

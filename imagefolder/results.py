@@ -5,7 +5,6 @@ reader never sees half a file. Tables can carry the paper's number beside ours (
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import fcntl
 import hashlib
@@ -14,7 +13,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -23,33 +21,11 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
+from .checkpoint import atomic_write_bytes, atomic_write_text
+
 PAPER_REFERENCE = Path(__file__).with_name("paper_reference.yaml")
 PACKAGES = ("torch", "torchvision", "timm", "torch-fidelity", "lpips", "numpy", "pandas", "matplotlib",
             "seaborn", "safetensors", "papermill")
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def results_dir(profile: str, root: str | Path = "results") -> Path:

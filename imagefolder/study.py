@@ -24,7 +24,7 @@ def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) 
     rec = pipeline.evaluate_tokenizer(cfg, tokenizer, network)
     fd = metrics.metric_key("FD", network.name)
     row = {"tokens/branch": cfg.tokens_per_branch, "branches": cfg.quantizer.branches,
-           f"r{fd}": rec[fd], "PSNR": rec["PSNR"], "perceptual": rec[_perceptual_key(rec)],
+           f"r{fd}": rec[fd], "PSNR": rec["PSNR"], "perceptual": rec[perceptual_key(rec)],
            "usage": min(rec["usage"]), "N_recon": rec["N"]}
     if generator:
         gen, tok, gcfg = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
@@ -52,7 +52,7 @@ def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
     return {f"g{fd}": result[fd]} | _generation_columns(result, network) | {"N_gen": len(val), "N_reference": len(train)}
 
 
-def _perceptual_key(rec: dict) -> str:
+def perceptual_key(rec: dict) -> str:
     return next(k for k in ("LPIPS", "lpips_vgg", "teacher_feature_perceptual") if k in rec)
 
 

@@ -7,7 +7,6 @@ import torch
 
 from imagefolder import config, emoji
 from imagefolder.data import DataError, ImageFolderDataset, MultiLabelView, from_uint8, to_uint8
-from tests.conftest import make_image_folder
 
 
 def _data_cfg(root, **kw):

@@ -10,8 +10,9 @@ import torch
 
 from imagefolder import config
 from imagefolder.config import ConfigError, GeneratorConfig, QuantizerConfig
+from imagefolder.checkpoint import state_dict_hash
 from imagefolder.generator import (Generator, GeneratorObjective, TokenCacheMismatch, TokenDataset,
-                                   flatten_indices, module_fingerprint, parameter_counts, sample_tokens,
+                                   flatten_indices, parameter_counts, sample_tokens,
                                    unflatten_indices)
 from imagefolder.quantize import ProductQuantizer
 
@@ -251,10 +252,10 @@ def test_training_lowers_loss(mode):
 
 def test_token_dataset_cache_roundtrip_and_fingerprint(tmp_path):
     model, q = tiny("folded")
-    fp = module_fingerprint(q)
-    assert fp == module_fingerprint(copy.deepcopy(q))
+    fp = state_dict_hash(q)
+    assert fp == state_dict_hash(copy.deepcopy(q))
     other = tiny("folded", seed=1)[1]  # same layout, other weights
-    assert module_fingerprint(other) != fp
+    assert state_dict_hash(other) != fp
     images = torch.zeros(5, 3, 8, 8)
     ds = TokenDataset.encode(lambda x: random_indices(model, x.shape[0]), [(images, torch.arange(5) % 3)] * 2,
                              codebook_size=64, fingerprint=fp)
@@ -267,7 +268,7 @@ def test_token_dataset_cache_roundtrip_and_fingerprint(tmp_path):
     assert torch.equal(back.tokens_NT, ds.tokens_NT) and torch.equal(back.labels_N, ds.labels_N)
     back.check_compatible(model, fp)
     with pytest.raises(TokenCacheMismatch, match="delete the cache"):
-        TokenDataset.load(path, fingerprint=module_fingerprint(other))
+        TokenDataset.load(path, fingerprint=state_dict_hash(other))
     with pytest.raises(TokenCacheMismatch, match="scales"):
         back.check_compatible(tiny("folded", {"quantizer.scales": [1, 2, 4]})[0])
 

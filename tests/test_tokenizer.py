@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from imagefolder import config
-from imagefolder.backbones import build_vit
 from imagefolder.tokenizer import ImageFolderTokenizer, LoRALinear
 
 
