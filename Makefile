@@ -32,7 +32,7 @@ test: $(STAMP)
 
 define run_notebook
 	mkdir -p $(OUT)/executed
-	$(PY) -m papermill $(1) $(OUT)/executed/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) -p out_dir $(OUT)
+	$(PY) -m papermill $(1) $(OUT)/executed/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) -p out_dir results
 endef
 
 reproduce: data
