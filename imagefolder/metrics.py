@@ -31,6 +31,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from . import pretrained, reference
 from .checkpoint import state_dict_hash
+from .data import from_uint8
 from .pretrained import MissingWeightsError
 
 # ----------------------------------------------------------------------------- metric networks
@@ -103,7 +104,7 @@ class ReferenceFeatureExtractor(FeatureExtractorBase):
             raise ValueError(f"expected uint8 (B,3,H,W) images, got {x.dtype} {tuple(x.shape)}")
         net, label, _ = _NETWORKS[self.name]
         device = next(net.parameters()).device
-        x = x.to(device).float() / 127.5 - 1  # (B,3,H,W) in [-1,1]
+        x = from_uint8(x.to(device))  # (B,3,H,W) in [-1,1]
         out = {"features": lambda: net.features(x), "logits": lambda: net.logits(x, label)}
         return tuple(out[f]().float() for f in self.features_list)
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, metrics, pretrained, reference
 from .config import Config, apply_overrides, from_dict, to_dict, validate
-from .data import ImageFolderDataset, resolve_root, to_uint8
+from .data import ImageFolderDataset, from_uint8, resolve_root, to_uint8
 from .generator import Generator, GeneratorObjective, TokenDataset
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
@@ -140,18 +140,19 @@ def val_subset(cfg: Config, n: int) -> ImageFolderDataset:
     return ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=min(n, cfg.data.max_per_split or n)), "val")
 
 
+def _on(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images → [-1, 1] floats on `device`."""
+    return from_uint8(batch_u8.to(device))
+
+
 @torch.no_grad()
 def reconstruct_all(tokenizer: ImageFolderTokenizer, images_u8: torch.Tensor, batch_size: int,
                     n_scales: int | None = None) -> torch.Tensor:
     """uint8 (N, 3, H, W) → reconstructions as uint8, keeping the first `n_scales` scales."""
     device = next(tokenizer.parameters()).device
-    out = [to_uint8(tokenizer.reconstruct(metrics_input(batch, device), n_scales)).cpu()
+    out = [to_uint8(tokenizer.reconstruct(_on(batch, device), n_scales)).cpu()
            for batch in images_u8.split(batch_size)]
     return torch.cat(out)
-
-
-def metrics_input(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return batch_u8.to(device).float() / 127.5 - 1
 
 
 @torch.no_grad()
@@ -165,7 +166,7 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
     recon = reconstruct_all(tokenizer, real, bs)
     perceptual = build_perceptual(cfg, frozen_vit(cfg, cfg.tokenizer.teacher_network)
                                   if cfg.evaluation.perceptual_network == "teacher" else None).to(device)
-    rec = metrics.reconstruction_metrics(metrics_input(real, device), metrics_input(recon, device),
+    rec = metrics.reconstruction_metrics(_on(real, device), _on(recon, device),
                                          perceptual=lambda a, b: torch.stack([perceptual(a[i:i + 1], b[i:i + 1])
                                                                               for i in range(len(a))]),
                                          perceptual_name=perceptual.name,
@@ -174,7 +175,7 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
                                      device=str(device))
     usage = metrics.CodebookUsage(cfg.quantizer.codebook_size, cfg.quantizer.branches)
     for batch in real.split(bs):
-        usage.update(tokenizer.encode(metrics_input(batch, device)))
+        usage.update(tokenizer.encode(_on(batch, device)))
     key = metrics.metric_key("FD", network.name)
     return rec | {key: fid[key], "N": len(real), "network": network.name,
                   "usage": usage.fractions()}
@@ -185,8 +186,8 @@ def psnr_by_scales(cfg: Config, tokenizer: ImageFolderTokenizer, real: torch.Ten
     """Mean val PSNR of reconstructions from the first n scales, n = 1..S (uint8 `real`, default: val subset)."""
     real = val_subset(cfg, cfg.evaluation.num_recon).uint8_images() if real is None else real
     device = next(tokenizer.parameters()).device
-    x = metrics_input(real, device)
-    return {n: float(metrics.psnr(x, metrics_input(reconstruct_all(tokenizer, real, cfg.evaluation.batch_size, n),
+    x = _on(real, device)
+    return {n: float(metrics.psnr(x, _on(reconstruct_all(tokenizer, real, cfg.evaluation.batch_size, n),
                                                    device)).mean())
             for n in range(1, len(cfg.quantizer.scales) + 1)}
 
@@ -201,7 +202,7 @@ def probe_features(model: torch.nn.Module, train_ds: ImageFolderDataset, val_ds:
     def features(ds: ImageFolderDataset) -> torch.Tensor:
         out = []
         for batch in ds.uint8_images().split(cfg.evaluation.batch_size):
-            x = metrics_input(batch, device)
+            x = _on(batch, device)
             if isinstance(model, ImageFolderTokenizer):
                 f = model.encode_features(x).mean(dim=(-2, -1)).flatten(1)  # (B, P, C, K, K) → (B, P·C)
             else:

@@ -10,10 +10,18 @@ import time
 
 import pandas as pd
 
-from . import metrics, pipeline
+from . import config, metrics, pipeline
 from .config import Config
 from .data import ImageFolderDataset
 from .generator import parameter_counts
+
+
+def var_style(cfg: Config, scales: list[int] | None = None) -> dict:
+    """Overrides of the VAR-style single-branch baseline: the patch-grid feature map quantized by one
+    MSRQ (a VAR-shaped schedule ending at the grid unless `scales` is given), no semantic loss."""
+    grid = cfg.data.resolution // cfg.tokenizer.encoder.patch_size
+    return {"quantizer.branches": 1, "tokenizer.token_layout": "feature_map", "tokenizer.semantic_mode": "none",
+            "quantizer.scales": scales or config.scaled_schedule(grid, config.VAR_SCALES)}
 
 
 def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) -> dict:
