@@ -35,13 +35,14 @@ define run_notebook
 	$(PY) -m papermill $(1) $(OUT)/executed/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) -p out_dir results
 endef
 
-reproduce: data
-	$(foreach nb,$(NOTEBOOKS),$(call run_notebook,$(nb)) &&) true
+# Notebooks run in order; `make -j2 reproduce` runs two at a time (the cpu profile uses one thread per
+# process, and notebooks that need the same model wait for whichever trains it first).
+reproduce: $(patsubst notebooks/%.ipynb,nb-%,$(NOTEBOOKS))
 	$(PY) -m imagefolder claims --profile $(PROFILE)
 	$(MAKE) html PROFILE=$(PROFILE)
 
 nb-%: data
-	$(call run_notebook,$(wildcard notebooks/$*_*.ipynb))
+	$(call run_notebook,$(firstword $(wildcard notebooks/$*_*.ipynb) $(wildcard notebooks/$*.ipynb)))
 
 claims: $(STAMP)
 	$(PY) -m imagefolder claims --profile $(PROFILE)

@@ -32,15 +32,15 @@ The generator knows the tokenizer only through the quantizer's public conversion
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from .checkpoint import atomic_write_bytes
 from .config import ConfigError, GeneratorConfig, QuantizerConfig, token_count
 
 MODES = ("folded", "unfolded", "raster")
@@ -590,12 +590,9 @@ class TokenDataset(torch.utils.data.Dataset):
                 "codebook_size": str(self.codebook_size), "fingerprint": self.fingerprint}
 
     def save(self, path: str | Path) -> None:
-        """Write a safetensors file (atomically: temp file, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"tokens": self.tokens_NT.contiguous(), "labels": self.labels_N.contiguous()}, str(tmp),
-                  metadata=self._meta())
-        os.replace(tmp, path)
+        """Write a safetensors file atomically (a unique temporary file, then rename)."""
+        atomic_write_bytes(path, save({"tokens": self.tokens_NT.contiguous(), "labels": self.labels_N.contiguous()},
+                                      metadata=self._meta()))
 
     @classmethod
     def load(cls, path: str | Path, fingerprint: str | None = None) -> "TokenDataset":

@@ -6,9 +6,11 @@ a notebook can reuse what an earlier notebook trained, or train it on demand.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import timm
@@ -111,17 +113,24 @@ def tokenizer_objective(cfg: Config) -> TokenizerObjective:
     return TokenizerObjective(cfg, tokenizer, teacher, perceptual, disc_backbone)
 
 
+def _run_lock(run: Path) -> contextlib.AbstractContextManager:
+    """Serialise the training of one run across processes (notebooks run in parallel share runs); under
+    torchrun all ranks train the run together, so no lock."""
+    return checkpoint.exclusive(run) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else contextlib.nullcontext()
+
+
 def train_tokenizer(cfg: Config) -> Path:
     """Train (or resume, or find) the tokenizer of `cfg`; returns its EMA weights file."""
     name = tokenizer_name(cfg)
     path = run_path(cfg, "tokenizer", name) / "model.safetensors"
-    if path.exists():
-        return path
-    seed_everything(cfg.seed)
-    train_ds = ImageFolderDataset(cfg.data, "train")
-    objective = tokenizer_objective(cfg)
-    result = train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed,
-                   config=to_dict(cfg), device=device_of(cfg), desc=name)
+    with _run_lock(path.parent):
+        if path.exists():
+            return path
+        seed_everything(cfg.seed)
+        train_ds = ImageFolderDataset(cfg.data, "train")
+        objective = tokenizer_objective(cfg)
+        result = train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed,
+                       config=to_dict(cfg), device=device_of(cfg), desc=name)
     return result.model_path
 
 
@@ -237,18 +246,20 @@ def token_cache(tokenizer: ImageFolderTokenizer, tokenizer_path: Path, cfg: Conf
 def train_generator(cfg: Config) -> Path:
     """Train (or resume, or find) the generator of `cfg` on the tokens of its tokenizer (trained first if needed)."""
     path = run_path(cfg, "generator", generator_name(cfg)) / "model.safetensors"
-    if path.exists():
-        return path
     tokenizer_path = train_tokenizer(cfg)
-    tokenizer, tok_cfg = load_tokenizer(tokenizer_path, device_of(cfg))
-    tokens = token_cache(tokenizer, tokenizer_path, cfg)
-    seed_everything(cfg.seed)
-    generator = Generator(cfg.generator, tok_cfg.quantizer, class_count(cfg))
-    tokens.check_compatible(generator)
-    objective = GeneratorObjective(generator, tokenizer.quantizer)
-    record = to_dict(cfg) | {"tokenizer_file": str(tokenizer_path), "tokenizer_hash": pretrained.file_hash(tokenizer_path)}
-    result = train(objective, tokens, cfg.train_generator, path.parent, cfg.seed,
-                   config=record, device=device_of(cfg), desc=path.parent.name)
+    with _run_lock(path.parent):
+        if path.exists():
+            return path
+        tokenizer, tok_cfg = load_tokenizer(tokenizer_path, device_of(cfg))
+        tokens = token_cache(tokenizer, tokenizer_path, cfg)
+        seed_everything(cfg.seed)
+        generator = Generator(cfg.generator, tok_cfg.quantizer, class_count(cfg))
+        tokens.check_compatible(generator)
+        objective = GeneratorObjective(generator, tokenizer.quantizer)
+        record = to_dict(cfg) | {"tokenizer_file": str(tokenizer_path),
+                                 "tokenizer_hash": pretrained.file_hash(tokenizer_path)}
+        result = train(objective, tokens, cfg.train_generator, path.parent, cfg.seed,
+                       config=record, device=device_of(cfg), desc=path.parent.name)
     return result.model_path
 
 

@@ -6,7 +6,6 @@ reader never sees half a file. Tables can carry the paper's number beside ours (
 from __future__ import annotations
 
 import datetime
-import fcntl
 import hashlib
 import io
 import json
@@ -21,7 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from .checkpoint import atomic_write_bytes, atomic_write_text, exclusive
 
 PAPER_REFERENCE = Path(__file__).with_name("paper_reference.yaml")
 PACKAGES = ("torch", "torchvision", "timm", "torch-fidelity", "lpips", "numpy", "pandas", "matplotlib",
@@ -199,8 +198,7 @@ def update_provenance(profile: str, section: str, entries: dict[str, Any], root:
     """
     path = results_dir(profile, root) / "provenance.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(path):
         data = json.loads(path.read_text()) if path.exists() else {"profile": profile, "sections": {}}
         if data.get("profile") != profile:
             raise ValueError(f"{path} belongs to profile {data.get('profile')!r}, not {profile!r}")

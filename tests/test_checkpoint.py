@@ -1,3 +1,4 @@
+import fcntl
 import os
 import pickle
 
@@ -67,3 +68,19 @@ def test_keep_only_newest(tmp_path):
         checkpoint.save_training(tmp_path, s, {"w": torch.ones(1)}, {}, {}, keep=2)
     assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_00000003", "step_00000004"]
     assert checkpoint.latest_training(tmp_path).name == "step_00000004"
+
+
+def _try_lock(path) -> bool:
+    with open(f"{path}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def test_exclusive_holds_the_run_lock_until_exit(tmp_path):
+    run = tmp_path / "tok-0123"
+    with checkpoint.exclusive(run):
+        assert not _try_lock(run)  # a second process (a parallel notebook) would wait here
+    assert _try_lock(run)
