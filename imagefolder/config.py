@@ -154,6 +154,7 @@ class EvalConfig:
     perceptual_network: str = "teacher"  # teacher (feature distance) | lpips_vgg (paper)
     num_samples: int = 1000  # generated images for gFID / IS / precision / recall
     num_recon: int = 1000  # val images for rFID / PSNR
+    num_reference: int | None = None  # train images that samples are scored against, spread over classes; None = all
     batch_size: int = 100
     kid_subset_size: int = 100
 
@@ -211,7 +212,8 @@ def _paper() -> Config:
         train_generator=TrainConfig(steps=250_000, batch_size=768, lr=8e-5 * 768 / 256, warmup_steps=5000,
                                     weight_decay=0.05, grad_clip=2.0, ckpt_every=5000, ema_decay=0.0),
         evaluation=EvalConfig(fid_network="inception", perceptual_network="lpips_vgg",
-                              num_samples=50_000, num_recon=50_000, batch_size=250, kid_subset_size=1000),
+                              num_samples=50_000, num_recon=50_000, num_reference=50_000, batch_size=250,
+                              kid_subset_size=1000),
     )
 
 
@@ -466,6 +468,7 @@ def validate(cfg: Config) -> None:
     _choice(e.fid_network, "evaluation.fid_network", ("evaluator", "inception"))
     _choice(e.perceptual_network, "evaluation.perceptual_network", ("teacher", "lpips_vgg"))
     _check(e.num_samples > 0 and e.num_recon > 0, "evaluation.num_samples", "must be positive")
+    _check(e.num_reference is None or e.num_reference > 1, "evaluation.num_reference", "must be None (all) or > 1")
     st = cfg.study
     _check(st.tokenizer_steps >= 1 and st.generator_steps >= 1, "study.tokenizer_steps", "must be at least 1")
     _check(len(st.seeds) >= 1, "study.seeds", "needs at least one seed")

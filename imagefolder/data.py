@@ -130,8 +130,12 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def image_uint8(self, i: int) -> torch.Tensor:
+        """Image i as uint8 (3, R, R), never flipped (from memory, or decoded now)."""
+        return self.images[i] if self.images is not None else self._load(self.files[i])
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = self.images[i] if self.images is not None else self._load(self.files[i])
+        img = self.image_uint8(i)
         if self.flip and torch.rand(()) < 0.5:
             img = img.flip(-1)
         return from_uint8(img), int(self.labels[i])
@@ -185,3 +189,18 @@ def read_secondary_labels(root: Path) -> dict[str, str]:
 def load_splits(cfg: DataConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     """(train, val) data sets of a data config."""
     return ImageFolderDataset(cfg, "train"), ImageFolderDataset(cfg, "val")
+
+
+class UInt8View(Dataset):
+    """The images of an ImageFolderDataset as uint8 (3, R, R), decoded on access when not held in memory:
+    what metrics read for a reference set too large for RAM (ImageNet)."""
+
+    def __init__(self, dataset: ImageFolderDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.dataset.image_uint8(i)
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import platform
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -284,25 +283,17 @@ def metric_key(metric: str, network: str) -> str:
     return f"{metric}_{network}"
 
 
-def reference_cache_name(dataset: str, split: str, resolution: int, n: int, network: MetricNetwork) -> str:
-    """Cache name of real-image features: data set, split, resolution, N and extractor (with hash)."""
-    name = f"{dataset}-{split}-{resolution}px-n{n}-{network.extractor}-{network.sha256}"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
 def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_reference: int | None = None,
                        metrics: Sequence[str] = ("fid", "isc", "prc", "kid"), batch_size: int = 64,
                        kid_subset_size: int = 1000, isc_splits: int = 10, prc_neighborhood: int = 3,
-                       device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
-                       reference_cache: str | None = None, seed: int = 2020) -> dict:
+                       device: str | torch.device = "cpu", seed: int = 2020) -> dict:
     """FD/FID, IS, precision, recall and KID of `samples` against `reference`, all on one network.
 
     samples, reference: uint8 tensor (N,3,H,W), Dataset of uint8 (3,H,W) (or tuples led by one), or a
     folder. The first `n` samples and the first `n_reference` (default all) reference images are used;
     fewer images, mixed sizes or a non-uint8 dtype raise ValueError before any network runs.
-    A reference network is moved to `device`. Reference features are cached under `cache_dir` as
-    `reference_cache` (see reference_cache_name) when both are given. KID's subset size is capped at
-    the smaller set. IS uses the samples only.
+    A reference network is moved to `device`. Nothing is cached (torch-fidelity's cache is a pickle).
+    KID's subset size is capped at the smaller set. IS uses the samples only.
     Returns keys named by `metric_key` plus N, N_reference, network, network_sha256, network_file,
     KID_subset_size.
     """
@@ -330,13 +321,12 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
         raise MissingWeightsError("Inception-v3 needs a local weights file: build the network with inception_network()")
     if network.extractor in _NETWORKS:
         _NETWORKS[network.extractor][0].to(device)
-    cache = cache_dir is not None and reference_cache is not None
     kwargs = dict(
         input1=input1, input2=input2, feature_extractor=network.extractor,
         fid="fid" in metrics, isc="isc" in metrics, prc="prc" in metrics, kid="kid" in metrics,
         cuda=device.type == "cuda", batch_size=batch_size, kid_subset_size=kid_size, isc_splits=isc_splits,
         prc_neighborhood=prc_neighborhood, rng_seed=seed, verbose=False, save_cpu_ram=True,
-        cache=cache, cache_root=str(cache_dir) if cache else None, input2_cache_name=reference_cache if cache else None,
+        cache=False,
         feature_extractor_weights_path=network.weights_path,
     )
     raw = torch_fidelity.calculate_metrics(**kwargs)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, metrics, pretrained, reference
 from .config import Config, apply_overrides, from_dict, to_dict, validate
-from .data import ImageFolderDataset, from_uint8, resolve_root, to_uint8
+from .data import ImageFolderDataset, UInt8View, from_uint8, resolve_root, to_uint8
 from .generator import Generator, GeneratorObjective, TokenDataset
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
@@ -290,9 +290,17 @@ def evaluate_generator(cfg: Config, generator: Generator, tokenizer: ImageFolder
                        network: metrics.MetricNetwork, n: int, seed: int, **sampling) -> dict:
     """gFID / IS / precision / recall / KID of n class-balanced samples against the train split."""
     labels = metrics.balanced_labels(n, generator.num_classes)
-    samples = sample_images(generator, tokenizer, labels, cfg, seed, **sampling)
-    real = ImageFolderDataset(cfg.data, "train", train=False).uint8_images()
-    bs = cfg.evaluation.batch_size
-    return metrics.generation_metrics(samples, real, network, n=n, n_reference=len(real), batch_size=bs,
+    return score_against_train(cfg, sample_images(generator, tokenizer, labels, cfg, seed, **sampling), network)
+
+
+def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.MetricNetwork) -> dict:
+    """FD / IS / precision / recall / KID of uint8 images against the train split, streamed (never held in
+    RAM unless the data set is), spread over classes and capped at `evaluation.num_reference`. Reference
+    features are recomputed each time: torch-fidelity's feature cache is a pickle."""
+    reference = ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=cfg.evaluation.num_reference),
+                                   "train", train=False)
+    n = len(images_u8)
+    return metrics.generation_metrics(images_u8, UInt8View(reference), network, n=n, n_reference=len(reference),
+                                      batch_size=cfg.evaluation.batch_size,
                                       kid_subset_size=min(cfg.evaluation.kid_subset_size, n),
                                       device=str(device_of(cfg)))

@@ -132,12 +132,13 @@ def save_figure(fig, name: str, profile: str, root: str | Path = "results", dpi:
 # ----------------------------------------------------------------------------- provenance
 
 def git_commit(repo: str | Path = ".") -> dict[str, Any]:
-    """{commit, dirty} of the repository at `repo`; commit None outside git."""
+    """{commit, dirty} of the repository at `repo`; commit None outside git. `dirty`: a tracked file
+    outside `results/` differs from the commit (a run rewrites results/ itself)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                capture_output=True, text=True, check=True).stdout
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                                cwd=repo, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(status.strip())}

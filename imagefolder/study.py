@@ -12,7 +12,6 @@ import pandas as pd
 
 from . import config, metrics, pipeline
 from .config import Config
-from .data import ImageFolderDataset
 from .generator import parameter_counts
 
 
@@ -50,14 +49,10 @@ def _generation_columns(result: dict, network: metrics.MetricNetwork) -> dict:
 
 def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
     """The real-vs-real row: val images (up to `study.num_samples`) scored as if generated, against train."""
-    train = ImageFolderDataset(cfg.data, "train", train=False).uint8_images()
-    val = pipeline.val_subset(cfg, cfg.study.num_samples).uint8_images()
-    result = metrics.generation_metrics(val, train, network, n=len(val), n_reference=len(train),
-                                        batch_size=cfg.evaluation.batch_size,
-                                        kid_subset_size=min(cfg.evaluation.kid_subset_size, len(val)),
-                                        device=str(pipeline.device_of(cfg)))
+    result = pipeline.score_against_train(cfg, pipeline.val_subset(cfg, cfg.study.num_samples).uint8_images(), network)
     fd = metrics.metric_key("FD", network.name)
-    return {f"g{fd}": result[fd]} | _generation_columns(result, network) | {"N_gen": len(val), "N_reference": len(train)}
+    return {f"g{fd}": result[fd]} | _generation_columns(result, network) | {"N_gen": result["N"],
+                                                                            "N_reference": result["N_reference"]}
 
 
 def perceptual_key(rec: dict) -> str:

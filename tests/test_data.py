@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imagefolder import config, emoji
-from imagefolder.data import DataError, ImageFolderDataset, MultiLabelView, from_uint8, to_uint8
+from imagefolder.data import DataError, ImageFolderDataset, MultiLabelView, UInt8View, from_uint8, to_uint8
 
 
 def _data_cfg(root, **kw):
@@ -50,6 +50,14 @@ def test_uint8_round_trip():
 def test_max_per_split_keeps_every_class(image_folder):
     ds = ImageFolderDataset(_data_cfg(image_folder, max_per_split=4), "val")
     assert len(ds) == 4 and set(ds.labels.tolist()) == {0, 1}
+
+
+def test_uint8_view_decodes_on_access_what_memory_holds(image_folder):
+    in_memory = ImageFolderDataset(_data_cfg(image_folder), "train")
+    on_disk = ImageFolderDataset(_data_cfg(image_folder, in_memory=False), "train")
+    assert on_disk.images is None
+    view = UInt8View(on_disk)
+    assert len(view) == 12 and torch.equal(torch.stack([view[i] for i in range(12)]), in_memory.uint8_images())
 
 
 # ----------------------------------------------------------------------------- emoji builder

@@ -1,4 +1,5 @@
 """metrics.py: torch-fidelity wiring on a tiny random reference net, reconstruction, probe, latency, FLOPs."""
+import dataclasses
 import math
 import time
 
@@ -11,8 +12,9 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from imagefolder import checkpoint, config, pretrained, reference
+from imagefolder import checkpoint, config, pipeline, pretrained, reference
 from imagefolder import metrics as M
+from imagefolder.data import ImageFolderDataset
 
 SIZE = 16
 
@@ -154,22 +156,15 @@ def test_precision_recall_and_kid(net, sets):
     assert abs(real["KID_evaluator"]) < noise["KID_evaluator"] / 10
 
 
-def test_folder_input_matches_tensor_and_caches_reference(net, sets, tmp_path):
+def test_folder_input_matches_tensor(net, sets, tmp_path):
     a, b = sets
     folder = tmp_path / "samples"
     folder.mkdir()
     for i, img in enumerate(u8(a[:40])):
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
     from_tensor = M.generation_metrics(u8(a[:40]), u8(b), net, 40, metrics=("fid",))
-    name = M.reference_cache_name("toy", "val", SIZE, 96, net)
-    assert all(part in name for part in ("toy", "val", f"{SIZE}px", "n96", net.extractor))
-    cache = tmp_path / "cache"
-    from_folder = M.generation_metrics(folder, u8(b), net, 40, metrics=("fid",), cache_dir=cache, reference_cache=name)
+    from_folder = M.generation_metrics(folder, u8(b), net, 40, metrics=("fid",))
     assert from_folder["FD_evaluator"] == pytest.approx(from_tensor["FD_evaluator"], rel=1e-6, abs=1e-12)
-    cached = sorted(p.name for p in cache.iterdir())
-    assert cached and all(p.startswith(name) for p in cached)
-    again = M.generation_metrics(folder, u8(b), net, 40, metrics=("fid",), cache_dir=cache, reference_cache=name)
-    assert again["FD_evaluator"] == from_folder["FD_evaluator"]
 
 
 @pytest.mark.parametrize("case", ["empty", "too_few", "float", "float_dataset", "mixed", "mixed_folder",
@@ -334,3 +329,14 @@ def test_flop_counter_counts_cpu_attention():
     assert M.count_flops(lambda: F.scaled_dot_product_attention(one_query, k, v)) == 2 * (2 * b * h * s * d)
     lin = nn.Linear(8, 5)
     assert M.count_flops(lambda: lin(torch.zeros(3, 8))) == 2 * 3 * 8 * 5
+
+
+def test_samples_are_scored_against_a_capped_class_spread_train_set(image_folder, net, tmp_path):
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder", "data.root": str(image_folder),
+                                   "data.in_memory": False, "evaluation.num_reference": 6})
+    samples = ImageFolderDataset(cfg.data, "val").uint8_images()
+    result = pipeline.score_against_train(cfg, samples, net)
+    assert result["N"] == 12 and result["N_reference"] == 6
+    spread = ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=6), "train")
+    assert set(spread.labels.tolist()) == {0, 1}
+

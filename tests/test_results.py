@@ -3,6 +3,7 @@ import json
 import multiprocessing
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import matplotlib
@@ -196,3 +197,18 @@ def test_folder_fingerprint_changes_with_the_files(tmp_path):
     assert R.folder_fingerprint(tmp_path) == first and R.folder_fingerprint(tmp_path, content=True) != first_content
     (tmp_path / "a" / "y.png").write_bytes(b"1")
     assert R.folder_fingerprint(tmp_path) != first
+
+
+def test_dirty_means_code_changed_not_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "t.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "results" / "t.csv").write_text("b\n")
+    assert R.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert R.git_commit(tmp_path)["dirty"] is True
