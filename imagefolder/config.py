@@ -347,9 +347,14 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
             node = getattr(node, part)
         if leaf not in {f.name for f in dataclasses.fields(node)}:
             raise ConfigError(f"{dotted}: unknown field")
-        if isinstance(value, str) and not isinstance(getattr(node, leaf), str):
-            value = yaml.safe_load(value)
         current = getattr(node, leaf)
+        if isinstance(value, str) and not isinstance(current, str):
+            value = yaml.safe_load(value)
+        if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:  # YAML reads "3e-3" (no dot) as a string and "1" as an int
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{dotted}: expected a number, got {value!r}") from None
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             value = from_dict(value, type(current), dotted + ".")
         setattr(node, leaf, value)

@@ -64,6 +64,13 @@ def test_string_overrides_are_parsed_by_type():
         config.parse_overrides(["seed"])
 
 
+def test_float_overrides_accept_exponents_and_integers():
+    cfg = config.profile("smoke", config.parse_overrides(["train_tokenizer.lr=3e-3", "quantizer.dropout_p=1"]))
+    assert cfg.train_tokenizer.lr == 0.003 and isinstance(cfg.quantizer.dropout_p, float)
+    with pytest.raises(ConfigError, match="train_tokenizer.lr: expected a number"):
+        config.profile("smoke", {"train_tokenizer.lr": "fast"})
+
+
 def test_yaml_round_trip(tmp_path):
     cfg = config.profile("cpu", {"quantizer.dropout_p": 0.5})
     config.save_yaml(cfg, tmp_path / "c.yaml")
