@@ -203,4 +203,3 @@ class UInt8View(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.dataset.image_uint8(i)
-
