@@ -5,6 +5,12 @@ multi-scale residual quantization, ViT decoder with mask tokens.
       ─ProductQuantizer→ f̂ (B, P, C, K, K) ─concat branches per position, linear→ (B, K², D')
       ─decoder(codes + g'² mask tokens)→ patches ─linear→ images
 
+`tokenizer.query_window=r` restricts what each query token attends to in the encoder: the cls token and
+the patches and queries within r cells of its own K×K cell (patches keep global attention). The paper
+relies on shared position encodings alone for the spatial alignment; at the small profiles' scale that
+does not emerge (measured: a query puts ≈1 % of its attention on its own patch, less than uniform), so
+the small profiles build the alignment in (README, Profiles). None (the paper profile) is global attention.
+
 `token_layout="feature_map"` is the VAR-style baseline: the encoder's own patch-grid features are
 quantized (one branch, last scale = patch grid) instead of query tokens.
 
@@ -74,6 +80,24 @@ class LoRALinear(nn.Linear):
         return super().forward(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
 
 
+def query_window_mask(n_prefix: int, grid: int, K: int, P: int, radius: int) -> torch.Tensor:
+    """Encoder attention mask (N, N), True = may attend, for tokens [prefix, grid² patches, P·K² queries].
+
+    A query of cell (i, j) sees the prefix tokens, the patches whose centres lie within `radius` cells
+    of its cell (cells of side 1/K of the image) and the queries of every branch within `radius` cells;
+    prefix and patch rows see everything."""
+    patch_c, cell_c = (torch.arange(grid) + 0.5) / grid, (torch.arange(K) + 0.5) / K
+    near_patch = (cell_c[:, None] - patch_c[None]).abs() <= (radius + 0.5) / K + 1e-6  # (K, grid) per axis
+    near_cell = (cell_c[:, None] - cell_c[None]).abs() <= radius / K + 1e-6  # (K, K) per axis
+    to_patch = (near_patch[:, None, :, None] & near_patch[None, :, None, :]).reshape(K * K, grid * grid)
+    to_query = (near_cell[:, None, :, None] & near_cell[None, :, None, :]).reshape(K * K, K * K)
+    first_q = n_prefix + grid * grid
+    mask = torch.ones(first_q + P * K * K, first_q + P * K * K, dtype=torch.bool)
+    mask[first_q:, n_prefix:first_q] = to_patch.repeat(P, 1)
+    mask[first_q:, first_q:] = to_query.repeat(P, P)
+    return mask
+
+
 class ImageFolderTokenizer(nn.Module):
     """ImageFolder tokenizer built from a whole `Config` (uses `data`, `quantizer`, `tokenizer`).
 
@@ -101,6 +125,9 @@ class ImageFolderTokenizer(nn.Module):
         if self.layout == "query":
             self.queries = nn.Parameter(torch.zeros(1, self.P, self.K * self.K, D))  # P·K² learnable tokens
             self.branch_embed = nn.Parameter(torch.zeros(1, self.P, 1, D))  # "level" embedding per branch
+        window = t.query_window if self.layout == "query" else None
+        self.register_buffer("attn_mask", None if window is None else query_window_mask(
+            self.encoder.num_prefix_tokens, self.enc_grid, self.K, self.P, window), persistent=False)
         self.to_code = nn.Linear(D, self.C)  # width → code dim
         self.quantizer = ProductQuantizer(q)
         self.from_code = nn.Linear(self.P * self.C, Dd)  # branches concatenated per position → width
@@ -211,7 +238,10 @@ class ImageFolderTokenizer(nn.Module):
             # every branch's K×K set gets the same 2-D positions (the encoder's own, resampled) + its branch embedding
             q = self.queries + self._grid_pos(enc, self.K)[:, None] + self.branch_embed  # (1, P, K², D)
             x = torch.cat([x, q.flatten(1, 2).expand(B, -1, -1)], dim=1)  # (B, 1 + g² + P·K², D)
-        x = enc.norm(enc.blocks(enc.norm_pre(x)))
+        x = enc.norm_pre(x)
+        for block in enc.blocks:
+            x = block(x, attn_mask=self.attn_mask)
+        x = enc.norm(x)
         if self.layout == "query":
             z = x[:, -self.P * self.K * self.K:]  # (B, P·K², D): only the query tokens leave
         else:

@@ -230,6 +230,8 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
         if step % tcfg.log_every == 0 or step == tcfg.steps:
             rate = seen / max(1e-9, time.time() - t_log)
             row = {"step": step, "lr": schedulers[objective.phases[0]].get_last_lr()[0], "items_per_s": rate} | logs
+            if device.type == "cuda":
+                row["max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
             history.append(row)
             if info.main:
                 _append_history(run_dir, row)

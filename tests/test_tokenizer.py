@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from imagefolder import config
-from imagefolder.tokenizer import ImageFolderTokenizer, LoRALinear
+from imagefolder.tokenizer import ImageFolderTokenizer, LoRALinear, query_window_mask
 
 
 def smoke_cfg(**overrides) -> config.Config:
@@ -148,6 +148,34 @@ def test_encoder_tuning_modes():
     assert lin.queries.requires_grad and lin.to_code.weight.requires_grad
     assert all(p.requires_grad for p in lin.decoder.parameters())
     assert full.num_parameters(trainable_only=True) > lin.num_parameters(trainable_only=True)
+
+
+def test_query_window_mask():
+    m = query_window_mask(n_prefix=1, grid=8, K=8, P=2, radius=0)
+    q = 1 + 64 + 2 * 8 + 3  # branch 0, cell (2, 3)
+    assert m[q].nonzero().flatten().tolist() == [0, 1 + 2 * 8 + 3, q, q + 64]  # cls, own patch, both branches
+    assert m[:65].all()  # cls and patch rows attend everywhere
+    wide = query_window_mask(n_prefix=1, grid=8, K=8, P=2, radius=1)
+    assert wide[q, 1:65].sum() == 9 and wide[1 + 64, 1:65].sum() == 4  # 3×3 cells; a corner sees 2×2
+    paper = query_window_mask(n_prefix=1, grid=16, K=11, P=2, radius=0)
+    assert (paper[1 + 256:, 1:257].sum(1) >= 1).all()  # every query sees at least one patch
+
+
+@pytest.mark.parametrize("window", [0, None])
+def test_query_window_makes_tokens_spatially_aligned(window):
+    """With a one-block encoder and query_window=0, a change inside one patch moves only that cell's
+    features (both branches); with global attention (None) it moves every cell."""
+    torch.manual_seed(0)
+    t = ImageFolderTokenizer(smoke_cfg(**{"tokenizer.query_window": window})).eval()
+    assert len(t.encoder.blocks) == 1
+    x = images()
+    y = x.clone()
+    y[:, :, 4:8, 8:12] = -x[:, :, 4:8, 8:12]  # patch (1, 2) of the 4×4 grid
+    with torch.no_grad():
+        moved = (t.encode_features(x) - t.encode_features(y)).abs().amax(dim=(0, 1, 2)) > 1e-6  # (K, K)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[1, 2] = True
+    assert torch.equal(moved, expected) if window == 0 else moved.all()
 
 
 def test_paper_profile_forward_on_cpu():
