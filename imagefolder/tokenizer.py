@@ -5,8 +5,9 @@ multi-scale residual quantization, ViT decoder with mask tokens.
       ─ProductQuantizer→ f̂ (B, P, C, K, K) ─concat branches per position, linear→ (B, K², D')
       ─decoder(codes + g'² mask tokens)→ patches ─linear→ images
 
-`tokenizer.query_window=r` restricts what each query token attends to in the encoder: the cls token and
-the patches and queries within r cells of its own K×K cell (patches keep global attention). The paper
+`tokenizer.query_window=r` restricts what each query token attends to in the encoder: the cls token, the
+patches overlapping the cells within r of its own K×K cell, and the queries of those cells (patches keep
+global attention). The paper
 relies on shared position encodings alone for the spatial alignment; at the small profiles' scale that
 does not emerge (measured: a query puts ≈1 % of its attention on its own patch, less than uniform), so
 the small profiles build the alignment in (README, Profiles). None (the paper profile) is global attention.
@@ -83,12 +84,13 @@ class LoRALinear(nn.Linear):
 def query_window_mask(n_prefix: int, grid: int, K: int, P: int, radius: int) -> torch.Tensor:
     """Encoder attention mask (N, N), True = may attend, for tokens [prefix, grid² patches, P·K² queries].
 
-    A query of cell (i, j) sees the prefix tokens, the patches whose centres lie within `radius` cells
-    of its cell (cells of side 1/K of the image) and the queries of every branch within `radius` cells;
-    prefix and patch rows see everything."""
-    patch_c, cell_c = (torch.arange(grid) + 0.5) / grid, (torch.arange(K) + 0.5) / K
-    near_patch = (cell_c[:, None] - patch_c[None]).abs() <= (radius + 0.5) / K + 1e-6  # (K, grid) per axis
-    near_cell = (cell_c[:, None] - cell_c[None]).abs() <= radius / K + 1e-6  # (K, K) per axis
+    A query of cell (i, j) (cells of side 1/K of the image) sees the prefix tokens, every patch that
+    overlaps the cells within `radius` of its own, and the queries of every branch within `radius`
+    cells; prefix and patch rows see everything. Overlap is tested in integers: patch a (side 1/grid)
+    overlaps cells i−r … i+r when a·K < (i+1+r)·grid and (a+1)·K > (i−r)·grid."""
+    a, i = torch.arange(grid), torch.arange(K)
+    near_patch = (a[None] * K < (i[:, None] + 1 + radius) * grid) & ((a[None] + 1) * K > (i[:, None] - radius) * grid)
+    near_cell = (i[:, None] - i[None]).abs() <= radius  # (K, K) per axis
     to_patch = (near_patch[:, None, :, None] & near_patch[None, :, None, :]).reshape(K * K, grid * grid)
     to_query = (near_cell[:, None, :, None] & near_cell[None, :, None, :]).reshape(K * K, K * K)
     first_q = n_prefix + grid * grid

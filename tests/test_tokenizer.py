@@ -157,8 +157,9 @@ def test_query_window_mask():
     assert m[:65].all()  # cls and patch rows attend everywhere
     wide = query_window_mask(n_prefix=1, grid=8, K=8, P=2, radius=1)
     assert wide[q, 1:65].sum() == 9 and wide[1 + 64, 1:65].sum() == 4  # 3×3 cells; a corner sees 2×2
-    paper = query_window_mask(n_prefix=1, grid=16, K=11, P=2, radius=0)
-    assert (paper[1 + 256:, 1:257].sum(1) >= 1).all()  # every query sees at least one patch
+    for grid, K in ((8, 6), (8, 7), (8, 9), (8, 10), (16, 11)):  # K ≠ grid: the patches overlapping each cell
+        seen = query_window_mask(n_prefix=1, grid=grid, K=K, P=2, radius=0)[1 + grid ** 2:, 1:1 + grid ** 2].sum(1)
+        assert seen.min() >= 1 and seen.max() <= 9, (grid, K)
 
 
 @pytest.mark.parametrize("window", [0, None])
