@@ -7,10 +7,10 @@ multi-scale residual quantization, ViT decoder with mask tokens.
 
 `tokenizer.query_window=r` restricts what each query token attends to in the encoder: the cls token, the
 patches overlapping the cells within r of its own K×K cell, and the queries of those cells (patches keep
-global attention). The paper
-relies on shared position encodings alone for the spatial alignment; at the small profiles' scale that
-does not emerge (measured: a query puts ≈1 % of its attention on its own patch, less than uniform), so
-the small profiles build the alignment in (README, Profiles). None (the paper profile) is global attention.
+global attention). The paper relies on shared position encodings alone for the spatial alignment; at the
+small profiles' scale that does not emerge (measured: a query puts ≈1 % of its attention on its own
+patch, less than uniform), so the small profiles build it in (README, Profiles). None (the paper
+profile) is global attention.
 
 `token_layout="feature_map"` is the VAR-style baseline: the encoder's own patch-grid features are
 quantized (one branch, last scale = patch grid) instead of query tokens.
