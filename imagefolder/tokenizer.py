@@ -91,8 +91,8 @@ def query_window_mask(n_prefix: int, grid: int, K: int, P: int, radius: int) -> 
     a, i = torch.arange(grid), torch.arange(K)
     near_patch = (a[None] * K < (i[:, None] + 1 + radius) * grid) & ((a[None] + 1) * K > (i[:, None] - radius) * grid)
     near_cell = (i[:, None] - i[None]).abs() <= radius  # (K, K) per axis
-    to_patch = (near_patch[:, None, :, None] & near_patch[None, :, None, :]).reshape(K * K, grid * grid)
-    to_query = (near_cell[:, None, :, None] & near_cell[None, :, None, :]).reshape(K * K, K * K)
+    both_axes = lambda m: (m[:, None, :, None] & m[None, :, None, :]).flatten(0, 1).flatten(1)  # rows × cols
+    to_patch, to_query = both_axes(near_patch), both_axes(near_cell)  # (K², grid²), (K², K²)
     first_q = n_prefix + grid * grid
     mask = torch.ones(first_q + P * K * K, first_q + P * K * K, dtype=torch.bool)
     mask[first_q:, n_prefix:first_q] = to_patch.repeat(P, 1)
