@@ -29,6 +29,10 @@ from .train import pick_device, seed_everything, train
 DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2"}
 
 
+# Bumped with every change of code that alters trained weights (tests/test_behaviour.py guards it): it is
+# part of every run's name, so such a change never reuses a stale run.
+MODEL_CODE_VERSION = 1
+
 TOKENIZER_SECTIONS = ("seed", "data", "quantizer", "tokenizer", "train_tokenizer", "teacher")
 GENERATOR_SECTIONS = ("generator", "train_generator")
 
@@ -40,7 +44,8 @@ def run_path(cfg: Config, kind: str, name: str) -> Path:
 def config_hash(cfg: Config, sections: tuple[str, ...]) -> str:
     """Short hash of the config sections that determine a trained model: equal configs share a run."""
     d = to_dict(cfg)
-    return hashlib.sha256(json.dumps({k: d[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:10]
+    key = {k: d[k] for k in sections} | {"model_code_version": MODEL_CODE_VERSION}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def tokenizer_name(cfg: Config) -> str:
