@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
+from . import __version__
 from .checkpoint import atomic_write_bytes, atomic_write_text, exclusive
 
 PAPER_REFERENCE = Path(__file__).with_name("paper_reference.yaml")
@@ -182,14 +183,15 @@ def folder_fingerprint(root: str | Path, content: bool = False) -> str:
 def provenance_section(profile: str, *, seeds: dict[str, int] | int, data_fingerprint: str | None,
                        metric_networks: dict[str, dict] | None = None, wall_times: dict[str, float] | None = None,
                        repo: str | Path = ".", **extra: Any) -> dict[str, Any]:
-    """A notebook's provenance: git state, profile, seeds, data, versions, networks, wall times, machine.
+    """A notebook's provenance: git state, imagefolder version, profile, seeds, data, package versions,
+    networks, wall times, machine.
 
     `metric_networks`: metric → {name, sha256, file} (e.g. from a generation_metrics result).
     """
     return {"written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git": git_commit(repo), "profile": profile, "seeds": seeds, "data_fingerprint": data_fingerprint,
-            "packages": package_versions(), "metric_networks": metric_networks or {},
-            "wall_times_s": wall_times or {}, "machine": machine(), **extra}
+            "git": git_commit(repo), "imagefolder_version": __version__, "profile": profile, "seeds": seeds,
+            "data_fingerprint": data_fingerprint, "packages": package_versions(),
+            "metric_networks": metric_networks or {}, "wall_times_s": wall_times or {}, "machine": machine(), **extra}
 
 
 def update_provenance(profile: str, section: str, entries: dict[str, Any], root: str | Path = "results") -> Path:
