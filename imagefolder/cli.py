@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
         p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
-        p.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES))
+        p.add_argument("--profile", default="cpu", choices=sorted(config_lib.PROFILES),
+                       help="the named config to use (default: %(default)s)")
         if name == "data":
             p.add_argument("--force", action="store_true", help="retrain the reference networks")
         if name == "sample":
