@@ -1,32 +1,52 @@
-# imagefolder-compendium — every target installs what it needs into .venv on first use.
-#   make reproduce [PROFILE=cpu|gpu|paper|smoke]   regenerate results/<profile>/ from the notebooks
-#   make test                                     the test suite (smoke profile, ~10 min on 2 cores)
+# imagefolder-compendium — every target installs what it needs into $(VENV) on first use.
+# `make` (or `make help`) lists the targets and the variables they take.
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
-.PHONY: setup data test reproduce claims html bench clean distclean
+.DEFAULT_GOAL := help
+.PHONY: help setup data test reproduce claims html bench clean distclean
 
-PROFILE ?= cpu
-PYTHON ?= python3
-VENV := .venv
+PROFILE ?= cpu## the profile to run: smoke | cpu | gpu | paper
+VENV ?= .venv## the Python environment: VENV=$CONDA_PREFIX uses an existing (conda) env, no .venv is built
+PINNED ?= 1## 1: install the exact versions in requirements-lock.txt; 0: only pyproject's lower bounds
+PYTHON ?= python3## the interpreter that creates .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+LOCK := requirements-lock.txt
+STAMP := $(VENV)/.installed-$(if $(filter 1,$(PINNED)),pinned,unpinned)
 KERNEL := imagefolder
 OUT := results/$(PROFILE)
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 
-setup: $(STAMP)
+# nb-NN runs the notebook notebooks/NN_*.ipynb; a goal that matches none stops make before anything runs.
+notebook = $(firstword $(wildcard notebooks/$(1)_*.ipynb) $(wildcard notebooks/$(1).ipynb))
+AVAILABLE := $(foreach n,$(sort $(wildcard notebooks/*.ipynb)),$(firstword $(subst _, ,$(notdir $(n)))))
+$(foreach g,$(filter nb-%,$(MAKECMDGOALS)),$(if $(call notebook,$(g:nb-%=%)),,\
+  $(error no notebook matches notebooks/$(g:nb-%=%)_*; available: $(AVAILABLE))))
 
-$(STAMP): pyproject.toml
+help: ## list the targets and variables (the default)
+	@echo "usage: make <target> [VARIABLE=value ...]"
+	@echo "targets:"
+	@awk -F ':[^#]*## ' '/^[a-z%][a-z0-9%-]*:[^=]*## / {printf "  %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "variables (default):"
+	@awk -F '## ' '/^[A-Z]+ \?=.*## / {split($$1, v, / *[?]= */); printf "  %-24s %s\n", v[1] "=" v[2], $$2}' $(MAKEFILE_LIST)
+
+setup: $(STAMP) ## create .venv (or use VENV), install the package pinned (PINNED=0: unpinned), register the kernel
+
+$(STAMP): pyproject.toml $(LOCK)
+ifeq ($(VENV),.venv)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+else
+	@test -x $(PY) || { echo "VENV=$(VENV) has no bin/python: give an existing environment, e.g. VENV=\$$CONDA_PREFIX" >&2; exit 1; }
+endif
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "imagefolder (.venv)" > /dev/null
+	$(PY) -m pip install --quiet $(if $(filter 1,$(PINNED)),-c $(LOCK)) -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "imagefolder ($(notdir $(abspath $(VENV))))" > /dev/null
+	rm -f $(VENV)/.installed-*
 	touch $@
 
-data: $(STAMP)
+data: $(STAMP) ## the emoji data set and the profile's teacher and evaluator (idempotent)
 	$(PY) -m imagefolder data --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
 	$(PY) -m imagefolder data --profile smoke
 	$(PY) -m pytest -q
 
@@ -37,26 +57,26 @@ endef
 
 # Notebooks run in order; `make -j2 reproduce` runs two at a time (the cpu profile uses one thread per
 # process, and notebooks that need the same model wait for whichever trains it first).
-reproduce: $(patsubst notebooks/%.ipynb,nb-%,$(NOTEBOOKS))
+reproduce: $(patsubst notebooks/%.ipynb,nb-%,$(NOTEBOOKS)) ## every notebook, the claims ledger and the HTML reports
 	$(PY) -m imagefolder claims --profile $(PROFILE)
 	$(MAKE) html PROFILE=$(PROFILE)
 
-nb-%: data
+nb-%: data ## run one notebook: make nb-03 runs notebooks/03_*.ipynb
 	$(call run_notebook,$(firstword $(wildcard notebooks/$*_*.ipynb) $(wildcard notebooks/$*.ipynb)))
 
-claims: $(STAMP)
+claims: $(STAMP) ## re-write the claims ledger results/<profile>/claims.md from the tables
 	$(PY) -m imagefolder claims --profile $(PROFILE)
 
-html: $(STAMP)
+html: $(STAMP) ## re-render the HTML reports from the executed notebooks
 	mkdir -p $(OUT)/reports
 	$(PY) -m jupyter nbconvert --to html --no-input --output-dir $(OUT)/reports $(OUT)/executed/*.ipynb
 
-bench: $(STAMP)
+bench: $(STAMP) ## latency / FLOPs of the token layouts; tokenizer throughput
 	$(PY) -m imagefolder bench --profile $(PROFILE)
 
-clean:
+clean: ## remove the smoke runs and results and the caches
 	rm -rf runs/smoke results/smoke .pytest_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-distclean: clean
+distclean: clean ## also remove runs/, data/ and .venv
 	rm -rf runs data $(VENV) *.egg-info
