@@ -1,4 +1,4 @@
-"""Quantizers of the ImageFolder tokenizer, built by composition (paper §3.1, DESIGN.md §6).
+"""Quantizers of the ImageFolder tokenizer, built by composition (paper §3.1).
 
     Codebook              one codebook: nearest-code lookup (cosine or L2), single-scale VQ
     MultiScaleResidualQuantizer (MSRQ)   VAR-style residual quantization over scales s_1..s_S = K
@@ -131,6 +131,13 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.register_buffer("initialised", torch.tensor(qcfg.codebook_init != "data"))
         self._resize_cache: dict[tuple, torch.Tensor] = {}  # (a, b, mode, device, dtype) → (a², b²) resize matrix
 
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Random unit codes (see `Codebook.init_weights`), then every φ conv as the identity."""
+        self.codebook.init_weights()
+        for phi in self.phis:
+            phi.init_weights()
+
     def phi_index(self, si: int) -> int:
         """Which shared φ conv scale `si` uses: the nearest by relative depth si / (S-1)."""
         S, n = len(self.scales), len(self.phis)
@@ -241,6 +248,12 @@ class ProductQuantizer(nn.Module):
         self.msrq = nn.ModuleList(MultiScaleResidualQuantizer(qcfg) for _ in range(self.P))  # one per branch
         self.branches, self.codebook_size, self.code_dim = self.P, self.V, self.C  # the generator's contract
 
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Re-initialise every branch's codebook and φ convs (in branch order)."""
+        for q in self.msrq:
+            q.init_weights()
+
     @property
     def num_scales(self) -> int:
         return len(self.scales)
@@ -321,12 +334,3 @@ class ProductQuantizer(nn.Module):
         if si == self.num_scales - 1:
             return f_hat_BPCkk, None
         return f_hat_BPCkk, self._to_next_input(f_hat_BPCkk, si)
-
-    def codebook_usage(self, indices: list[torch.Tensor]) -> torch.Tensor:
-        """(P,) fraction of each branch's codes hit at least once by a set of S × (B, P, s, s) indices
-        (concatenate indices over a data set on the batch axis first)."""
-        hits = torch.zeros(self.P, self.V, dtype=torch.bool, device=indices[0].device)
-        for idx in indices:
-            for p in range(self.P):
-                hits[p, idx[:, p].reshape(-1)] = True
-        return hits.float().mean(dim=1)

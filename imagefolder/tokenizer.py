@@ -1,4 +1,4 @@
-"""The ImageFolder tokenizer (paper §3.1, DESIGN.md §6): ViT encoder with P·K² query tokens, product
+"""The ImageFolder tokenizer (paper §3.1): ViT encoder with P·K² query tokens, product
 multi-scale residual quantization, ViT decoder with mask tokens.
 
     images (B, 3, H, W) ─encoder(patches + P·K² queries)→ queries (B, P·K², D) ─linear→ f (B, P, C, K, K)
@@ -47,12 +47,6 @@ class TokenizerOutput:
     indices: list[torch.Tensor]
     f_hat: torch.Tensor
     n_scales: torch.Tensor
-
-    @property
-    def scale_mask(self) -> torch.Tensor:
-        """(B, S) bool: which scales each sample kept."""
-        S = len(self.indices)
-        return torch.arange(S, device=self.n_scales.device)[None] < self.n_scales[:, None]
 
     @property
     def undropped(self) -> torch.Tensor:
@@ -148,17 +142,14 @@ class ImageFolderTokenizer(nn.Module):
     def init_weights(self) -> None:
         """Initialise the parts that are not timm's ViTs (those keep timm's own init):
         query / mask tokens N(0, 0.02), branch and type embeddings N(0, 0.02), linear maps
-        truncated-normal(0.02) with zero bias, quantizer codebooks and φ convs (see quantize.py)."""
+        truncated-normal(0.02) with zero bias; the quantizer initialises its own codebooks and φ convs."""
         for p in (self.mask_token, self.code_type_embed) + ((self.queries, self.branch_embed)
                                                               if self.layout == "query" else ()):
             nn.init.normal_(p, std=0.02)
         for lin in (self.to_code, self.from_code, self.to_pixels):
             nn.init.trunc_normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
-        for branch in self.quantizer.msrq:
-            branch.codebook.init_weights()
-            for phi in branch.phis:
-                phi.init_weights()
+        self.quantizer.init_weights()
 
     def set_encoder_tuning(self, mode: str, lora_rank: int = 8) -> None:
         """full: everything trains; lora: encoder frozen except LoRA on each block's attn.qkv;
@@ -230,11 +221,21 @@ class ImageFolderTokenizer(nn.Module):
             return pos
         return resample_abs_pos_embed(pos, [size, size], old_size=[g, g], num_prefix_tokens=0)
 
+    @staticmethod
+    def _prefix_and_positions(vit: nn.Module, x_BND: torch.Tensor) -> torch.Tensor:
+        """Prepend the cls token and add the position embedding → (B, 1 + N, D), for the ViTs of
+        `build_vit` (one cls token, no register tokens, `pos_embed` covering the cls token)."""
+        return torch.cat([vit.cls_token.expand(x_BND.shape[0], -1, -1), x_BND], dim=1) + vit.pos_embed
+
     def encode_features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) → continuous features f (B, P, C, K, K) before quantization."""
+        """Checked images (B, 3, H, W) → continuous features f (B, P, C, K, K) before quantization."""
         self.validate_images(images)
+        return self._features(images)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """`encode_features` without the input check (the training step's images come from the loader)."""
         enc = self.encoder
-        x = enc._pos_embed(enc.patch_embed(images))  # (B, 1 + g², D): cls + patches with positions
+        x = self._prefix_and_positions(enc, enc.patch_embed(images))  # (B, 1 + g², D): cls + patches with positions
         B = x.shape[0]
         if self.layout == "query":
             # every branch's K×K set gets the same 2-D positions (the encoder's own, resampled) + its branch embedding
@@ -257,7 +258,7 @@ class ImageFolderTokenizer(nn.Module):
         B = f_hat_BPCkk.shape[0]
         codes = f_hat_BPCkk.flatten(3).permute(0, 3, 1, 2).reshape(B, self.K * self.K, self.P * self.C)  # (B, K², P·C)
         codes = self.from_code(codes) + self._grid_pos(dec, self.K) + self.code_type_embed  # (B, K², D')
-        masks = dec._pos_embed(self.mask_token.expand(B, self.dec_grid ** 2, -1))  # (B, 1 + g'², D')
+        masks = self._prefix_and_positions(dec, self.mask_token.expand(B, self.dec_grid ** 2, -1))  # (B, 1 + g'², D')
         x = dec.norm(dec.blocks(dec.norm_pre(torch.cat([masks, codes], dim=1))))
         x = self.to_pixels(x[:, dec.num_prefix_tokens:dec.num_prefix_tokens + self.dec_grid ** 2])  # (B, g'², p²·3)
         g, p = self.dec_grid, self.dec_patch
@@ -272,8 +273,10 @@ class ImageFolderTokenizer(nn.Module):
     # ------------------------------------------------------------------ public API
 
     def forward(self, images: torch.Tensor, n_scales: torch.Tensor | None = None) -> TokenizerOutput:
-        """Training / evaluation pass. Quantizer dropout applies in training mode unless `n_scales` (B,) is given."""
-        q = self.quantizer(self.encode_features(images), n_scales)
+        """Training / evaluation pass. The images are not checked here (no device sync per training step; the
+        public conversions below check theirs). Quantizer dropout applies in training mode unless `n_scales`
+        (B,) is given."""
+        q = self.quantizer(self._features(images), n_scales)
         return TokenizerOutput(self.decode_fhat(q.f_hat), q.loss, q.indices, q.f_hat, q.n_scales)
 
     @torch.no_grad()
@@ -311,6 +314,3 @@ class ImageFolderTokenizer(nn.Module):
                 raise ValueError(f"zero_branch: {p} is not a branch index in [0, {self.P})")
             f_hat[:, p] = 0
         return self.decode_fhat(f_hat).clamp(-1, 1)
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -278,6 +278,9 @@ def test_codebook_usage_per_branch():
     assert usage.fractions() == [2 / 8, 5 / 8]
     with pytest.raises(ValueError, match="outside"):
         usage.update([torch.full((1, 2, 1, 1), 8)])
+    one_batch = M.CodebookUsage(codebook_size=8, branches=2)  # two scales of one batch
+    one_batch.update([torch.tensor([[[[0]], [[1]]]]), torch.tensor([[[[0, 1], [2, 3]], [[1, 1], [1, 1]]]])])
+    assert one_batch.fractions() == [4 / 8, 1 / 8]
 
 
 # ----------------------------------------------------------------------------- linear probe

@@ -146,12 +146,6 @@ def test_quantizer_dropout_keeps_first_n_scales_same_n_all_branches():
     assert bool((q(f).n_scales == S).all())
 
 
-def test_codebook_usage_per_branch():
-    q = make_pq(scales=(1, 2), V=8)
-    idx = [torch.tensor([[[[0]], [[1]]]]), torch.tensor([[[[0, 1], [2, 3]], [[1, 1], [1, 1]]]])]
-    assert torch.allclose(q.codebook_usage(idx), torch.tensor([4 / 8, 1 / 8]))
-
-
 def test_index_checks_raise_clear_errors():
     q = make_pq(scales=(1, 2), V=8)
     good = [torch.zeros(1, 2, 1, 1, dtype=torch.long), torch.zeros(1, 2, 2, 2, dtype=torch.long)]
