@@ -1,7 +1,8 @@
 """ImageFolder-layout data sets (`root/{train,val}/<class>/*.png|jpg`), transforms and loaders.
 
-Class index = position of the folder name in sorted order. A secondary label (the emoji
-subcategory) is read from `root/labels.csv` when present. Images are float tensors in [-1, 1].
+Class index = position of the folder name in sorted order; every split must have the same class
+folders, each with images (hidden entries such as `.ipynb_checkpoints/` are ignored). A secondary label
+(the emoji subcategory) is read from `root/labels.csv` when present. Images are float tensors in [-1, 1].
 """
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from PIL import Image, ImageColor, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from .config import DataConfig
+from .config import ConfigError, DataConfig
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
+SPLITS = ("train", "val")
+WHITE = (255, 255, 255)
+# what PIL raises on a file it cannot decode (ValueError: e.g. an oversized PNG text chunk)
+UNREADABLE = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class DataError(RuntimeError):
@@ -33,6 +39,60 @@ def resolve_root(cfg: DataConfig) -> Path:
                             f"ImageFolder layout (the project never downloads ImageNet)")
         return Path(os.environ[var])
     return Path(cfg.root)
+
+
+def is_visible_image(name: str) -> bool:
+    """An entry name with an image suffix that is not hidden (`.x.png`, macOS `._x.png` are ignored)."""
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def class_names(root: Path, split: str) -> list[str]:
+    """The sorted class folders of `root`, checked across its splits (train, val and `split`).
+
+    Hidden folders are ignored. A class folder without images, or a class missing from one split,
+    raises DataError naming it: either would silently shift every later label of that split.
+    """
+    found = {}
+    for s in dict.fromkeys((split, *SPLITS)):
+        if (root / s).is_dir():
+            found[s] = sorted(p.name for p in (root / s).iterdir() if p.is_dir() and not p.name.startswith("."))
+    empty = [str(root / s / c) for s, names in found.items() for c in names if not _has_image(root / s / c)]
+    if empty:
+        raise DataError(f"class folder(s) without images: {', '.join(empty)} — add images or remove the "
+                        f"folder (an empty class shifts every later label)")
+    union = sorted(set().union(*found.values()))
+    missing = {s: [c for c in union if c not in names] for s, names in found.items()}
+    if any(missing.values()):
+        raise DataError(f"the splits of {root} have different class folders: "
+                        + "; ".join(f"missing in {s}/: {', '.join(m)}" for s, m in missing.items() if m)
+                        + " — every split needs the same classes, or the labels shift")
+    return union
+
+
+def _has_image(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return any(is_visible_image(e.name) for e in entries)
+
+
+def background_rgb(cfg: DataConfig) -> tuple[int, int, int]:
+    """`data.background` as an RGB triple, or ConfigError naming the field."""
+    try:
+        return ImageColor.getrgb(cfg.background)[:3]
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ConfigError(f"data.background: {cfg.background!r} is not a colour (a name such as 'white', "
+                          f"or '#rrggbb')") from err
+
+
+def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Any PIL image as 8-bit RGB: 16-bit grey (modes I;16, I) scaled to 8 bit, and transparency (RGBA,
+    LA, PA, a tRNS colour key in P, L or RGB) alpha-composited onto `background`."""
+    if im.mode.startswith("I"):
+        grey = np.asarray(im).astype(np.float64) / 257  # 0..65535 → 0..255
+        return Image.fromarray(grey.round().clip(0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        base = Image.new("RGBA", im.size, (*background, 255))
+        return Image.alpha_composite(base, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -57,8 +117,8 @@ class ImageFolderDataset(Dataset):
 
     `label` picks the class folder ("category") or the secondary label from labels.csv ("subcategory").
     Corrupt files raise DataError naming the file, unless `skip_corrupt`, in which case they are
-    dropped, counted in `self.skipped` and printed (only possible with `in_memory`, which decodes all
-    images up front).
+    dropped, counted in `self.skipped` and printed. Every image is decoded once up front when
+    `in_memory` (and kept) or `skip_corrupt` (to find the corrupt ones), so both modes skip the same files.
     """
 
     def __init__(self, cfg: DataConfig, split: str, train: bool | None = None):
@@ -68,9 +128,9 @@ class ImageFolderDataset(Dataset):
             hint = "run `make data`" if cfg.name == "emoji" else "check the path (or set IMAGEFOLDER_IMAGENET)"
             raise DataError(f"data split not found: {folder} — {hint}")
         self.cfg, self.split = cfg, split
-        self.classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        self.classes = class_names(root, split)
         files = [(f, ci) for ci, c in enumerate(self.classes) for f in sorted((folder / c).iterdir())
-                 if f.suffix.lower() in IMAGE_SUFFIXES]
+                 if is_visible_image(f.name)]
         if cfg.max_per_split is not None:
             files = _spread(files, cfg.max_per_split)
         if not files:
@@ -87,9 +147,10 @@ class ImageFolderDataset(Dataset):
         if cfg.label not in self.targets:
             raise DataError(f"data.label={cfg.label!r} needs {root / 'labels.csv'} (the emoji data has it)")
         self.transform = image_transform(cfg.resolution)
+        self.background = background_rgb(cfg)
         self.flip = cfg.hflip and (train if train is not None else split == "train")
         self.skipped: list[str] = []
-        self.images = self._decode_all() if cfg.in_memory else None
+        self.images = self._decode_all(keep=cfg.in_memory) if cfg.in_memory or cfg.skip_corrupt else None
 
     @property
     def labels(self) -> torch.Tensor:
@@ -106,26 +167,30 @@ class ImageFolderDataset(Dataset):
     def _load(self, path: Path) -> torch.Tensor:
         try:
             with Image.open(path) as im:
-                return self.transform(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError, SyntaxError) as err:
+                return self.transform(to_rgb(im, self.background))
+        except UNREADABLE as err:
             raise DataError(f"cannot read image {path}: {err}") from err
 
-    def _decode_all(self) -> torch.Tensor:
-        images, keep = [], []
-        for i, f in enumerate(self.files):
-            try:
-                images.append(self._load(f))
-                keep.append(i)
-            except DataError as err:
-                if not self.cfg.skip_corrupt:
-                    raise
-                self.skipped.append(str(f))
+    def _decode_all(self, keep: bool) -> torch.Tensor | None:
+        """Decode every file once (in `num_workers` processes); a corrupt one raises, or under
+        `skip_corrupt` is dropped, counted and printed. Returns the (N, 3, R, R) uint8 images if `keep`."""
+        images, kept = [], []
+        decoded = DataLoader(_Decoded(self), batch_size=None, num_workers=self.cfg.num_workers,
+                             generator=torch.Generator())  # its own seed: the global RNG is left as it was
+        for i, (image, err) in enumerate(decoded):
+            if err is None:
+                kept.append(i)
+                images += [image] if keep else []
+            elif self.cfg.skip_corrupt:
+                self.skipped.append(str(self.files[i]))
                 print(f"skipped corrupt image ({len(self.skipped)} so far): {err}")
+            else:
+                raise err
         if self.skipped:
             print(f"{self.split}: skipped {len(self.skipped)} corrupt image(s) of {len(self.files)}")
-            self.files = [self.files[i] for i in keep]
-            self.targets = {k: v[keep] for k, v in self.targets.items()}
-        return torch.stack(images)  # (N, 3, R, R) uint8
+            self.files = [self.files[i] for i in kept]
+            self.targets = {k: v[kept] for k, v in self.targets.items()}
+        return torch.stack(images) if keep else None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -150,6 +215,22 @@ class ImageFolderDataset(Dataset):
         for f, y in zip(self.files, self.labels.tolist()):
             h.update(f"{f.name}:{y}\n".encode())
         return h.hexdigest()[:16]
+
+
+class _Decoded(Dataset):
+    """Items `(uint8 image or None, DataError or None)` of a data set's files, for the up-front decode."""
+
+    def __init__(self, dataset: ImageFolderDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, DataError | None]:
+        try:
+            return self.dataset._load(self.dataset.files[i]), None
+        except DataError as err:
+            return None, err
 
 
 class MultiLabelView(Dataset):
@@ -184,11 +265,6 @@ def read_secondary_labels(root: Path) -> dict[str, str]:
         raise DataError(f"{path} not found: the subcategory label exists only for the emoji data (run `make data`)")
     with open(path, newline="") as fh:
         return {row["path"]: row["subcategory"] for row in csv.DictReader(fh)}
-
-
-def load_splits(cfg: DataConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
-    """(train, val) data sets of a data config."""
-    return ImageFolderDataset(cfg, "train"), ImageFolderDataset(cfg, "val")
 
 
 class UInt8View(Dataset):

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from .data import to_rgb
+
 PACKAGES = {  # vendor → (npm package, version, licence)
     "google": ("emoji-datasource-google", "16.0.0", "Apache-2.0"),
     "twitter": ("emoji-datasource-twitter", "16.0.0", "CC-BY-4.0"),
@@ -98,10 +100,9 @@ def list_images(catalogue: list[dict], vendor: str) -> list[EmojiImage]:
 
 
 def on_white(png: bytes) -> Image.Image:
-    """Alpha-composite an RGBA PNG onto a white background."""
-    rgba = Image.open(io.BytesIO(png)).convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
+    """A PNG as RGB, alpha-composited onto white (the same conversion as the data loader's default)."""
+    with Image.open(io.BytesIO(png)) as im:
+        return to_rgb(im)
 
 
 def _write_vendor(tarball: Path, vendor: str, root: Path) -> list[tuple[str, str, str, str]]:

@@ -30,7 +30,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from . import pretrained, reference
 from .checkpoint import state_dict_hash
-from .data import from_uint8
+from .data import IMAGE_SUFFIXES, from_uint8
 from .pretrained import MissingWeightsError
 
 # ----------------------------------------------------------------------------- metric networks
@@ -187,9 +187,6 @@ class _FirstItem(Dataset):
     def __getitem__(self, i):
         item = self.base[i]
         return item[0] if isinstance(item, (tuple, list)) else item
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 _UINT8_HINT = ("metrics take uint8 images in [0, 255] (convert [-1,1] floats with data.to_uint8; "
