@@ -6,7 +6,6 @@ reader never sees half a file. Tables can carry the paper's number beside ours (
 from __future__ import annotations
 
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -167,17 +166,6 @@ def machine() -> dict[str, Any]:
     except ImportError:
         pass
     return info
-
-
-def folder_fingerprint(root: str | Path, content: bool = False) -> str:
-    """Short SHA-256 of a data folder: relative paths and sizes of its files (and bytes if `content`)."""
-    root = Path(root)
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(root).as_posix()}:{f.stat().st_size}\n".encode())
-        if content:
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def provenance_section(profile: str, *, seeds: dict[str, int] | int, data_fingerprint: str | None,
