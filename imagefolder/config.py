@@ -1,15 +1,18 @@
-"""Dataclass configs, the named profiles, validation, YAML load/save and overrides.
+"""Dataclass configs, the named profiles, validation and overrides.
 
-Every variant in the paper's tables is a field value of these configs, never a code branch. The
+Every variant in the paper's tables is a field value of these configs, never a code branch. A field's
+annotation is its type check: choice fields are `Literal[...]`, and one generic walker (`check_types`)
+checks every field against its annotation; `validate` adds the ranges and the cross-field rules. The
 module imports nothing of ours and does no work at import time beyond defining the presets.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import types
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -19,6 +22,9 @@ VAR_SCALES = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field."""
+
+
+Label = Literal["category", "subcategory"]  # emoji labels: category (9) | subcategory (≈99, secondary)
 
 
 def scaled_schedule(last: int, reference: list[int] = PAPER_SCALES) -> list[int]:
@@ -41,10 +47,10 @@ def token_count(scales: list[int]) -> int:
 
 @dataclass
 class DataConfig:
-    name: str = "emoji"  # emoji | imagenet | folder (any ImageFolder tree at `root`)
+    name: Literal["emoji", "imagenet", "folder"] = "emoji"  # folder: any ImageFolder tree at `root`
     root: str = "data/emoji"  # ImageFolder tree with train/ and val/; imagenet reads $IMAGEFOLDER_IMAGENET
     resolution: int = 32  # images are resized (bicubic) and centre-cropped to this size
-    label: str = "category"  # category | subcategory (emoji secondary label, for probes and references)
+    label: Label = "category"  # subcategory: for probes and references
     skip_corrupt: bool = False  # False: a corrupt image raises; True: counted, printed, recorded
     in_memory: bool = True  # decode once and keep uint8 tensors in RAM (emoji-sized sets)
     max_per_split: int | None = None  # cap on images per split (smoke profile); None = all
@@ -59,13 +65,13 @@ class QuantizerConfig:
     branches: int = 2  # P, product-quantization branches (Tables 3, 5c, 9)
     codebook_size: int = 4096  # entries per branch codebook (Table 8)
     code_dim: int = 32  # channels of one code
-    lookup: str = "cosine"  # cosine (official ImageFolder) | l2 (VAR)
+    lookup: Literal["cosine", "l2"] = "cosine"  # cosine: official ImageFolder; l2: VAR
     beta: float = 0.25  # commitment weight
     phi_gamma: float = 0.5  # φ(h) = (1-γ)h + γ conv3x3(h)
     phi_convs: int = 4  # φ convs shared across scales by relative depth
     dropout_p: float = 0.1  # quantizer dropout: fraction of the batch truncated (Table 5b)
     dropout_n_start: int = 3  # truncation keeps n ∈ [N_start, S] scales (Table 5a)
-    codebook_init: str = "data"  # data (residuals of the first training batch, fast on CPU) | uniform (official: random unit vectors)
+    codebook_init: Literal["data", "uniform"] = "data"  # data: residuals of the first training batch (fast on CPU); uniform: official, random unit vectors
 
 
 @dataclass
@@ -81,12 +87,12 @@ class ViTConfig:
 class TokenizerConfig:
     encoder: ViTConfig = field(default_factory=ViTConfig)
     decoder: ViTConfig = field(default_factory=ViTConfig)
-    token_layout: str = "query"  # query (ImageFolder K×K query tokens) | feature_map (VAR-style patch grid)
+    token_layout: Literal["query", "feature_map"] = "query"  # query: ImageFolder K×K query tokens; feature_map: VAR-style patch grid
     query_window: int | None = None  # None: queries attend to all tokens (paper); r: only within r cells (README)
-    encoder_init: str = "pretrained"  # pretrained (DINOv2 / teacher) | random
-    encoder_tuning: str = "full"  # full | lora | linear (Table 2)
+    encoder_init: Literal["pretrained", "random"] = "pretrained"  # pretrained: DINOv2 / teacher
+    encoder_tuning: Literal["full", "lora", "linear"] = "full"  # Table 2
     lora_rank: int = 8
-    semantic_mode: str = "one"  # none | one | all: branches regularised by the teacher (Tables 3, 9)
+    semantic_mode: Literal["none", "one", "all"] = "one"  # branches regularised by the teacher (Tables 3, 9)
     semantic_weight: float = 0.1  # λ_clip (Table 5d)
     semantic_temperature: float = 0.07
     recon_weight: float = 1.0
@@ -95,17 +101,17 @@ class TokenizerConfig:
     adv_weight: float = 0.5
     lecam_weight: float = 0.001
     disc_start: int = 2000  # generator step at which the adversarial loss starts
-    discriminator: str = "patchgan"  # none | patchgan | dino (Table 3 row 7)
-    teacher_network: str = "reference"  # frozen semantic teacher and encoder init: reference (small profiles) | dinov2_vitb14
-    disc_backbone: str = "reference"  # frozen backbone of the "dino" discriminator: reference | dinov2_vits14
+    discriminator: Literal["none", "patchgan", "dino"] = "patchgan"  # Table 3 row 7
+    teacher_network: Literal["reference", "dinov2_vitb14"] = "reference"  # frozen semantic teacher and encoder init; reference: small profiles
+    disc_backbone: Literal["reference", "dinov2_vits14"] = "reference"  # frozen backbone of the "dino" discriminator
     disc_width: int = 64
     disc_layers: int = 3
-    disc_norm: str = "spectral"  # spectral | none: weight normalisation of the PatchGAN convs
+    disc_norm: Literal["spectral", "none"] = "spectral"  # weight normalisation of the PatchGAN convs
 
 
 @dataclass
 class GeneratorConfig:
-    mode: str = "folded"  # folded (ImageFolder) | unfolded (branches as separate positions) | raster (next-token)
+    mode: Literal["folded", "unfolded", "raster"] = "folded"  # folded: ImageFolder; unfolded: branches as separate positions; raster: next-token
     depth: int = 17
     width: int = 1088
     heads: int = 17
@@ -128,7 +134,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999  # 0 disables EMA
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU
     ckpt_every: int = 500
     keep_ckpts: int = 2
     log_every: int = 25
@@ -138,12 +144,12 @@ class TrainConfig:
 class ReferenceNetConfig:
     """A small classifier trained on the data set: the teacher or the evaluator (DESIGN.md §5)."""
 
-    arch: str = "vit"  # vit (teacher: the encoder's width, depth and patch) | convnet (evaluator)
+    arch: Literal["vit", "convnet"] = "vit"  # vit: teacher (the encoder's width, depth and patch); convnet: evaluator
     width: int = 192
     depth: int = 4
     heads: int = 3
     patch_size: int = 4
-    labels: list[str] = field(default_factory=lambda: ["subcategory"])  # one head per label
+    labels: list[Label] = field(default_factory=lambda: ["subcategory"])  # one head per label
     seed: int = 1
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, batch_size=128, lr=1e-3,
                                                                    warmup_steps=100, ema_decay=0.0,
@@ -152,8 +158,8 @@ class ReferenceNetConfig:
 
 @dataclass
 class EvalConfig:
-    fid_network: str = "evaluator"  # evaluator (small profiles) | inception (paper: inception-v3-compat)
-    perceptual_network: str = "teacher"  # teacher (feature distance) | lpips_vgg (paper)
+    fid_network: Literal["evaluator", "inception"] = "evaluator"  # evaluator: small profiles; inception: paper (inception-v3-compat)
+    perceptual_network: Literal["teacher", "lpips_vgg"] = "teacher"  # teacher: feature distance; lpips_vgg: paper
     num_samples: int = 1000  # generated images for gFID / IS / precision / recall
     num_recon: int = 1000  # val images for rFID / PSNR
     num_reference: int | None = None  # train images that samples are scored against, spread over classes; None = all
@@ -175,7 +181,7 @@ class StudyConfig:
 class Config:
     profile: str = "paper"
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest for the smoke profile's tiny ops
     run_dir: str = "runs"  # checkpoints and caches (git-ignored)
     data: DataConfig = field(default_factory=DataConfig)
@@ -194,6 +200,11 @@ class Config:
     def grid(self) -> int:
         """K, the side of the quantized token grid: the last scale."""
         return self.quantizer.scales[-1]
+
+    @property
+    def patch_grid(self) -> int:
+        """The side of the encoder's patch grid: resolution // encoder patch size."""
+        return self.data.resolution // self.tokenizer.encoder.patch_size
 
     @property
     def tokens_per_branch(self) -> int:
@@ -308,38 +319,40 @@ def profile(name: str, overrides: dict[str, Any] | None = None) -> Config:
     return cfg
 
 
-# ----------------------------------------------------------------------------- overrides, YAML
+# ----------------------------------------------------------------------------- dicts, overrides
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
 def from_dict(data: dict[str, Any], cls: type = Config, path: str = "") -> Any:
-    """Build a (nested) config dataclass from a dict; unknown keys raise, naming the field."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    """Build a (nested) config dataclass from a dict; unknown keys and values of the wrong type raise,
+    naming the field."""
+    obj = _build(data, cls, path)
+    check_types(obj, path)
+    return obj
+
+
+def _build(data: dict[str, Any], cls: type, path: str) -> Any:
+    hints = _hints(cls)
     kwargs = {}
     for key, value in data.items():
         name = f"{path}{key}"
-        if key not in known:
-            raise ConfigError(f"{name}: unknown field (known: {sorted(known)})")
-        sub = _dataclass_type(cls, key)
-        kwargs[key] = from_dict(value, sub, name + ".") if sub and isinstance(value, dict) else value
+        if key not in hints:
+            raise _unknown_field(name, value, hints)
+        nested = dataclasses.is_dataclass(hints[key]) and isinstance(value, dict)
+        kwargs[key] = _build(value, hints[key], name + ".") if nested else value
     return cls(**kwargs)
 
 
-def _dataclass_type(cls: type, key: str) -> type | None:
-    default = cls.__dataclass_fields__[key]
-    if default.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        value = default.default_factory()  # type: ignore[misc]
-        if dataclasses.is_dataclass(value):
-            return type(value)
-    return None
-
-
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """Return a copy with `{"quantizer.scales": [...], "seed": 3}`-style overrides applied.
+    """Return a copy with `{"quantizer.scales": [...], "seed": 3}`-style overrides applied, each checked
+    against its field's type (ConfigError naming the field).
 
-    String values (from the command line) are parsed as YAML, so `"[1,2,3]"` becomes a list.
+    String values (from the command line) are parsed as YAML unless the field is text, so `"[1,2,3]"`
+    becomes a list. Numbers are converted where nothing is lost: an int or `"3e-3"` (a string to YAML)
+    for a float field; an integral float such as `1e3` or `1000.0` for an int field becomes 1000, while
+    `2.7` is refused. A bool field takes only true / false (not YAML 1.1's yes / no / on / off).
     """
     cfg = copy.deepcopy(cfg)
     for dotted, value in overrides.items():
@@ -349,20 +362,39 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
             if not hasattr(node, part) or not dataclasses.is_dataclass(getattr(node, part)):
                 raise ConfigError(f"{'.'.join(parents[:i + 1])}: unknown config section in override {dotted!r}")
             node = getattr(node, part)
-        if leaf not in {f.name for f in dataclasses.fields(node)}:
-            raise ConfigError(f"{dotted}: unknown field")
-        current = getattr(node, leaf)
-        if isinstance(value, str) and not isinstance(current, str):
-            value = yaml.safe_load(value)
-        if isinstance(current, float) and isinstance(value, (int, str)) and not isinstance(value, bool):
-            try:  # YAML reads "3e-3" (no dot) as a string and "1" as an int
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{dotted}: expected a number, got {value!r}") from None
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = from_dict(value, type(current), dotted + ".")
+        hints = _hints(type(node))
+        if leaf not in hints:
+            raise _unknown_field(dotted, value, hints)
+        hint = hints[leaf]
+        value = _parse(value, hint, dotted)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(value, hint, dotted + ".")
+        else:
+            check_value(value, hint, dotted)
         setattr(node, leaf, value)
     return cfg
+
+
+def _parse(value: Any, hint: Any, name: str) -> Any:
+    """An override value read as its field's type reads it (see `apply_overrides`); not yet checked."""
+    base = _not_none(hint)
+    text = base is str or get_origin(base) is Literal  # every choice is a string
+    yes_no = base is bool and isinstance(value, str) and value.lower() not in ("true", "false")
+    if isinstance(value, str) and not text and not yes_no:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{name}: expected {_describe(hint)}, got {value!r} (not valid YAML)") from None
+    if isinstance(value, bool):
+        return value
+    try:
+        if base is float and isinstance(value, (int, str)):
+            return float(value)
+        if base is int and isinstance(value, (float, str)) and float(value).is_integer():
+            return int(float(value))
+    except ValueError:
+        pass  # not a number: the type check names it
+    return value
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -374,16 +406,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, value = item.split("=", 1)
         out[key.strip()] = value
     return out
-
-
-def save_yaml(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def load_yaml(path: str | Path) -> Config:
-    cfg = from_dict(yaml.safe_load(Path(path).read_text()))
-    validate(cfg)
-    return cfg
 
 
 def diff(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:
@@ -398,6 +420,85 @@ def diff(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:
     return lines
 
 
+# ----------------------------------------------------------------------------- types
+
+_SCALAR_NAMES = {str: "a string", int: "an int", float: "a number", bool: "true or false", type(None): "None"}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Field name → resolved annotation of a config dataclass (annotations are strings here)."""
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _not_none(hint: Any) -> Any:
+    """`X` for `X | None`, else the hint itself."""
+    if get_origin(hint) in (Union, types.UnionType):
+        (inner,) = [h for h in get_args(hint) if h is not type(None)]
+        return inner
+    return hint
+
+
+def check_types(obj: Any, path: str = "") -> None:
+    """Check every field of a config dataclass, nested ones too, against its annotation."""
+    for name, hint in _hints(type(obj)).items():
+        check_value(getattr(obj, name), hint, f"{path}{name}")
+
+
+def check_value(value: Any, hint: Any, name: str) -> None:
+    """Raise `ConfigError("name: expected <type>, got <value>")` unless `value` has the annotated type.
+
+    Annotations: str, int (not bool), float (ints too), bool, `Literal[...]` choices, `X | None`,
+    `list[X]` (each item checked as `name[i]`) and config dataclasses."""
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, hint):
+            raise _type_error(name, hint, value)
+        check_types(value, name + ".")
+    elif get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise _type_error(name, hint, value)
+        for i, item in enumerate(value):
+            check_value(item, get_args(hint)[0], f"{name}[{i}]")
+    elif not _is_instance(value, hint):
+        raise _type_error(name, hint, value)
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    """`value` fits a scalar annotation: a plain type, a Literal or a union of them."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_is_instance(value, h) for h in get_args(hint))
+    if origin is Literal:
+        return isinstance(value, str) and value in get_args(hint)
+    if hint not in _SCALAR_NAMES:
+        raise TypeError(f"config annotation {hint!r} is not supported by check_value")
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(h) for h in get_args(hint))
+    if origin is Literal:
+        return f"one of {get_args(hint)}"
+    if origin is list:
+        return "a list"
+    if dataclasses.is_dataclass(hint):
+        return f"a {hint.__name__} section"
+    return _SCALAR_NAMES[hint]
+
+
+def _type_error(name: str, hint: Any, value: Any) -> ConfigError:
+    return ConfigError(f"{name}: expected {_describe(hint)}, got {value!r}")
+
+
+def _unknown_field(name: str, value: Any, known: dict[str, Any]) -> ConfigError:
+    return ConfigError(f"{name}: unknown field (given {value!r}; known: {', '.join(sorted(known))})")
+
+
 # ----------------------------------------------------------------------------- validation
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -405,92 +506,77 @@ def _check(ok: bool, name: str, message: str) -> None:
         raise ConfigError(f"{name}: {message}")
 
 
-def _choice(value: str, name: str, options: tuple[str, ...]) -> None:
-    _check(value in options, name, f"{value!r} is not one of {options}")
+def _need(ok: bool, name: str, value: Any, rule: str) -> None:
+    """A range rule on one field: `name: must be <rule>, got <value>`."""
+    _check(ok, name, f"must be {rule}, got {value!r}")
 
 
 def validate(cfg: Config) -> None:
-    """Raise ConfigError naming the first bad field."""
+    """Raise ConfigError naming the first bad field: its type (`check_types`), then ranges and the
+    rules between fields."""
+    check_types(cfg)
     _check(cfg.profile in PROFILES, "profile", f"unknown profile {cfg.profile!r}; choose one of {sorted(PROFILES)}")
-    _choice(cfg.device, "device", ("auto", "cpu", "cuda"))
-    _check(cfg.threads >= 0, "threads", "must be ≥ 0 (0 = torch's default)")
+    _need(cfg.threads >= 0, "threads", cfg.threads, "≥ 0 (0 = torch's default)")
     d = cfg.data
-    _choice(d.name, "data.name", ("emoji", "imagenet", "folder"))
-    _choice(d.label, "data.label", ("category", "subcategory"))
-    _check(d.resolution > 0, "data.resolution", "must be positive")
-    _check(d.max_per_split is None or d.max_per_split > 0, "data.max_per_split", "must be positive or None")
+    _need(d.resolution > 0, "data.resolution", d.resolution, "positive")
+    _need(d.max_per_split is None or d.max_per_split > 0, "data.max_per_split", d.max_per_split, "positive or None")
 
     q = cfg.quantizer
     s = q.scales
-    _check(len(s) >= 1 and all(isinstance(x, int) and x >= 1 for x in s), "quantizer.scales",
-           f"must be a non-empty list of positive integers, got {s!r}")
-    _check(all(a <= b for a, b in zip(s, s[1:])), "quantizer.scales", f"must not decrease, got {s!r}")
-    _check(q.branches >= 1, "quantizer.branches", "P must be at least 1")
-    _check(q.codebook_size >= 2, "quantizer.codebook_size", "must be at least 2")
-    _check(q.code_dim >= 1, "quantizer.code_dim", "must be positive")
-    _choice(q.lookup, "quantizer.lookup", ("cosine", "l2"))
-    _check(0.0 <= q.dropout_p <= 1.0, "quantizer.dropout_p", f"must be in [0, 1], got {q.dropout_p}")
-    _check(1 <= q.dropout_n_start <= len(s), "quantizer.dropout_n_start",
-           f"N_start={q.dropout_n_start} must be in [1, number of scales={len(s)}]")
-    _check(0.0 <= q.phi_gamma <= 1.0, "quantizer.phi_gamma", "must be in [0, 1]")
-    _check(q.phi_convs >= 1, "quantizer.phi_convs", "must be at least 1")
-    _choice(q.codebook_init, "quantizer.codebook_init", ("data", "uniform"))
+    _need(len(s) >= 1 and all(x >= 1 for x in s), "quantizer.scales", s, "a non-empty list of positive integers")
+    _need(all(a <= b for a, b in zip(s, s[1:])), "quantizer.scales", s, "non-decreasing")
+    _need(q.branches >= 1, "quantizer.branches", q.branches, "at least 1 (P)")
+    _need(q.codebook_size >= 2, "quantizer.codebook_size", q.codebook_size, "at least 2")
+    _need(q.code_dim >= 1, "quantizer.code_dim", q.code_dim, "positive")
+    _need(0.0 <= q.dropout_p <= 1.0, "quantizer.dropout_p", q.dropout_p, "in [0, 1]")
+    _need(1 <= q.dropout_n_start <= len(s), "quantizer.dropout_n_start", q.dropout_n_start,
+          f"in [1, number of scales={len(s)}]")
+    _need(0.0 <= q.phi_gamma <= 1.0, "quantizer.phi_gamma", q.phi_gamma, "in [0, 1]")
+    _need(q.phi_convs >= 1, "quantizer.phi_convs", q.phi_convs, "at least 1")
 
     t = cfg.tokenizer
     for part in ("encoder", "decoder"):
         v: ViTConfig = getattr(t, part)
+        _need(v.patch_size >= 1, f"tokenizer.{part}.patch_size", v.patch_size, "positive")
         _check(d.resolution % v.patch_size == 0, f"tokenizer.{part}.patch_size",
                f"resolution {d.resolution} is not divisible by patch size {v.patch_size}")
+        _need(v.heads >= 1, f"tokenizer.{part}.heads", v.heads, "at least 1")
         _check(v.width % v.heads == 0, f"tokenizer.{part}.heads", f"width {v.width} not divisible by {v.heads} heads")
-    _choice(t.token_layout, "tokenizer.token_layout", ("query", "feature_map"))
-    _check(t.query_window is None or t.query_window >= 0, "tokenizer.query_window",
-           f"must be None (global attention) or a radius ≥ 0 in query cells, got {t.query_window}")
+    _need(t.query_window is None or t.query_window >= 0, "tokenizer.query_window", t.query_window,
+          "None (global attention) or a radius ≥ 0 in query cells")
     if t.token_layout == "feature_map":
-        grid = d.resolution // t.encoder.patch_size
-        _check(s[-1] == grid, "quantizer.scales",
-               f"feature_map layout needs the last scale to equal the patch grid {grid}, got {s[-1]}")
+        _check(s[-1] == cfg.patch_grid, "quantizer.scales",
+               f"feature_map layout needs the last scale to equal the patch grid {cfg.patch_grid}, got {s[-1]}")
         _check(q.branches == 1, "quantizer.branches", "feature_map layout is the single-branch (VAR) baseline: P must be 1")
-    _choice(t.encoder_init, "tokenizer.encoder_init", ("pretrained", "random"))
-    _choice(t.encoder_tuning, "tokenizer.encoder_tuning", ("full", "lora", "linear"))
-    _choice(t.semantic_mode, "tokenizer.semantic_mode", ("none", "one", "all"))
-    _choice(t.discriminator, "tokenizer.discriminator", ("none", "patchgan", "dino"))
-    _choice(t.teacher_network, "tokenizer.teacher_network", ("reference", "dinov2_vitb14"))
-    _choice(t.disc_backbone, "tokenizer.disc_backbone", ("reference", "dinov2_vits14"))
-    _choice(t.disc_norm, "tokenizer.disc_norm", ("spectral", "none"))
     for name in ("semantic_weight", "recon_weight", "perceptual_weight", "vq_weight", "adv_weight", "lecam_weight"):
-        _check(getattr(t, name) >= 0, f"tokenizer.{name}", "must be non-negative")
+        _need(getattr(t, name) >= 0, f"tokenizer.{name}", getattr(t, name), "non-negative")
 
     g = cfg.generator
-    _choice(g.mode, "generator.mode", ("folded", "unfolded", "raster"))
+    _need(g.heads >= 1, "generator.heads", g.heads, "at least 1")
     _check(g.width % g.heads == 0, "generator.heads", f"width {g.width} not divisible by {g.heads} heads")
-    _check(0.0 <= g.class_dropout < 1.0, "generator.class_dropout", "must be in [0, 1)")
-    _check(g.top_k >= 0, "generator.top_k", "must be ≥ 0 (0 disables)")
-    _check(0.0 < g.top_p <= 1.0, "generator.top_p", f"must be in (0, 1], got {g.top_p}")
+    _need(0.0 <= g.class_dropout < 1.0, "generator.class_dropout", g.class_dropout, "in [0, 1)")
+    _need(g.top_k >= 0, "generator.top_k", g.top_k, "≥ 0 (0 disables)")
+    _need(0.0 < g.top_p <= 1.0, "generator.top_p", g.top_p, "in (0, 1]")
 
     for name in ("train_tokenizer", "train_generator"):
         _validate_train(getattr(cfg, name), name)
     for name in ("teacher", "evaluator"):
-        ref: ReferenceNetConfig = getattr(cfg, name)
-        _choice(ref.arch, f"{name}.arch", ("vit", "convnet"))
-        for label in ref.labels:
-            _choice(label, f"{name}.labels", ("category", "subcategory"))
-        _validate_train(ref.train, f"{name}.train")
+        _validate_train(getattr(cfg, name).train, f"{name}.train")
     e = cfg.evaluation
-    _choice(e.fid_network, "evaluation.fid_network", ("evaluator", "inception"))
-    _choice(e.perceptual_network, "evaluation.perceptual_network", ("teacher", "lpips_vgg"))
-    _check(e.num_samples > 0 and e.num_recon > 0, "evaluation.num_samples", "must be positive")
-    _check(e.num_reference is None or e.num_reference > 1, "evaluation.num_reference", "must be None (all) or > 1")
+    _need(e.num_samples > 0, "evaluation.num_samples", e.num_samples, "positive")
+    _need(e.num_recon > 0, "evaluation.num_recon", e.num_recon, "positive")
+    _need(e.num_reference is None or e.num_reference > 1, "evaluation.num_reference", e.num_reference, "None (all) or > 1")
     st = cfg.study
-    _check(st.tokenizer_steps >= 1 and st.generator_steps >= 1, "study.tokenizer_steps", "must be at least 1")
-    _check(len(st.seeds) >= 1, "study.seeds", "needs at least one seed")
+    _need(st.tokenizer_steps >= 1, "study.tokenizer_steps", st.tokenizer_steps, "at least 1")
+    _need(st.generator_steps >= 1, "study.generator_steps", st.generator_steps, "at least 1")
+    _need(len(st.seeds) >= 1, "study.seeds", st.seeds, "at least one seed")
 
 
 def _validate_train(t: TrainConfig, name: str) -> None:
-    _check(t.steps >= 1, f"{name}.steps", "must be at least 1")
-    _check(t.batch_size >= 1, f"{name}.batch_size", "must be at least 1")
-    _check(t.lr > 0, f"{name}.lr", "must be positive")
-    _check(0 <= t.warmup_steps <= t.steps, f"{name}.warmup_steps", "must be in [0, steps]")
-    _check(0.0 <= t.ema_decay < 1.0, f"{name}.ema_decay", "must be in [0, 1)")
-    _check(len(t.betas) == 2, f"{name}.betas", "must have two values")
-    _choice(t.amp, f"{name}.amp", ("auto", "bf16", "off"))
-    _check(t.ckpt_every >= 1, f"{name}.ckpt_every", "must be at least 1")
+    _need(t.steps >= 1, f"{name}.steps", t.steps, "at least 1")
+    _need(t.batch_size >= 1, f"{name}.batch_size", t.batch_size, "at least 1")
+    _need(t.lr > 0, f"{name}.lr", t.lr, "positive")
+    _need(0 <= t.warmup_steps <= t.steps, f"{name}.warmup_steps", t.warmup_steps, f"in [0, steps={t.steps}]")
+    _need(0.0 <= t.ema_decay < 1.0, f"{name}.ema_decay", t.ema_decay, "in [0, 1)")
+    _need(len(t.betas) == 2, f"{name}.betas", t.betas, "two values")
+    _need(t.ckpt_every >= 1, f"{name}.ckpt_every", t.ckpt_every, "at least 1")

@@ -57,8 +57,6 @@ class PatchGAN(nn.Module):
 
     def __init__(self, width: int = 64, layers: int = 3, norm: str = "spectral"):
         super().__init__()
-        if norm not in ("spectral", "none"):
-            raise ValueError(f"tokenizer.disc_norm: {norm!r} is not one of ('spectral', 'none')")
         wrap = spectral_norm if norm == "spectral" else (lambda m: m)
         mods: list[nn.Module] = []
         ch_in, ch = 3, width

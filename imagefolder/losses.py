@@ -179,8 +179,6 @@ class SemanticContrastiveLoss(nn.Module):
 
     def __init__(self, mode: str, branches: int, code_dim: int, teacher_dim: int, temperature: float = 0.07):
         super().__init__()
-        if mode not in ("none", "one", "all"):
-            raise ValueError(f"tokenizer.semantic_mode: {mode!r} is not one of ('none', 'one', 'all')")
         self.mode, self.temperature = mode, temperature
         if mode != "none":
             self.proj_tokens = nn.Linear(code_dim * (branches if mode == "all" else 1), code_dim)

@@ -1,4 +1,7 @@
+import typing
+
 import pytest
+import yaml
 
 from imagefolder import config
 from imagefolder.config import ConfigError
@@ -71,10 +74,44 @@ def test_float_overrides_accept_exponents_and_integers():
         config.profile("smoke", {"train_tokenizer.lr": "fast"})
 
 
-def test_yaml_round_trip(tmp_path):
+def test_dict_and_yaml_round_trip():
+    """What `imagefolder config` prints (YAML of `to_dict`) and run records read back to the same config."""
     cfg = config.profile("cpu", {"quantizer.dropout_p": 0.5})
-    config.save_yaml(cfg, tmp_path / "c.yaml")
-    assert config.load_yaml(tmp_path / "c.yaml") == cfg
+    assert config.from_dict(config.to_dict(cfg)) == cfg
+    assert config.from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict(cfg)))) == cfg
+
+
+def test_patch_grid_is_the_encoders_patch_grid():
+    assert config.profile("paper").patch_grid == 16 and config.profile("paper").grid == 11
+    assert config.profile("cpu").patch_grid == 8 == config.profile("cpu").grid
+    assert config.profile("smoke", {"tokenizer.encoder.patch_size": 8}).patch_grid == 2
+
+
+def test_choice_fields_are_literals_with_their_options():
+    hints = typing.get_type_hints
+    assert typing.get_args(hints(config.QuantizerConfig)["lookup"]) == ("cosine", "l2")
+    assert typing.get_args(hints(config.TokenizerConfig)["semantic_mode"]) == ("none", "one", "all")
+    assert typing.get_args(hints(config.GeneratorConfig)["mode"]) == ("folded", "unfolded", "raster")
+    labels = hints(config.ReferenceNetConfig)["labels"]
+    assert typing.get_origin(labels) is list and typing.get_args(typing.get_args(labels)[0]) == ("category", "subcategory")
+
+
+def test_int_fields_take_integral_floats_and_refuse_fractions():
+    """YAML reads `1e3` as a string and `1000.0` as a float: an int field takes both as 1000."""
+    cfg = config.profile("smoke", config.parse_overrides(["study.num_samples=1e3", "data.resolution=32.0"]))
+    assert cfg.study.num_samples == 1000 and type(cfg.study.num_samples) is int
+    assert cfg.data.resolution == 32 and type(cfg.data.resolution) is int
+    with pytest.raises(ConfigError, match=r"study\.num_samples: expected an int, got 2\.7"):
+        config.profile("smoke", config.parse_overrides(["study.num_samples=2.7"]))
+
+
+def test_from_dict_checks_types_and_names_the_field():
+    data = config.to_dict(config.profile("smoke"))
+    data["train_tokenizer"]["steps"] = "abc"
+    with pytest.raises(ConfigError, match=r"train_tokenizer\.steps: expected an int, got 'abc'"):
+        config.from_dict(data)
+    with pytest.raises(ConfigError, match=r"labels\[0\]: expected one of \('category', 'subcategory'\), got 'colour'"):
+        config.from_dict({"labels": ["colour"]}, config.ReferenceNetConfig)
 
 
 def test_diff_lists_changed_fields():

@@ -1,0 +1,100 @@
+"""Bad config values planted one at a time (issue 14 item 6 and more): each is refused with a ConfigError
+that names the field and the value, before anything runs; the profiles themselves are unchanged."""
+import hashlib
+import json
+
+import pytest
+
+from imagefolder import cli, config
+from imagefolder.config import ConfigError
+
+# command-line override → the whole error message
+BAD_OVERRIDES = [
+    ("train_tokenizer.steps=abc", "train_tokenizer.steps: expected an int, got 'abc'"),
+    ("train_tokenizer.steps=2.7", "train_tokenizer.steps: expected an int, got 2.7"),
+    ("train_tokenizer.steps=1e-3", "train_tokenizer.steps: expected an int, got '1e-3'"),
+    ("train_generator.steps=-3", "train_generator.steps: must be at least 1, got -3"),
+    ("seed=1.5", "seed: expected an int, got 1.5"),
+    ("seed=null", "seed: expected an int, got None"),
+    ("quantizer.codebook_size=null", "quantizer.codebook_size: expected an int, got None"),
+    ("quantizer.branches=two", "quantizer.branches: expected an int, got 'two'"),
+    ("quantizer.scales=4", "quantizer.scales: expected a list, got 4"),
+    ("quantizer.scales=[true,2,4]", "quantizer.scales[0]: expected an int, got True"),
+    ("quantizer.scales=[1,2", "quantizer.scales: expected a list, got '[1,2' (not valid YAML)"),
+    ("quantizer.lookup=cosin", "quantizer.lookup: expected one of ('cosine', 'l2'), got 'cosin'"),
+    ("data.hflip=maybe", "data.hflip: expected true or false, got 'maybe'"),
+    ("data.hflip=yes", "data.hflip: expected true or false, got 'yes'"),
+    ("generator.class_dropout=1.5", "generator.class_dropout: must be in [0, 1), got 1.5"),
+    ("train_tokenizer.ema_decay=-0.5", "train_tokenizer.ema_decay: must be in [0, 1), got -0.5"),
+    ("train_tokenizer.betas=[0.9,fast]", "train_tokenizer.betas[1]: expected a number, got 'fast'"),
+    ("teacher.labels=[category,3]", "teacher.labels[1]: expected one of ('category', 'subcategory'), got 3"),
+    ("tokenizer.encoder.width=wide", "tokenizer.encoder.width: expected an int, got 'wide'"),
+    ("tokenizer.encoder=5", "tokenizer.encoder: expected a ViTConfig section, got 5"),
+    ("evaluation.num_reference=many", "evaluation.num_reference: expected an int or None, got 'many'"),
+    ("quantizer.nonsense=1", "quantizer.nonsense: unknown field (given '1'; known: beta, branches, code_dim, "
+                             "codebook_init, codebook_size, dropout_n_start, dropout_p, lookup, phi_convs, "
+                             "phi_gamma, scales)"),
+    ("tokenizer.encoder={widht: 3}", "tokenizer.encoder.widht: unknown field (given 3; known: depth, heads, "
+                                     "mlp_ratio, patch_size, width)"),
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_OVERRIDES, ids=[o for o, _ in BAD_OVERRIDES])
+def test_bad_override_is_refused_naming_field_and_value(override, message):
+    with pytest.raises(ConfigError) as err:
+        config.profile("smoke", config.parse_overrides([override]))
+    assert str(err.value) == message
+
+
+def test_the_command_line_refuses_before_anything_runs(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["train-tokenizer", "--profile", "smoke", f"run_dir={tmp_path}", "train_tokenizer.steps=abc"])
+    assert str(err.value) == "config error: train_tokenizer.steps: expected an int, got 'abc'"
+    assert not any(tmp_path.iterdir())
+
+
+# a value planted in a profile's dict (a run record, a YAML file) → the whole error message
+BAD_DICT_VALUES = [
+    ("train_tokenizer.steps", "abc", "train_tokenizer.steps: expected an int, got 'abc'"),
+    ("seed", 1.5, "seed: expected an int, got 1.5"),
+    ("seed", None, "seed: expected an int, got None"),
+    ("quantizer.scales", [True, 2, 4], "quantizer.scales[0]: expected an int, got True"),
+    ("quantizer.lookup", "cosin", "quantizer.lookup: expected one of ('cosine', 'l2'), got 'cosin'"),
+    ("data.hflip", "maybe", "data.hflip: expected true or false, got 'maybe'"),
+    ("quantizer.dropout_p", "0.1", "quantizer.dropout_p: expected a number, got '0.1'"),
+    ("evaluator.labels", ["category", 3], "evaluator.labels[1]: expected one of ('category', 'subcategory'), got 3"),
+    ("tokenizer.encoder", 5, "tokenizer.encoder: expected a ViTConfig section, got 5"),
+    ("study.nonsense", 1, "study.nonsense: unknown field (given 1; known: generator_steps, num_samples, seeds, "
+                          "tokenizer_steps)"),
+]
+
+
+@pytest.mark.parametrize("dotted, value, message", BAD_DICT_VALUES, ids=[f"{d}={v!r}" for d, v, _ in BAD_DICT_VALUES])
+def test_bad_dict_value_is_refused_naming_field_and_value(dotted, value, message):
+    data = config.to_dict(config.profile("smoke"))
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(data)
+    assert str(err.value) == message
+
+
+# sha256 of each profile's `to_dict` as JSON, recorded before the type checks came in (plus the new
+# `data.background: white`): runs are named by a hash of it, so a refactor must not move these
+PROFILE_DIGESTS = {
+    "smoke": "71a486b11cb43146",
+    "cpu": "7e7493dfa6276050",
+    "gpu": "22bca4d2ce71c5f3",
+    "paper": "6df4f66b7964a22e",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROFILE_DIGESTS))
+def test_every_profile_validates_and_is_unchanged(name):
+    cfg = config.profile(name)
+    config.validate(cfg)
+    digest = hashlib.sha256(json.dumps(config.to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    assert digest == PROFILE_DIGESTS[name]
