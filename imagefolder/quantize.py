@@ -66,8 +66,6 @@ class Codebook(nn.Module):
 
     def __init__(self, size: int, dim: int, lookup: str = "cosine", beta: float = 0.25):
         super().__init__()
-        if lookup not in ("cosine", "l2"):
-            raise ValueError(f"quantizer.lookup: {lookup!r} is not one of ('cosine', 'l2')")
         self.size, self.dim, self.lookup, self.beta = size, dim, lookup, beta
         self.weight = nn.Parameter(torch.empty(size, dim))  # (V, C)
         self.init_weights()

@@ -154,8 +154,6 @@ class ImageFolderTokenizer(nn.Module):
     def set_encoder_tuning(self, mode: str, lora_rank: int = 8) -> None:
         """full: everything trains; lora: encoder frozen except LoRA on each block's attn.qkv;
         linear: encoder frozen (patch embedding, blocks, norms, position embedding), new parts train."""
-        if mode not in ("full", "lora", "linear"):
-            raise ValueError(f"tokenizer.encoder_tuning: {mode!r} is not one of ('full', 'lora', 'linear')")
         self.encoder_tuning = mode
         self.encoder.requires_grad_(mode == "full")
         if mode == "lora":
