@@ -53,7 +53,7 @@ def class_names(root: Path, split: str) -> list[str]:
     raises DataError naming it: either would silently shift every later label of that split.
     """
     found = {}
-    for s in dict.fromkeys((split, *SPLITS)):
+    for s in dict.fromkeys((*SPLITS, split)):
         if (root / s).is_dir():
             found[s] = sorted(p.name for p in (root / s).iterdir() if p.is_dir() and not p.name.startswith("."))
     empty = [str(root / s / c) for s, names in found.items() for c in names if not _has_image(root / s / c)]
