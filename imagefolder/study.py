@@ -1,8 +1,8 @@
 """Tables of variants: train each config of a paper table at one budget and collect its metrics.
 
-A variant is a name and a dict of config overrides; every variant of one table gets the same budget
-(`cfg.study`), and equal configs share their trained models across notebooks (runs are named by a
-hash of the config).
+A variant is a name and a dict of config overrides (a paper table's variants are its `tables.TableSpec`);
+every variant of one table gets the same budget (`cfg.study`), and equal configs share their trained
+models across notebooks (runs are named by a hash of the config).
 """
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ import time
 
 import pandas as pd
 
-from . import config, metrics, pipeline
+from . import metrics, pipeline, results
 from .config import Config
 from .generator import parameter_counts
-
-
-def var_style(cfg: Config, scales: list[int] | None = None) -> dict:
-    """Overrides of the VAR-style single-branch baseline: the patch-grid feature map quantized by one
-    MSRQ (a VAR-shaped schedule ending at the grid unless `scales` is given), no semantic loss."""
-    grid = cfg.data.resolution // cfg.tokenizer.encoder.patch_size
-    return {"quantizer.branches": 1, "tokenizer.token_layout": "feature_map", "tokenizer.semantic_mode": "none",
-            "quantizer.scales": scales or config.scaled_schedule(grid, config.VAR_SCALES)}
+from .tables import TableSpec
 
 
 def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) -> dict:
@@ -68,6 +61,18 @@ def run_table(cfg: Config, variants: dict[str, dict], network: metrics.MetricNet
             vcfg = pipeline.variant(cfg, {"seed": seed} | overrides, study=study)
             rows.append({"variant": name} | tokenizer_row(vcfg, network, generator))
     return pd.DataFrame(rows)
+
+
+def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
+    """`df` (rows in the order of `spec.variants`) with the paper's setting of each row first, when the spec
+    has settings, and the paper's value beside each of the spec's columns."""
+    df, key = df.copy(), spec.key
+    if spec.settings:
+        df.insert(0, spec.setting_column, list(spec.settings))
+        key = spec.setting_column
+    names = {m: metrics.metric_key(m, network.name) for m in ("FD", "IS", "precision", "recall")}
+    return results.with_paper_columns(df, spec.paper, key, {ours.format(**names): theirs
+                                                            for ours, theirs in spec.columns.items()})
 
 
 def mean_and_spread(df: pd.DataFrame, columns: list[str], by: str = "variant") -> pd.DataFrame:

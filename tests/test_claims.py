@@ -1,7 +1,7 @@
 import pandas as pd
 
 from imagefolder import claims
-from imagefolder.claims import Comparison
+from imagefolder.tables import Comparison
 
 
 def test_verdict_rule():

@@ -1,0 +1,73 @@
+import string
+
+import pandas as pd
+import pytest
+
+from imagefolder import bench, config, tables
+from imagefolder.results import paper_value
+from imagefolder.tables import CLAIMS, SPECS, Claim, TableSpec
+
+PROFILES = sorted(config.PROFILES)
+
+
+def undefined(claims, cfg: config.Config) -> list[str]:
+    """What each claim names (its table, its rows) that no specification defines under `cfg`."""
+    out = []
+    for claim in claims:
+        if claim.table not in SPECS:
+            out.append(f"{claim.text!r}: table {claim.table!r}")
+            continue
+        names = SPECS[claim.table].row_names(cfg)
+        out += [f"{claim.text!r}: row {r!r} of {claim.table}" for r in claim.rows if r not in names]
+    return out
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_claim_names_a_defined_table_and_rows(name):
+    assert undefined(CLAIMS, config.profile(name)) == []
+
+
+def test_a_misnamed_claim_is_caught():
+    cfg = config.profile("smoke")
+    bad = [Claim(text="t", table="table9_branch_settings", better="two detail branch", worse="single detail branch",
+                 metric="gFD", paper=""),
+           Claim(text="u", table="table99", better="a", worse="b", metric="gFD", paper="")]
+    assert undefined(bad, cfg) == ["'t': row 'two detail branch' of table9_branch_settings", "'u': table 'table99'"]
+
+
+def test_claims_paper_numbers_resolve():
+    for claim in CLAIMS:
+        slots = [f for _, f, _, _ in string.Formatter().parse(claim.paper) if f is not None]
+        assert len(slots) == len(claim.refs), claim.text
+        claim.paper_text()  # raises KeyError naming the reference when paper_reference.yaml lacks it
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=list(SPECS))
+def test_spec_paper_numbers_resolve(spec: TableSpec):
+    cfg = config.profile("cpu")
+    variants = spec.variants(cfg)
+    if spec.settings:
+        assert len(spec.settings) == len(variants), f"{spec.name}: one paper setting per variant"
+    keys = spec.settings or tuple(variants)
+    for theirs in spec.columns.values():
+        missing = [k for k in keys if paper_value(spec.paper, k, theirs) is None]
+        assert not missing, f"{spec.name}: paper_reference.yaml {spec.paper} has no {theirs} for {missing}"
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_variants_are_valid_configs(name):
+    cfg = config.profile(name)
+    for spec in SPECS.values():
+        for overrides in spec.variants(cfg).values():
+            config.validate(config.apply_overrides(cfg, overrides))
+
+
+def test_rows_written_by_bench_match_its_layouts():
+    assert set(tables.TABLE6.rows) == set(bench.layouts(config.profile("smoke")))
+    assert set(tables.TABLE6_PAPER.rows) == set(bench.PAPER_MODELS)
+
+
+def test_verdicts_come_from_the_rule():
+    df = pd.DataFrame({"variant": ["folded", "unfolded"], "gFD_evaluator": [5.0, 9.0], "gFD_evaluator sd": [0.5, 0.5]})
+    text = tables.FOLDED_VS_UNFOLDED.verdicts(df)
+    assert "**holds**" in text and "folded 5 ± 0.5 vs unfolded 9 ± 0.5" in text and "margin 0.5" in text
