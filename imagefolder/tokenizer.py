@@ -115,7 +115,7 @@ class ImageFolderTokenizer(nn.Module):
         self.decoder = build_vit(t.decoder, self.resolution)
         self.decoder.patch_embed = nn.Identity()  # the decoder reads codes, never pixels
         D, Dd = t.encoder.width, t.decoder.width
-        self.enc_grid = self.resolution // t.encoder.patch_size
+        self.enc_grid = cfg.patch_grid
         self.dec_grid = self.resolution // t.decoder.patch_size
         self.dec_patch = t.decoder.patch_size
         if self.layout == "query":
