@@ -31,7 +31,7 @@ DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_smal
 
 # Bumped with every change of code that alters trained weights (tests/test_behaviour.py guards it): it is
 # part of every run's name, so such a change never reuses a stale run.
-MODEL_CODE_VERSION = 1
+MODEL_CODE_VERSION = 2
 
 TOKENIZER_SECTIONS = ("seed", "data", "quantizer", "tokenizer", "train_tokenizer", "teacher")
 GENERATOR_SECTIONS = ("generator", "train_generator")

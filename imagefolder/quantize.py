@@ -10,7 +10,7 @@ Facts honoured (official ImageFolder / VAR code):
 - the residual starts as the (detached) feature map f; per scale it is area-downsampled to s×s, looked
   up, the code map is upsampled to K×K (bicubic; none at s = K), passed through φ and subtracted;
   f̂ is the sum of the φ outputs;
-- φ(h) = (1-γ)·h + γ·conv3×3(h); `phi_convs` convs shared across scales by relative depth;
+- φ(h) = (1-γ)·h + γ·conv3×3(h); `phi_convs` convs shared across scales by relative depth (`phi_index`);
 - cosine lookup: features and codes are l2-normalised for the arg-max, the selected (raw) code vector
   is what is added to f̂ (so codes can also learn a magnitude);
 - loss per scale: ‖f̂_≤i − sg(f)‖² + β‖sg(f̂_≤i) − f‖², averaged over scales; the output is the
@@ -137,9 +137,18 @@ class MultiScaleResidualQuantizer(nn.Module):
             phi.init_weights()
 
     def phi_index(self, si: int) -> int:
-        """Which shared φ conv scale `si` uses: the nearest by relative depth si / (S-1)."""
+        """Which shared φ conv scale `si` uses: the one whose tick is nearest to the scale's relative depth
+        si / (S-1) (0 when S = 1), as VAR and the official ImageFolder code pick it. The n ticks are evenly
+        spaced from a to 1 - a, with a = 1/(3n) for n = 4 and 1/(2n) otherwise; computed in float64 in the
+        same order, so ties (S = 10: scales 3 and 8) fall the same way and φ weights map 1:1."""
         S, n = len(self.scales), len(self.phis)
-        return 0 if S == 1 else round(si / (S - 1) * (n - 1))
+        if S == 1 or n == 1:
+            return 0
+        a = 1 / 3 / n if n == 4 else 1 / 2 / n
+        step = (1 - a - a) / (n - 1)
+        ticks = [a + i * step for i in range(n - 1)] + [1 - a]
+        depth = si / (S - 1)
+        return min(range(n), key=lambda i: abs(ticks[i] - depth))  # the first of equals, like argmin
 
     def code_to_full(self, si: int, idx_Bss: torch.Tensor) -> torch.Tensor:
         """Indices of scale `si` (B, s, s) → φ(upsampled code map) (B, C, K, K), f̂'s term for that scale."""

@@ -1,9 +1,10 @@
 """Quantizer tests: token counts, the index conversions, residual behaviour, STE, quantizer dropout."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from imagefolder.config import PAPER_SCALES, VAR_SCALES, QuantizerConfig, token_count
+from imagefolder.config import PAPER_SCALES, VAR_SCALES, QuantizerConfig, profile, token_count
 from imagefolder.quantize import Codebook, MultiScaleResidualQuantizer, ProductQuantizer
 
 
@@ -159,7 +160,7 @@ def test_index_checks_raise_clear_errors():
         q.check_indices(good + good)
 
 
-def test_single_codebook_lookup_and_phi_sharing():
+def test_single_codebook_lookup():
     cb = Codebook(4, 2, "l2")
     with torch.no_grad():
         cb.weight.copy_(torch.tensor([[1.0, 0], [0, 1], [-1, 0], [3, 0]]))
@@ -173,5 +174,40 @@ def test_single_codebook_lookup_and_phi_sharing():
     assert out.indices[0].tolist() == [[[3, 1]]] and torch.equal(out.f_hat, torch.tensor([[[[3.0, 0]], [[0, 1]]]]))
     out.f_hat.sum().backward()
     assert torch.equal(f.grad, torch.ones_like(f)) and out.loss > 0 and out.n_scales.tolist() == [1]
-    msrq = MultiScaleResidualQuantizer(QuantizerConfig(scales=PAPER_SCALES, phi_convs=4))
-    assert [msrq.phi_index(i) for i in range(10)] == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
+
+
+def official_phi_indices(S: int, n: int) -> list[int]:
+    """The rule of VAR's and the official ImageFolder code's PhiPartiallyShared, in numpy: n ticks evenly
+    spaced from a to 1 - a (a = 1/(3n) for n = 4, else 1/(2n)); scale si uses the tick nearest to
+    si / (S-1), the first one on a tie (argmin)."""
+    a = 1 / 3 / n if n == 4 else 1 / 2 / n
+    ticks = np.linspace(a, 1 - a, n)
+    return [int(np.argmin(np.abs(ticks - si / (S - 1)))) for si in range(S)]
+
+
+# worked by hand with ticks 1/12, 13/36, 23/36, 11/12; depths at a midpoint (2/9, 1/2, 7/9) are ties that
+# float64 resolves upwards: S = 10 scales 3 and 8, S = 13 scale 7
+PHI_BY_HAND = {6: [0, 0, 1, 2, 3, 3], 10: [0, 0, 1, 1, 1, 2, 2, 3, 3, 3], 13: [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3]}
+
+
+@pytest.mark.parametrize("S", range(6, 14))
+def test_phi_index_is_the_official_nearest_tick(S):
+    msrq = MultiScaleResidualQuantizer(QuantizerConfig(scales=list(range(1, S + 1)), phi_convs=4))
+    got = [msrq.phi_index(si) for si in range(S)]
+    assert got == official_phi_indices(S, 4)
+    assert got == PHI_BY_HAND.get(S, got)
+
+
+def test_phi_index_other_counts_and_the_paper_layout():
+    for n in (1, 2, 3, 5, 10):  # n = S is VAR's non-shared φ: one per scale, in order
+        msrq = MultiScaleResidualQuantizer(QuantizerConfig(scales=PAPER_SCALES, phi_convs=n))
+        assert [msrq.phi_index(si) for si in range(10)] == official_phi_indices(10, n), n
+    assert [msrq.phi_index(si) for si in range(10)] == list(range(10))
+    assert MultiScaleResidualQuantizer(QuantizerConfig(scales=[4], phi_convs=4)).phi_index(0) == 0  # S = 1
+    # the official release's quant_resi.qresi_ls.0..3 map 1:1 onto phis.0..3: four convs, used in tick order
+    paper = profile("paper").quantizer
+    assert paper.scales == PAPER_SCALES and paper.phi_convs == 4
+    msrq = MultiScaleResidualQuantizer(paper)
+    assert [k for k in msrq.state_dict() if k.startswith("phis.")] == [
+        f"phis.{i}.conv.{w}" for i in range(4) for w in ("weight", "bias")]
+    assert [msrq.phi_index(si) for si in range(10)] == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
