@@ -4,7 +4,8 @@ A spec names its output table, its variants (name → config overrides, for `stu
 column naming its rows, our metric columns and the paper's column beside each, and the paper's setting
 of each variant. A `Claim` says which row beats which on which metric; its paper numbers are references
 into `paper_reference.yaml`, never typed. `Comparison` is the verdict rule, the only one: the notebooks'
-closing cells (`TableSpec.verdicts`) and the ledger (`claims.py`) both judge through `Claim.judge`.
+closing cells (`TableSpec.verdicts`) and the ledger (`claims.py`) both judge through `Claim.judge`, so a
+verdict over seeds needs two edits only: pairing the rows by seed in `Claim.judge`, the interval in `Comparison`.
 """
 from __future__ import annotations
 
