@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageColor, UnidentifiedImageError
+from safetensors.torch import load_file, safe_open, save
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from .checkpoint import atomic_write_bytes
 from .config import ConfigError, DataConfig
+from .layouts import flatten_indices, unflatten_indices
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 SPLITS = ("train", "val")
@@ -279,3 +284,93 @@ class UInt8View(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.dataset.image_uint8(i)
+
+
+# ----------------------------------------------------------------------------- token cache
+
+class TokenCacheMismatch(ValueError):
+    """A token cache was made by another tokenizer (or another scale / branch / codebook layout)."""
+
+
+class TokenDataset(Dataset):
+    """Cached token indices of a data set and their labels, tied to the tokenizer that made them.
+
+    Item i: (tokens (T,) long in `layouts.flatten_indices` order, T = P·Σ s², label () long). Shapes
+    and token values are checked once here, so the training step does not check them.
+    """
+
+    def __init__(self, tokens_NT: torch.Tensor, labels_N: torch.Tensor, scales: Sequence[int], branches: int,
+                 codebook_size: int, fingerprint: str):
+        self.scales, self.branches = list(scales), branches
+        self.codebook_size, self.fingerprint = codebook_size, fingerprint
+        unflatten_indices(tokens_NT[:1], self.scales, branches)  # shape check
+        if labels_N.shape != (tokens_NT.shape[0],):
+            raise ValueError(f"labels: expected shape ({tokens_NT.shape[0]},), got {tuple(labels_N.shape)}")
+        if tokens_NT.numel() and not 0 <= int(tokens_NT.min()) <= int(tokens_NT.max()) < codebook_size:
+            raise ValueError(f"tokens: values must be in [0, {codebook_size}) (the codebook size)")
+        self.tokens_NT, self.labels_N = tokens_NT.long(), labels_N.long()
+
+    def __len__(self) -> int:
+        return self.tokens_NT.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokens_NT[i], self.labels_N[i]
+
+    @classmethod
+    def encode(cls, encode: Callable[[torch.Tensor], list[torch.Tensor]],
+               batches: Iterable[tuple[torch.Tensor, torch.Tensor]], codebook_size: int,
+               fingerprint: str) -> "TokenDataset":
+        """Tokenize (images, labels) batches with `encode(images) -> [S × (B, P, s, s)]`."""
+        tokens, labels, shapes = [], [], None
+        with torch.no_grad():
+            for images, y in batches:
+                idx = encode(images)
+                shapes = [tuple(t.shape[1:]) for t in idx]
+                tokens.append(flatten_indices(idx).cpu())
+                labels.append(y.cpu())
+        if shapes is None:
+            raise ValueError("no batches to encode")
+        return cls(torch.cat(tokens), torch.cat(labels), [s[-1] for s in shapes], shapes[0][0],
+                   codebook_size, fingerprint)
+
+    def indices(self, rows: torch.Tensor | slice) -> list[torch.Tensor]:
+        """Indices [S × (n, P, s, s)] of the selected rows."""
+        return unflatten_indices(self.tokens_NT[rows], self.scales, self.branches)
+
+    def _meta(self) -> dict[str, str]:
+        return {"scales": json.dumps(self.scales), "branches": str(self.branches),
+                "codebook_size": str(self.codebook_size), "fingerprint": self.fingerprint}
+
+    def save(self, path: str | Path) -> None:
+        """Write a safetensors file atomically (a unique temporary file, then rename)."""
+        atomic_write_bytes(path, save({"tokens": self.tokens_NT.contiguous(), "labels": self.labels_N.contiguous()},
+                                      metadata=self._meta()))
+
+    @classmethod
+    def load(cls, path: str | Path, fingerprint: str | None = None) -> "TokenDataset":
+        """Read a cache (checked like a new one); with `fingerprint`, raise TokenCacheMismatch if another
+        tokenizer made it."""
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+        if fingerprint is not None and meta["fingerprint"] != fingerprint:
+            raise TokenCacheMismatch(f"{path}: token cache made by tokenizer {meta['fingerprint']}, but the "
+                                     f"current tokenizer is {fingerprint}; delete the cache to re-encode")
+        data = load_file(str(path))
+        return cls(data["tokens"], data["labels"], json.loads(meta["scales"]), int(meta["branches"]),
+                   int(meta["codebook_size"]), meta["fingerprint"])
+
+    def check_compatible(self, generator, fingerprint: str | None = None) -> None:
+        """Raise TokenCacheMismatch if the cache's layout (or tokenizer) differs from the generator's
+        (its `scales`, `branches`, `codebook_size`), ValueError if a label is not one of its
+        `num_classes` classes."""
+        ours = (self.scales, self.branches, self.codebook_size)
+        theirs = (generator.scales, generator.branches, generator.codebook_size)
+        if ours != theirs:
+            raise TokenCacheMismatch(f"token cache has (scales, branches, codebook_size) = {ours}, the "
+                                     f"generator expects {theirs}")
+        if fingerprint is not None and fingerprint != self.fingerprint:
+            raise TokenCacheMismatch(f"token cache made by tokenizer {self.fingerprint}, current is {fingerprint}")
+        bad = self.labels_N[(self.labels_N < 0) | (self.labels_N >= generator.num_classes)]
+        if bad.numel():
+            raise ValueError(f"token cache labels: unknown class index {int(bad[0])}; the generator has "
+                             f"{generator.num_classes} classes (0..{generator.num_classes - 1})")

@@ -1,24 +1,14 @@
-"""The autoregressive generator: a VAR-style next-scale transformer over folded tokens (ImageFolder),
-the unfolded baseline and the next-token raster baseline, one code path chosen by `cfg.generator.mode`.
+"""The autoregressive generator: a VAR-style next-scale transformer over a token layout (`layouts.py`:
+folded (ImageFolder), unfolded, and the next-token raster baseline), chosen by `cfg.generator.mode`.
 
-Notation: S scales s_1..s_S, P branches, codebook size V, code dim C, width W, K = s_S.
-Sequence layouts (L positions, G tokens predicted per position):
-
-- folded:   one position per site of each scale, L = Σ s_i², G = P (the head emits P·V logits and the
-            P tokens are sampled in parallel). Scale i+1's input is the quantizer's cumulative f̂ of all
-            branches after scale i, area-downsampled, P·C channels → linear → W.
-- unfolded: one position per branch per site, scale-major then branch-major, L = P·Σ s_i², G = 1;
-            input = that branch's C channels → linear → W, plus a branch embedding.
-- raster:   next-token prediction over a single-scale single-branch tokenizer (scales=[K], P=1),
-            L = K², G = 1; input = embedding of the previous token (LlamaGen-like).
-
-Attention is block-causal: a position sees its own block and all earlier blocks, where the blocks are
-the scales (folded, unfolded) or single tokens (raster, i.e. causal). The first block's input is the
-start token: class embedding + a learned start position embedding. Every position also gets a learned
-position embedding and a level (scale) embedding. Blocks are GPT-2 style with adaptive layer norm on
-the class embedding (adaLN-Zero init); class dropout to a null class trains classifier-free guidance.
-Loss: cross-entropy averaged over positions and branches. Paper model (depth 17, width 1088, 2×4096
-head): 362.5M parameters in the blocks (the paper's #Para ≈ 362M), 375.3M in total.
+The layout says what the sequence is (positions, AR steps, inputs, targets); this module holds the
+transformer and the sampling loop. The first step's input is the start token: class embedding + a
+learned start position embedding. Every position also gets a learned position embedding and a level
+(scale) embedding (and a branch embedding where the layout asks). Blocks are GPT-2 style with adaptive
+layer norm on the class embedding (adaLN-Zero init) and the layout's block-causal mask; class dropout to
+a null class trains classifier-free guidance. Loss: cross-entropy averaged over positions and branches.
+Paper model (depth 17, width 1088, 2×4096 head): 362.5M parameters in the blocks (the paper's #Para ≈
+362M), 375.3M in total.
 
 Sampling (`Generator.sample`) uses a KV cache; guidance runs as a 2B batch with guided logits
 cond + t·(cond − uncond), t ramped linearly from 0 at the first scale to `cfg_scale` at the last, so
@@ -27,44 +17,20 @@ P tokens of a position are drawn in parallel with top-k then top-p applied to ea
 
 The generator knows the tokenizer only through the quantizer's public conversions (CONTRACTS.md):
 `teacher_forcing_inputs`, `next_input` and the attributes `scales`, `branches`, `codebook_size`,
-`code_dim`.
+`code_dim`. Inputs are validated where they enter (`sample`, `GeneratorObjective`, `data.TokenDataset`),
+not in the training step.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save
 
-from .checkpoint import atomic_write_bytes
-from .config import ConfigError, GeneratorConfig, QuantizerConfig, token_count
-
-MODES = ("folded", "unfolded", "raster")
-
-
-# ----------------------------------------------------------------------------- token layout helpers
-
-def flatten_indices(indices: list[torch.Tensor]) -> torch.Tensor:
-    """[S × (B, P, s, s)] → (B, P·Σ s²): scale-major, then branch, then row-major sites."""
-    return torch.cat([idx.flatten(1) for idx in indices], dim=1)
-
-
-def unflatten_indices(tokens_BT: torch.Tensor, scales: Sequence[int], branches: int) -> list[torch.Tensor]:
-    """Inverse of `flatten_indices`: (B, P·Σ s²) → [S × (B, P, s, s)]."""
-    expected = branches * token_count(list(scales))
-    if tokens_BT.ndim != 2 or tokens_BT.shape[1] != expected:
-        raise ValueError(f"flat tokens: expected shape (B, {expected}) for scales {list(scales)} and "
-                         f"{branches} branches, got {tuple(tokens_BT.shape)}")
-    out, start = [], 0
-    for s in scales:
-        n = branches * s * s
-        out.append(tokens_BT[:, start:start + n].reshape(-1, branches, s, s))
-        start += n
-    return out
+from .config import GeneratorConfig, QuantizerConfig
+from .layouts import Layout, Quantizer, build_layout, unflatten_indices
 
 
 # ----------------------------------------------------------------------------- sampling helpers
@@ -167,8 +133,49 @@ class Block(nn.Module):
         return x_BLW + g2 * self.mlp(self.norm(x_BLW) * (1 + a2) + b2)
 
 
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The checked settings of one `Generator.sample` call (see there)."""
+
+    cfg_scale: float  # guidance weight at the last scale (0 = none, no doubled batch)
+    top_k: int  # per branch; k ≥ V keeps every token
+    top_p: float  # per branch, in (0, 1]; 1 keeps every token
+    n_steps: int  # AR steps to run (those of the first n_scales scales)
+    use_cache: bool = True  # KV cache; False recomputes the whole prefix at every step (a check)
+    keep_logits: bool = False  # also return each step's guided logits
+
+    @classmethod
+    def resolve(cls, gcfg: GeneratorConfig, layout: Layout, cfg_scale: float | None, top_k: int | None,
+                top_p: float | None, n_scales: int | None, use_cache: bool, keep_logits: bool) -> SamplingSettings:
+        """Settings from `sample`'s arguments, None taken from the config; ValueError names a bad one."""
+        cfg_scale = gcfg.cfg_scale if cfg_scale is None else cfg_scale
+        if cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be ≥ 0 (0 = no guidance), got {cfg_scale}")
+        V = layout.codebook_size
+        if top_k is None:
+            top_k = gcfg.top_k or V
+        elif top_k <= 0:
+            raise ValueError(f"top_k must be ≥ 1 (pass k ≥ {V} to disable), got {top_k}")
+        top_p = gcfg.top_p if top_p is None else top_p
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        S = len(layout.scales)
+        n_scales = S if n_scales is None else n_scales
+        if not 1 <= n_scales <= S:
+            raise ValueError(f"n_scales must be in [1, {S}], got {n_scales}")
+        return cls(cfg_scale, top_k, top_p, layout.n_steps(n_scales), use_cache, keep_logits)
+
+
+@dataclass(frozen=True)
+class Forcing:
+    """Teacher forcing while sampling: reference tokens in sequence order and which of them are kept."""
+
+    tokens_BLG: torch.Tensor  # (B, L, G) long
+    kept_LG: torch.Tensor  # (L, G) bool: the tokens of the forced branches
+
+
 class Generator(nn.Module):
-    """Class-conditional AR transformer over tokenizer indices (folded, unfolded or raster layout).
+    """Class-conditional AR transformer over tokenizer indices in the layout `gcfg.mode`.
 
     Args: gcfg (mode, depth, width, heads, ...), qcfg (the tokenizer's scales, branches, codebook size,
     code dim), num_classes (labels 0..num_classes-1; `num_classes` itself is the null class).
@@ -176,61 +183,44 @@ class Generator(nn.Module):
 
     def __init__(self, gcfg: GeneratorConfig, qcfg: QuantizerConfig, num_classes: int):
         super().__init__()
-        if gcfg.mode not in MODES:
-            raise ConfigError(f"generator.mode: {gcfg.mode!r} is not one of {MODES}")
-        if gcfg.mode == "raster" and (len(qcfg.scales) != 1 or qcfg.branches != 1):
-            raise ConfigError(f"generator.mode: 'raster' needs a single-scale, single-branch tokenizer "
-                              f"(quantizer.scales=[K], quantizer.branches=1), got scales={qcfg.scales}, "
-                              f"branches={qcfg.branches}")
+        self.layout: Layout = build_layout(gcfg.mode, qcfg)
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.cfg = gcfg
-        self.mode, self.num_classes, self.null_class = gcfg.mode, num_classes, num_classes
-        self.scales, self.branches = list(qcfg.scales), qcfg.branches
-        self.codebook_size, self.code_dim = qcfg.codebook_size, qcfg.code_dim
-        W, P, V = gcfg.width, self.branches, self.codebook_size
-        self.tokens_per_position = P if self.mode == "folded" else 1  # G
+        layout, W, V = self.layout, gcfg.width, qcfg.codebook_size
+        self.cfg, self.num_classes, self.null_class = gcfg, num_classes, num_classes
+        self.scales, self.branches, self.codebook_size, self.code_dim = (
+            layout.scales, layout.branches, layout.codebook_size, layout.code_dim)
+        self.register_buffer("level_L", torch.tensor(layout.level), persistent=False)
+        self.register_buffer("site_L", torch.tensor(layout.site), persistent=False)
+        self.register_buffer("branch_L", torch.tensor(layout.branch), persistent=False)
+        self.register_buffer("mask_LL", layout.block_mask(), persistent=False)
 
-        block, level, site, branch = self._layout()
-        self.length = len(block)
-        # (start, end) of each AR step and its scale index (raster: every step is scale 0)
-        starts = [i for i in range(self.length) if i == 0 or block[i] != block[i - 1]]
-        self.steps = list(zip(starts, starts[1:] + [self.length]))
-        self.step_scale = [level[i] for i in starts]
-        block_L = torch.tensor(block)
-        self.register_buffer("level_L", torch.tensor(level), persistent=False)
-        self.register_buffer("site_L", torch.tensor(site), persistent=False)
-        self.register_buffer("branch_L", torch.tensor(branch), persistent=False)
-        self.register_buffer("mask_LL", block_L[:, None] >= block_L[None, :], persistent=False)
-
-        n_first = self.steps[0][1]
         self.class_emb = nn.Embedding(num_classes + 1, W)
-        self.pos_start = nn.Parameter(torch.zeros(n_first, W))
-        self.pos_emb = nn.Parameter(torch.zeros(max(site) + 1, W))
+        self.pos_start = nn.Parameter(torch.zeros(layout.steps[0][1], W))
+        self.pos_emb = nn.Parameter(torch.zeros(max(layout.site) + 1, W))
         self.level_emb = nn.Embedding(len(self.scales), W)
-        self.branch_emb = nn.Embedding(P, W) if self.mode == "unfolded" else None
-        if self.mode == "raster":
-            self.word_embed: nn.Module = nn.Embedding(V, W)
-        else:
-            self.word_embed = nn.Linear(P * self.code_dim if self.mode == "folded" else self.code_dim, W)
+        self.branch_emb = nn.Embedding(self.branches, W) if layout.embeds_branch else None
+        self.word_embed = layout.input_embedding(W)
         self.blocks = nn.ModuleList(Block(W, gcfg.heads, gcfg.mlp_ratio, gcfg.dropout) for _ in range(gcfg.depth))
         self.head_norm = nn.LayerNorm(W, elementwise_affine=False, eps=1e-6)
         self.head_ada = nn.Sequential(nn.SiLU(), nn.Linear(W, 2 * W))
-        self.head = nn.Linear(W, self.tokens_per_position * V)
+        self.head = nn.Linear(W, layout.tokens_per_position * V)
         self.init_weights()
 
-    def _layout(self) -> tuple[list[int], ...]:
-        """Per-position ids (L each): attention block, level (scale), site (position-table row), branch."""
-        rows: list[tuple[int, int, int, int]] = []
-        if self.mode == "raster":
-            rows = [(t, 0, t, 0) for t in range(self.scales[0] ** 2)]
-        else:
-            offset = 0
-            for i, s in enumerate(self.scales):
-                for p in range(self.branches if self.mode == "unfolded" else 1):
-                    rows += [(i, i, offset + j, p) for j in range(s * s)]
-                offset += s * s
-        return tuple(list(col) for col in zip(*rows))
+    @property
+    def length(self) -> int:
+        """L, the sequence length."""
+        return self.layout.length
+
+    @property
+    def steps(self) -> list[tuple[int, int]]:
+        """(start, end) of each AR step."""
+        return self.layout.steps
+
+    @property
+    def tokens_per_position(self) -> int:
+        """G, the tokens predicted at each position."""
+        return self.layout.tokens_per_position
 
     def init_weights(self, std: float = 0.02) -> None:
         """Linear / embeddings: truncated normal(std), zero biases; adaLN and head: zero (adaLN-Zero),
@@ -247,65 +237,12 @@ class Generator(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    # ------------------------------------------------------------------------- checks
-
-    def check_quantizer(self, quantizer) -> None:
-        """Raise ValueError unless the quantizer's scales, branches, codebook size and code dim match."""
-        if quantizer is None:
-            raise ValueError(f"generator mode {self.mode!r} needs the tokenizer's quantizer for its inputs")
-        ours = dict(scales=self.scales, branches=self.branches, codebook_size=self.codebook_size,
-                    code_dim=self.code_dim)
-        missing = [k for k in ours if not hasattr(quantizer, k)]
-        if missing:
-            raise ValueError(f"quantizer {type(quantizer).__name__} lacks the attributes {missing} that "
-                             f"CONTRACTS.md promises (scales, branches, codebook_size, code_dim)")
-        theirs = {k: (list(getattr(quantizer, k)) if k == "scales" else getattr(quantizer, k)) for k in ours}
-        bad = [f"{k}: model {ours[k]} vs quantizer {theirs[k]}" for k in ours if ours[k] != theirs[k]]
-        if bad:
-            raise ValueError("quantizer does not match the generator: " + "; ".join(bad))
-
-    def check_indices(self, indices: list[torch.Tensor]) -> None:
-        """Raise ValueError unless indices are S long tensors (B, P, s_i, s_i) with values in [0, V)."""
-        if len(indices) != len(self.scales):
-            raise ValueError(f"indices: expected {len(self.scales)} scales {self.scales}, got {len(indices)}")
-        B = indices[0].shape[0]
-        for i, (idx, s) in enumerate(zip(indices, self.scales)):
-            if tuple(idx.shape) != (B, self.branches, s, s):
-                raise ValueError(f"indices[{i}]: expected shape {(B, self.branches, s, s)} for scales "
-                                 f"{self.scales}, got {tuple(idx.shape)}")
-            if idx.dtype != torch.long:
-                raise ValueError(f"indices[{i}]: expected dtype torch.long, got {idx.dtype}")
-        lo, hi = flatten_indices(indices).aminmax()  # one device sync for all scales
-        if int(lo) < 0 or int(hi) >= self.codebook_size:
-            raise ValueError(f"indices: values must be in [0, {self.codebook_size}) (the codebook size), got "
-                             f"range [{int(lo)}, {int(hi)}]")
-
-    def _check_labels(self, labels_B: torch.Tensor, allow_null: bool) -> None:
-        hi = self.num_classes + int(allow_null)
-        if labels_B.ndim != 1 or labels_B.dtype != torch.long:
-            raise ValueError(f"labels: expected a 1-D long tensor, got {labels_B.dtype} {tuple(labels_B.shape)}")
-        bad = labels_B[(labels_B < 0) | (labels_B >= hi)]
-        if bad.numel():
-            raise ValueError(f"labels: unknown class index {int(bad[0])}; the model has {self.num_classes} "
-                             f"classes (0..{self.num_classes - 1})" + (f", {self.null_class} = null" if allow_null else ""))
-
     # ------------------------------------------------------------------------- training path
 
-    def inputs(self, indices: list[torch.Tensor], quantizer=None) -> torch.Tensor:
-        """Teacher-forcing inputs after the start block: (B, Σ_{i≥2} s_i², P·C) from the quantizer
-        (folded, unfolded) or the previous tokens (B, K²−1) (raster)."""
-        self.check_indices(indices)
-        if self.mode == "raster":
-            return indices[0].flatten(1)[:, :-1]
-        self.check_quantizer(quantizer)
-        with torch.no_grad():
-            return quantizer.teacher_forcing_inputs(indices)
-
-    def targets(self, indices: list[torch.Tensor]) -> torch.Tensor:
-        """Indices in sequence order: (B, L, G)."""
-        if self.mode == "folded":
-            return torch.cat([idx.flatten(2).transpose(1, 2) for idx in indices], dim=1)  # (B, L, P)
-        return flatten_indices(indices)[..., None]  # (B, L, 1): scale, branch, site order
+    def inputs(self, indices: list[torch.Tensor], quantizer: Quantizer | None = None) -> torch.Tensor:
+        """Teacher-forcing inputs of the steps after the first: (B, Σ_{i≥2} s_i², P·C) from the
+        quantizer (folded, unfolded) or the previous tokens (B, K²−1) (raster)."""
+        return self.layout.teacher_forcing_inputs(indices, quantizer)
 
     def drop_labels(self, labels_B: torch.Tensor) -> torch.Tensor:
         """Replace each label by the null class with probability `class_dropout` (training only)."""
@@ -317,9 +254,8 @@ class Generator(nn.Module):
     def forward(self, labels_B: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, L, G, V) for labels (B,) (null class allowed) and `inputs(...)`.
         In training mode labels are dropped to the null class at rate `class_dropout`."""
-        self._check_labels(labels_B, allow_null=True)
         cond_BW = self.class_emb(self.drop_labels(labels_B))
-        x_BLW = torch.cat([self._start(cond_BW), self._embed_inputs(inputs)], dim=1)
+        x_BLW = torch.cat([self._start(cond_BW), self.layout.embed_inputs(self.word_embed, inputs)], dim=1)
         x_BLW = x_BLW + self._position_terms(0, self.length)
         for block in self.blocks:
             x_BLW = block(x_BLW, block.modulation(cond_BW), self.mask_LL)
@@ -327,7 +263,7 @@ class Generator(nn.Module):
 
     def loss(self, logits_BLGV: torch.Tensor, indices: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy averaged over positions and branches, and token accuracy."""
-        target = self.targets(indices).reshape(-1)
+        target = self.layout.targets(indices).reshape(-1)
         flat = logits_BLGV.reshape(-1, self.codebook_size).float()
         return F.cross_entropy(flat, target), (flat.argmax(-1) == target).float().mean()
 
@@ -342,19 +278,6 @@ class Generator(nn.Module):
         out = self.pos_emb[self.site_L[sl]] + self.level_emb(self.level_L[sl])
         return out + self.branch_emb(self.branch_L[sl]) if self.branch_emb is not None else out
 
-    def _embed_step(self, inp: torch.Tensor) -> torch.Tensor:
-        """One block of inputs → (B, l, W): (B, s², P·C) for folded/unfolded, (B, n) tokens for raster."""
-        if self.mode == "unfolded":
-            x_BsPW = self.word_embed(inp.unflatten(-1, (self.branches, self.code_dim)))  # (B, s², P, W)
-            return x_BsPW.transpose(1, 2).flatten(1, 2)  # (B, P·s², W), branch-major like the layout
-        return self.word_embed(inp)
-
-    def _embed_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
-        if self.mode != "unfolded":
-            return self._embed_step(inputs)
-        chunks = inputs.split([s * s for s in self.scales[1:]], dim=1)
-        return torch.cat([self._embed_step(c) for c in chunks], dim=1)
-
     def _head_modulation(self, cond_BW: torch.Tensor) -> torch.Tensor:
         return self.head_ada(cond_BW)[:, None]  # (B, 1, 2W)
 
@@ -366,8 +289,8 @@ class Generator(nn.Module):
     # ------------------------------------------------------------------------- sampling
 
     @torch.no_grad()
-    def sample(self, labels_B: torch.Tensor | Sequence[int], quantizer=None, *, cfg_scale: float | None = None,
-               top_k: int | None = None, top_p: float | None = None,
+    def sample(self, labels_B: torch.Tensor | Sequence[int], quantizer: Quantizer | None = None, *,
+               cfg_scale: float | None = None, top_k: int | None = None, top_p: float | None = None,
                generator: torch.Generator | None = None, reference: list[torch.Tensor] | None = None,
                force_branches: Sequence[int] = (), n_scales: int | None = None, use_cache: bool = True,
                return_logits: bool = False):
@@ -389,63 +312,66 @@ class Generator(nn.Module):
         every step [(B, l, G, V)] before filtering.
         """
         labels_B = torch.as_tensor(labels_B, device=self.class_emb.weight.device)
-        self._check_labels(labels_B, allow_null=False)
-        cfg_scale = self.cfg.cfg_scale if cfg_scale is None else cfg_scale
-        if cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be ≥ 0 (0 = no guidance), got {cfg_scale}")
-        if top_k is None:
-            top_k = self.cfg.top_k or self.codebook_size
-        elif top_k <= 0:
-            raise ValueError(f"top_k must be ≥ 1 (pass k ≥ {self.codebook_size} to disable), got {top_k}")
-        top_p = self.cfg.top_p if top_p is None else top_p
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        n_scales = len(self.scales) if n_scales is None else n_scales
-        if not 1 <= n_scales <= len(self.scales):
-            raise ValueError(f"n_scales must be in [1, {len(self.scales)}], got {n_scales}")
-        B = labels_B.shape[0]
-        if self.mode != "raster":
-            self.check_quantizer(quantizer)
-        force = sorted(set(force_branches))
-        if force:
-            if self.mode == "raster":
-                raise ValueError("teacher forcing needs a multi-branch tokenizer; raster mode has one branch")
-            if reference is None:
-                raise ValueError("force_branches needs `reference` indices")
-            if not all(0 <= p < self.branches for p in force):
-                raise ValueError(f"force_branches {force} must be in [0, {self.branches})")
-            self.check_indices(reference)
-            if reference[0].shape[0] != B:
-                raise ValueError(f"reference batch {reference[0].shape[0]} != number of labels {B}")
-
+        self._check_labels(labels_B)
+        settings = SamplingSettings.resolve(self.cfg, self.layout, cfg_scale, top_k, top_p, n_scales, use_cache,
+                                            return_logits)
+        if self.layout.uses_quantizer:
+            self.layout.check_quantizer(quantizer)
+        forcing = self._forcing(reference, force_branches, labels_B)
         was_training = self.training
         self.eval()
         try:
-            return self._sample(labels_B, quantizer, cfg_scale, top_k, top_p, generator, reference, force,
-                                n_scales, use_cache, return_logits)
+            indices, step_logits = self._sample(labels_B, quantizer, settings, forcing, generator)
         finally:
             self.train(was_training)
+        return (indices, step_logits) if return_logits else indices
 
-    def _sample(self, labels_B, quantizer, cfg_scale, top_k, top_p, generator, reference, force, n_scales,
-                use_cache, return_logits):
-        B, guided = labels_B.shape[0], cfg_scale > 0
-        weights = guidance_weights(cfg_scale, len(self.scales))
+    def _check_labels(self, labels_B: torch.Tensor) -> None:
+        if labels_B.ndim != 1 or labels_B.dtype != torch.long:
+            raise ValueError(f"labels: expected a 1-D long tensor, got {labels_B.dtype} {tuple(labels_B.shape)}")
+        bad = labels_B[(labels_B < 0) | (labels_B >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(f"labels: unknown class index {int(bad[0])}; the model has {self.num_classes} "
+                             f"classes (0..{self.num_classes - 1})")
+
+    def _forcing(self, reference: list[torch.Tensor] | None, force_branches: Sequence[int],
+                 labels_B: torch.Tensor) -> Forcing | None:
+        """The checked teacher forcing of `sample`, None without forced branches."""
+        force = sorted(set(force_branches))
+        if not force:
+            return None
+        if self.branches == 1:
+            raise ValueError(f"teacher forcing needs a multi-branch tokenizer; this {self.layout.name} "
+                             f"generator has one branch")
+        if reference is None:
+            raise ValueError("force_branches needs `reference` indices")
+        if not all(0 <= p < self.branches for p in force):
+            raise ValueError(f"force_branches {force} must be in [0, {self.branches})")
+        self.layout.check_indices(reference)
+        if reference[0].shape[0] != labels_B.shape[0]:
+            raise ValueError(f"reference batch {reference[0].shape[0]} != number of labels {labels_B.shape[0]}")
+        device = labels_B.device
+        kept_LG = torch.isin(self.layout.token_branch().to(device), torch.tensor(force, device=device))
+        return Forcing(self.layout.targets(reference).to(device), kept_LG)
+
+    def _sample(self, labels_B: torch.Tensor, quantizer: Quantizer | None, s: SamplingSettings, forcing: Forcing | None,
+                generator: torch.Generator | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The AR loop: (indices [n × (B, P, s, s)], guided logits of each step if `s.keep_logits`)."""
+        B, guided = labels_B.shape[0], s.cfg_scale > 0
+        weights = guidance_weights(s.cfg_scale, len(self.scales))
         if guided:
             labels_B = torch.cat([labels_B, torch.full_like(labels_B, self.null_class)])  # (2B,)
         cond_BW = self.class_emb(labels_B)
         mods = [block.modulation(cond_BW) for block in self.blocks]
         head_mod = self._head_modulation(cond_BW)
-        n_steps = len(self.steps) if self.mode == "raster" else n_scales
-        caches = [KVCache(self.steps[n_steps - 1][1]) for _ in self.blocks] if use_cache else None
+        caches = [KVCache(self.steps[s.n_steps - 1][1]) for _ in self.blocks] if s.use_cache else None
         x_BlW = self._start(cond_BW)
         seen_BLW = x_BlW[:, :0]  # the whole prefix, for the no-cache path
-        K = self.scales[-1]
-        f_hat = cond_BW.new_zeros(B, self.branches, self.code_dim, K, K)
-        indices, step_logits, raster_tokens = [], [], []
-        for k in range(n_steps):
-            start, end = self.steps[k]
+        state = self.layout.start_state(cond_BW[:B])
+        tokens, step_logits = [], []
+        for k, (start, end) in enumerate(self.steps[:s.n_steps]):
             x_BlW = x_BlW + self._position_terms(start, end)
-            if use_cache:
+            if caches is not None:
                 h_BlW = x_BlW
                 for block, mod, cache in zip(self.blocks, mods, caches):
                     h_BlW = block(h_BlW, mod, None, cache)
@@ -457,33 +383,19 @@ class Generator(nn.Module):
             logits_BlGV = self._logits(h_BlW, head_mod).float()
             if guided:
                 cond, uncond = logits_BlGV.chunk(2)
-                logits_BlGV = cond + weights[self.step_scale[k]] * (cond - uncond)
-            if return_logits:
+                logits_BlGV = cond + weights[self.layout.step_scale[k]] * (cond - uncond)
+            if s.keep_logits:
                 step_logits.append(logits_BlGV)
-            tokens_BlG = sample_tokens(logits_BlGV, top_k, top_p, generator)
-            last = k == n_steps - 1
-            if self.mode == "raster":
-                raster_tokens.append(tokens_BlG[:, :, 0])
-                nxt = None if last else tokens_BlG[:, :, 0]  # (B, 1)
-            else:
-                s = self.scales[k]
-                if self.mode == "folded":
-                    idx_BPss = tokens_BlG.transpose(1, 2).reshape(B, self.branches, s, s)
-                else:
-                    idx_BPss = tokens_BlG.reshape(B, self.branches, s, s)
-                if force:
-                    idx_BPss[:, force] = reference[k][:, force]
-                indices.append(idx_BPss)
-                nxt = None
-                if not last:
-                    f_hat, nxt = quantizer.next_input(f_hat, k, idx_BPss)  # nxt (B, s_{k+1}², P·C)
-            if nxt is not None:
-                x_BlW = self._embed_step(nxt)
+            tokens_BlG = sample_tokens(logits_BlGV, s.top_k, s.top_p, generator)
+            if forcing is not None:
+                tokens_BlG = torch.where(forcing.kept_LG[start:end], forcing.tokens_BLG[:, start:end], tokens_BlG)
+            tokens.append(tokens_BlG)
+            if k < s.n_steps - 1:
+                state, next_BlX = self.layout.next_input(k, tokens_BlG, quantizer, state)
+                x_BlW = self.layout.embed(self.word_embed, next_BlX)
                 if guided:
                     x_BlW = x_BlW.repeat(2, 1, 1)
-        if self.mode == "raster":
-            indices = [torch.cat(raster_tokens, dim=1).view(B, 1, K, K)]
-        return (indices, step_logits) if return_logits else indices
+        return self.layout.indices(torch.cat(tokens, dim=1)), step_logits
 
 
 def parameter_counts(model: Generator) -> dict[str, int]:
@@ -498,7 +410,7 @@ class GeneratorObjective(nn.Module):
     """The trainer's objective for the generator (CONTRACTS.md): one phase, "model".
 
     Batches are (tokens (B, T) long in `flatten_indices` order, labels (B,) long), as yielded by
-    `TokenDataset`. The quantizer (folded/unfolded modes) is frozen and kept in eval mode.
+    `data.TokenDataset`. The quantizer (folded/unfolded modes) is frozen and kept in eval mode.
     """
 
     phases = ("model",)
@@ -506,8 +418,8 @@ class GeneratorObjective(nn.Module):
     def __init__(self, generator: Generator, quantizer: nn.Module | None = None):
         super().__init__()
         self.generator = generator
-        if generator.mode != "raster":
-            generator.check_quantizer(quantizer)
+        if generator.layout.uses_quantizer:
+            generator.layout.check_quantizer(quantizer)
             quantizer.requires_grad_(False).eval()
         self.quantizer = quantizer
 
@@ -533,87 +445,3 @@ class GeneratorObjective(nn.Module):
         logits_BLGV = g(labels_B, g.inputs(indices, self.quantizer))
         loss, acc = g.loss(logits_BLGV, indices)
         return loss, {"acc": acc.item()}  # the trainer logs the loss itself
-
-
-# ----------------------------------------------------------------------------- token cache
-
-class TokenCacheMismatch(ValueError):
-    """A token cache was made by another tokenizer (or another scale / branch / codebook layout)."""
-
-
-class TokenDataset(torch.utils.data.Dataset):
-    """Cached token indices of a data set and their labels, tied to the tokenizer that made them.
-
-    Item i: (tokens (T,) long in `flatten_indices` order, T = P·Σ s², label () long).
-    """
-
-    def __init__(self, tokens_NT: torch.Tensor, labels_N: torch.Tensor, scales: Sequence[int], branches: int,
-                 codebook_size: int, fingerprint: str):
-        self.scales, self.branches = list(scales), branches
-        self.codebook_size, self.fingerprint = codebook_size, fingerprint
-        unflatten_indices(tokens_NT[:1], self.scales, branches)  # shape check
-        if labels_N.shape != (tokens_NT.shape[0],):
-            raise ValueError(f"labels: expected shape ({tokens_NT.shape[0]},), got {tuple(labels_N.shape)}")
-        if tokens_NT.numel() and not 0 <= int(tokens_NT.min()) <= int(tokens_NT.max()) < codebook_size:
-            raise ValueError(f"tokens: values must be in [0, {codebook_size}) (the codebook size)")
-        self.tokens_NT, self.labels_N = tokens_NT.long(), labels_N.long()
-
-    def __len__(self) -> int:
-        return self.tokens_NT.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.tokens_NT[i], self.labels_N[i]
-
-    @classmethod
-    def encode(cls, encode: Callable[[torch.Tensor], list[torch.Tensor]],
-               batches: Iterable[tuple[torch.Tensor, torch.Tensor]], codebook_size: int,
-               fingerprint: str) -> "TokenDataset":
-        """Tokenize (images, labels) batches with `encode(images) -> [S × (B, P, s, s)]`."""
-        tokens, labels, shapes = [], [], None
-        with torch.no_grad():
-            for images, y in batches:
-                idx = encode(images)
-                shapes = [tuple(t.shape[1:]) for t in idx]
-                tokens.append(flatten_indices(idx).cpu())
-                labels.append(y.cpu())
-        if shapes is None:
-            raise ValueError("no batches to encode")
-        return cls(torch.cat(tokens), torch.cat(labels), [s[-1] for s in shapes], shapes[0][0],
-                   codebook_size, fingerprint)
-
-    def indices(self, rows: torch.Tensor | slice) -> list[torch.Tensor]:
-        """Indices [S × (n, P, s, s)] of the selected rows."""
-        return unflatten_indices(self.tokens_NT[rows], self.scales, self.branches)
-
-    def _meta(self) -> dict[str, str]:
-        return {"scales": json.dumps(self.scales), "branches": str(self.branches),
-                "codebook_size": str(self.codebook_size), "fingerprint": self.fingerprint}
-
-    def save(self, path: str | Path) -> None:
-        """Write a safetensors file atomically (a unique temporary file, then rename)."""
-        atomic_write_bytes(path, save({"tokens": self.tokens_NT.contiguous(), "labels": self.labels_N.contiguous()},
-                                      metadata=self._meta()))
-
-    @classmethod
-    def load(cls, path: str | Path, fingerprint: str | None = None) -> "TokenDataset":
-        """Read a cache; with `fingerprint`, raise TokenCacheMismatch if another tokenizer made it."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata()
-        if fingerprint is not None and meta["fingerprint"] != fingerprint:
-            raise TokenCacheMismatch(f"{path}: token cache made by tokenizer {meta['fingerprint']}, but the "
-                                     f"current tokenizer is {fingerprint}; delete the cache to re-encode")
-        data = load_file(str(path))
-        return cls(data["tokens"], data["labels"], json.loads(meta["scales"]), int(meta["branches"]),
-                   int(meta["codebook_size"]), meta["fingerprint"])
-
-    def check_compatible(self, generator: Generator, fingerprint: str | None = None) -> None:
-        """Raise TokenCacheMismatch if the cache's layout (or tokenizer) differs from the generator's."""
-        ours = (self.scales, self.branches, self.codebook_size)
-        theirs = (generator.scales, generator.branches, generator.codebook_size)
-        if ours != theirs:
-            raise TokenCacheMismatch(f"token cache has (scales, branches, codebook_size) = {ours}, the "
-                                     f"generator expects {theirs}")
-        if fingerprint is not None and fingerprint != self.fingerprint:
-            raise TokenCacheMismatch(f"token cache made by tokenizer {self.fingerprint}, current is {fingerprint}")

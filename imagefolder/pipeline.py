@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, metrics, pretrained, reference
 from .config import Config, apply_overrides, from_dict, to_dict, validate
-from .data import ImageFolderDataset, UInt8View, from_uint8, resolve_root, to_uint8
-from .generator import Generator, GeneratorObjective, TokenDataset
+from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, to_uint8
+from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
 from .train import pick_device, seed_everything, train

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_tensors
-
 
 class MissingWeightsError(FileNotFoundError):
     """A pretrained network's file is not on this machine; the message says what to put where."""
@@ -107,8 +105,12 @@ def _download(name: str, known: Known) -> Path:
         return torch_hub_dir() / known.file
     if known.hf_repo:
         import timm
+        from safetensors.torch import save_file
         model = timm.create_model(known.hf_repo.split("/", 1)[1], pretrained=True)
-        return save_tensors(model.state_dict(), weights_dir() / known.file)
+        path = weights_dir() / known.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(path))
+        return path
     raise MissingWeightsError(f"{known.what} cannot be downloaded: {known.origin}")
 
 

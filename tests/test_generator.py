@@ -7,13 +7,14 @@ import time
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from imagefolder import config
 from imagefolder.config import ConfigError, GeneratorConfig, QuantizerConfig
 from imagefolder.checkpoint import state_dict_hash
-from imagefolder.generator import (Generator, GeneratorObjective, TokenCacheMismatch, TokenDataset,
-                                   flatten_indices, parameter_counts, sample_tokens,
-                                   unflatten_indices)
+from imagefolder.data import TokenCacheMismatch, TokenDataset
+from imagefolder.generator import Generator, GeneratorObjective, parameter_counts, sample_tokens
+from imagefolder.layouts import flatten_indices, unflatten_indices
 from imagefolder.quantize import ProductQuantizer
 
 
@@ -98,7 +99,7 @@ def test_kv_cache_matches_recomputation(mode):
     for a, b in zip(log_c, log_n):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(idx_c, idx_n))
-    model.check_indices(idx_c)
+    model.layout.check_indices(idx_c)
 
 
 def test_top_k_1_is_greedy_per_branch():
@@ -247,7 +248,7 @@ def test_training_lowers_loss(mode):
     assert {id(p) for p in obj.parameters_for("model")} == {id(p) for p in model.parameters()}
     assert q is None or not q.training  # the frozen quantizer stays in eval mode under obj.train()
     model.eval()
-    model.check_indices(model.sample(torch.tensor([0, 1]), q, generator=rng(0)))
+    model.layout.check_indices(model.sample(torch.tensor([0, 1]), q, generator=rng(0)))
 
 
 def test_token_dataset_cache_roundtrip_and_fingerprint(tmp_path):
@@ -271,6 +272,28 @@ def test_token_dataset_cache_roundtrip_and_fingerprint(tmp_path):
         TokenDataset.load(path, fingerprint=state_dict_hash(other))
     with pytest.raises(TokenCacheMismatch, match="scales"):
         back.check_compatible(tiny("folded", {"quantizer.scales": [1, 2, 4]})[0])
+
+
+def test_token_dataset_checks_tokens_and_labels_where_they_enter(tmp_path):
+    model, _ = tiny("folded")
+    tokens = flatten_indices(random_indices(model, 4))
+    labels = torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"flat tokens: expected shape \(B, 78\)"):
+        TokenDataset(tokens[:, :77], labels, model.scales, 2, 64, "fp")
+    with pytest.raises(ValueError, match=r"labels: expected shape \(4,\)"):
+        TokenDataset(tokens, labels[:3], model.scales, 2, 64, "fp")
+    for bad in (-1, 64):
+        with pytest.raises(ValueError, match=r"tokens: values must be in \[0, 64\)"):
+            TokenDataset(tokens.index_fill(1, torch.tensor([5]), bad), labels, model.scales, 2, 64, "fp")
+    # a cache file is checked like a new data set when it is read back
+    path = tmp_path / "tokens.safetensors"
+    meta = {"scales": str(model.scales), "branches": "2", "codebook_size": "32", "fingerprint": "fp"}
+    save_file({"tokens": tokens, "labels": labels}, str(path), metadata=meta)
+    with pytest.raises(ValueError, match=r"tokens: values must be in \[0, 32\)"):
+        TokenDataset.load(path)
+    # labels are checked against the generator's classes once, where the cache meets the generator
+    with pytest.raises(ValueError, match=r"unknown class index 3; the generator has 3 classes"):
+        TokenDataset(tokens, torch.tensor([0, 1, 3, 0]), model.scales, 2, 64, "fp").check_compatible(model)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -297,15 +320,21 @@ def test_bad_inputs_raise_clear_errors():
         broken = tiny("folded")[1]
         del broken.code_dim
         model.sample(labels, broken)
+    # indices enter through `sample(reference=...)` and the token cache, not the training step
     idx = random_indices(model, 2)
     with pytest.raises(ValueError, match="expected 10 scales"):
-        model.inputs(idx[:9], q)
+        model.sample(labels, q, reference=idx[:9], force_branches=[0])
     with pytest.raises(ValueError, match=r"indices\[8\]: expected shape \(2, 2, 3, 3\)"):
-        model.inputs(idx[:8] + [idx[8][..., :2, :2]] + idx[9:], q)
+        model.sample(labels, q, reference=idx[:8] + [idx[8][..., :2, :2]] + idx[9:], force_branches=[0])
     with pytest.raises(ValueError, match=r"values must be in \[0, 64\)"):
-        model.inputs(idx[:9] + [idx[9] + 64], q)
+        model.sample(labels, q, reference=idx[:9] + [idx[9] + 64], force_branches=[0])
     with pytest.raises(ValueError, match="force_branches"):
         model.sample(labels, q, reference=idx, force_branches=[2])
+    with pytest.raises(ValueError, match="reference batch 2 != number of labels 1"):
+        model.sample(labels[:1], q, reference=idx, force_branches=[0])
+    with pytest.raises(ValueError, match="multi-branch"):
+        tiny("raster")[0].sample(labels, None, reference=[torch.zeros(2, 1, 4, 4, dtype=torch.long)],
+                                 force_branches=[0])
     with pytest.raises(ValueError, match="flat tokens"):
         unflatten_indices(torch.zeros(2, 77, dtype=torch.long), model.scales, 2)
     with pytest.raises(ConfigError, match="raster"):
@@ -356,10 +385,10 @@ def test_objective_runs_under_the_trainer(tmp_path):
 def test_real_quantizer_satisfies_the_contract_check():
     cfg = config.profile("smoke")
     model = Generator(cfg.generator, cfg.quantizer, N_CLASSES)
-    model.check_quantizer(ProductQuantizer(cfg.quantizer))
+    model.layout.check_quantizer(ProductQuantizer(cfg.quantizer))
     other = config.profile("smoke", {"quantizer.codebook_size": 32})
     with pytest.raises(ValueError, match="codebook_size: model 64 vs quantizer 32"):
-        model.check_quantizer(ProductQuantizer(other.quantizer))
+        model.layout.check_quantizer(ProductQuantizer(other.quantizer))
 
 
 @pytest.mark.parametrize("mode", ["folded", "unfolded"])
