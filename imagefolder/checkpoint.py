@@ -2,9 +2,11 @@
 
 A training checkpoint is a folder `step_<N>/` holding `model.safetensors` (trainable weights and the
 EMA), `state.pt` (optimizer, scheduler and RNG state: tensors and plain containers only, loaded with
-`weights_only=True`) and `meta.json` (step, config). It is written under a temporary name and renamed
-into place, then `latest` is replaced, so a killed run never leaves a half-written checkpoint behind.
-A finished model is one safetensors file with its config in the metadata (`save_model`/`load_model`).
+`weights_only=True`) and `meta.json` (step, and the config that defines the run, compared at resume).
+It is written under a temporary name and renamed into place, then `latest` is replaced, so a killed run
+never leaves a half-written checkpoint behind (the temporary folder it may leave is removed at the next
+save). A finished model is one safetensors file with its config in the metadata (`save_model` /
+`load_model`). Every file is written through the one atomic writer, `atomic_write`.
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ import hashlib
 import json
 import os
 import pickle
+import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -30,21 +34,29 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, foreign or made with a different config."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder, fsync and `os.replace`."""
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """The one atomic writer: `write(tmp)` fills a temporary file in `path`'s folder, which is fsynced and
+    renamed onto `path` (`os.replace`), so readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # `write` creates it (umask)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager
@@ -55,10 +67,6 @@ def exclusive(path: str | Path) -> Iterator[None]:
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -75,15 +83,16 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                 metadata: dict[str, str] | None = None) -> Path:
+    """Save a state dict as one safetensors file (string `metadata` in its header), atomically."""
+    return atomic_write(path, lambda tmp: save_file(_contiguous(tensors), str(tmp), metadata=metadata))
+
+
 def save_model(tensors: dict[str, torch.Tensor], path: str | Path, config: dict[str, Any],
                extra: dict[str, Any] | None = None) -> None:
     """Save a state dict as safetensors with `config` (and `extra`) as JSON metadata, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"config": json.dumps(config), "extra": json.dumps(extra or {})}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(_contiguous(tensors), str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    save_tensors(tensors, path, {"config": json.dumps(config), "extra": json.dumps(extra or {})})
 
 
 def load_model(path: str | Path, expected_config: dict[str, Any] | None = None
@@ -116,13 +125,31 @@ def check_config(saved: dict[str, Any], expected: dict[str, Any], path: str | Pa
         raise CheckpointError(f"{path} was made with a different config:\n  " + "\n  ".join(changes))
 
 
+TMP_PREFIX = ".tmp-step_"  # a checkpoint being written: `.tmp-step_<8 digits>-<random>/`
+_TMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"\d{8}-\w+")
+
+
+def remove_stale_temporaries(ckpt_root: str | Path) -> list[Path]:
+    """Delete the `.tmp-step_…` folders a killed save left in `ckpt_root` (nothing else); returns them.
+    Only one process writes a run's checkpoints (rank 0, under the run lock), so any such folder is stale."""
+    stale = [p for p in Path(ckpt_root).glob(f"{TMP_PREFIX}*") if p.is_dir() and _TMP_NAME.fullmatch(p.name)]
+    for folder in stale:
+        shutil.rmtree(folder)
+    return stale
+
+
 def save_training(ckpt_root: str | Path, step: int, model_tensors: dict[str, torch.Tensor],
                   state: dict[str, Any], config: dict[str, Any], keep: int) -> Path:
-    """Write `ckpt_root/step_<step>/` atomically, point `latest` at it, keep the newest `keep`."""
+    """Write `ckpt_root/step_<step>/` atomically, point `latest` at it, keep the newest `keep`.
+
+    `config` is what the checkpoint is compared on at resume (`load_training`'s `expected_config`).
+    Temporary folders of earlier, killed saves are removed first.
+    """
     root = Path(ckpt_root)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
     final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:08d}-"))
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{TMP_PREFIX}{step:08d}-"))
     try:
         save_file(_contiguous(model_tensors), str(tmp / "model.safetensors"))
         torch.save(state, tmp / "state.pt")

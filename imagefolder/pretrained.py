@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import save_tensors
+
 
 class MissingWeightsError(FileNotFoundError):
     """A pretrained network's file is not on this machine; the message says what to put where."""
@@ -105,12 +107,8 @@ def _download(name: str, known: Known) -> Path:
         return torch_hub_dir() / known.file
     if known.hf_repo:
         import timm
-        from safetensors.torch import save_file
         model = timm.create_model(known.hf_repo.split("/", 1)[1], pretrained=True)
-        path = weights_dir() / known.file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(model.state_dict(), str(path))
-        return path
+        return save_tensors(model.state_dict(), weights_dir() / known.file)
     raise MissingWeightsError(f"{known.what} cannot be downloaded: {known.origin}")
 
 
