@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -19,12 +20,12 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from . import checkpoint, metrics, pretrained, reference
-from .config import Config, apply_overrides, from_dict, to_dict, validate
+from .config import Config, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, to_uint8
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
-from .train import pick_device, seed_everything, train
+from .train import BOOKKEEPING_FIELDS, pick_device, seed_everything, train
 
 DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2"}
 
@@ -41,11 +42,23 @@ def run_path(cfg: Config, kind: str, name: str) -> Path:
     return Path(cfg.run_dir) / cfg.profile / kind / name
 
 
+def _defining(node: Any) -> Any:
+    """A config node as plain data, without the bookkeeping fields of every TrainConfig in it."""
+    if dataclasses.is_dataclass(node):
+        skip = BOOKKEEPING_FIELDS if isinstance(node, TrainConfig) else ()
+        return {f.name: _defining(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name not in skip}
+    return [_defining(v) for v in node] if isinstance(node, (list, tuple)) else node
+
+
+def run_definition(cfg: Config, sections: tuple[str, ...]) -> dict[str, Any]:
+    """What defines a trained model: the config `sections` (bookkeeping fields left out) and the model-code
+    version. Its hash names the run; resuming compares it with the checkpoint's."""
+    return {k: _defining(getattr(cfg, k)) for k in sections} | {"model_code_version": MODEL_CODE_VERSION}
+
+
 def config_hash(cfg: Config, sections: tuple[str, ...]) -> str:
-    """Short hash of the config sections that determine a trained model: equal configs share a run."""
-    d = to_dict(cfg)
-    key = {k: d[k] for k in sections} | {"model_code_version": MODEL_CODE_VERSION}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    """Short hash of `run_definition(cfg, sections)`: configs that train the same model share a run."""
+    return hashlib.sha256(json.dumps(run_definition(cfg, sections), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def tokenizer_name(cfg: Config) -> str:
@@ -91,29 +104,34 @@ def data_fingerprint(cfg: Config) -> str:
 
 # ----------------------------------------------------------------------------- frozen networks
 
-def frozen_vit(cfg: Config, network: str) -> TeacherViT:
-    """A frozen ViT behind the teacher interface: the profile's reference teacher or a DINOv2 file."""
+def frozen_vit(cfg: Config, network: str, trained: bool = True) -> TeacherViT:
+    """A frozen ViT behind the teacher interface: the profile's reference teacher or a DINOv2 file.
+    `trained=False`: the same architecture with random weights (benchmarks: shapes only, no files)."""
     if network == "reference":
-        return TeacherViT(reference.load(cfg, "teacher").vit)
+        net = (reference.load(cfg, "teacher") if trained
+               else reference.ReferenceNet(cfg.teacher, cfg.data.resolution, num_classes={}))
+        return TeacherViT(net.vit)
     vit = timm.create_model(DINOV2[network], pretrained=False, num_classes=0)
-    vit.load_state_dict(load_file(str(pretrained.resolve(network))))
+    if trained:
+        vit.load_state_dict(load_file(str(pretrained.resolve(network))))
     return TeacherViT(vit, IMAGENET_MEAN, IMAGENET_STD)
 
 
 # ----------------------------------------------------------------------------- tokenizer
 
-def tokenizer_objective(cfg: Config) -> TokenizerObjective:
-    """Tokenizer, teacher, perceptual loss and discriminator of `cfg`, wired into the trainer's objective."""
+def tokenizer_objective(cfg: Config, trained: bool = True) -> TokenizerObjective:
+    """Tokenizer, teacher, perceptual loss and discriminator of `cfg`, wired into the trainer's objective
+    (`trained=False`: frozen networks with random weights, see `frozen_vit`)."""
     t = cfg.tokenizer
     needs_teacher = (t.semantic_mode != "none" or t.encoder_init == "pretrained"
                      or cfg.evaluation.perceptual_network == "teacher"
                      or (t.discriminator == "dino" and t.disc_backbone == t.teacher_network))
-    teacher = frozen_vit(cfg, t.teacher_network) if needs_teacher else None
+    teacher = frozen_vit(cfg, t.teacher_network, trained) if needs_teacher else None
     encoder_state = teacher.vit.state_dict() if t.encoder_init == "pretrained" else None
     tokenizer = ImageFolderTokenizer(cfg, encoder_state)
     disc_backbone = None
     if t.discriminator == "dino":
-        disc_backbone = teacher if t.disc_backbone == t.teacher_network else frozen_vit(cfg, t.disc_backbone)
+        disc_backbone = teacher if t.disc_backbone == t.teacher_network else frozen_vit(cfg, t.disc_backbone, trained)
     perceptual = build_perceptual(cfg, teacher) if t.perceptual_weight > 0 else None
     return TokenizerObjective(cfg, tokenizer, teacher, perceptual, disc_backbone)
 
@@ -134,8 +152,8 @@ def train_tokenizer(cfg: Config) -> Path:
         seed_everything(cfg.seed)
         train_ds = ImageFolderDataset(cfg.data, "train")
         objective = tokenizer_objective(cfg)
-        result = train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed,
-                       config=to_dict(cfg), device=device_of(cfg), desc=name)
+        result = train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed, config=to_dict(cfg),
+                       run_key=run_definition(cfg, TOKENIZER_SECTIONS), device=device_of(cfg), desc=name)
     return result.model_path
 
 
@@ -263,8 +281,10 @@ def train_generator(cfg: Config) -> Path:
         objective = GeneratorObjective(generator, tokenizer.quantizer)
         record = to_dict(cfg) | {"tokenizer_file": str(tokenizer_path),
                                  "tokenizer_hash": pretrained.file_hash(tokenizer_path)}
-        result = train(objective, tokens, cfg.train_generator, path.parent, cfg.seed,
-                       config=record, device=device_of(cfg), desc=path.parent.name)
+        run_key = run_definition(cfg, TOKENIZER_SECTIONS + GENERATOR_SECTIONS) | {
+            "tokenizer_hash": record["tokenizer_hash"]}
+        result = train(objective, tokens, cfg.train_generator, path.parent, cfg.seed, config=record,
+                       run_key=run_key, device=device_of(cfg), desc=path.parent.name)
     return result.model_path
 
 

@@ -6,6 +6,12 @@
 that is averaged and exported). DDP is detected from the launcher (`torchrun` sets WORLD_SIZE);
 rank 0 alone writes files. Checkpoints are atomic; a run restarted with the same arguments resumes
 from its last checkpoint and follows the same data order and random stream as an uninterrupted run.
+Resume is strict: the checkpoint must be of the same run (`run_key`) and hold exactly the objective's
+trainable tensors (frozen parameters, e.g. teachers, are never saved).
+
+`train` is built from pieces that other code reuses (the benchmark times `train_step`):
+`build_optimisation` → `resume` → per step `train_step`, every `ckpt_every` steps `save_checkpoint` →
+`export`.
 """
 from __future__ import annotations
 
@@ -28,6 +34,11 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .config import TrainConfig
+
+
+# TrainConfig fields that change only when the trainer logs and saves, never what it trains: they leave
+# a run's name and its resume check (pipeline.run_definition).
+BOOKKEEPING_FIELDS = frozenset({"ckpt_every", "keep_ckpts", "log_every"})
 
 
 @dataclass
@@ -142,12 +153,130 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+# ----------------------------------------------------------------------------- the pieces of a run
+
+@dataclass
+class Optimisation:
+    """What a step changes: the objective, one AdamW and one LR schedule per phase, and the EMA."""
+    objective: nn.Module
+    optimizers: dict[str, torch.optim.AdamW]
+    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    ema: AveragedModel | None  # EMA of `objective.ema_target` (None when tcfg.ema_decay == 0)
+
+
+def build_optimisation(objective: nn.Module, tcfg: TrainConfig, device: torch.device) -> Optimisation:
+    """Optimizers (fused AdamW on CUDA), warm-up + cosine schedules and EMA of an objective already on `device`."""
+    optimizers = {ph: make_optimizer(objective.parameters_for(ph), tcfg, fused=device.type == "cuda")
+                  for ph in objective.phases}
+    schedulers = {ph: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg))
+                  for ph, opt in optimizers.items()}
+    ema = (AveragedModel(objective.ema_target, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True)
+           if tcfg.ema_decay > 0 else None)
+    return Optimisation(objective, optimizers, schedulers, ema)
+
+
+def train_step(model: nn.Module, opt: Optimisation, batch: list, step: int, tcfg: TrainConfig,
+               device: torch.device) -> dict[str, float]:
+    """One training step: each phase in order (forward under autocast, backward, grad clip, AdamW, LR
+    schedule), then the EMA update. `model` runs the forward (the objective or its DDP wrapper)."""
+    logs: dict[str, float] = {}
+    objective = opt.objective
+    for ph in objective.phases:
+        opt.optimizers[ph].zero_grad(set_to_none=True)
+        with autocast_for(device, tcfg.amp):
+            loss, ph_logs = model(batch, ph, step)
+        loss.backward()
+        if tcfg.grad_clip > 0:
+            logs[f"grad_norm_{ph}"] = float(torch.nn.utils.clip_grad_norm_(objective.parameters_for(ph),
+                                                                            tcfg.grad_clip))
+        opt.optimizers[ph].step()
+        opt.schedulers[ph].step()
+        logs |= {f"loss_{ph}": float(loss.detach())} | ph_logs
+    if opt.ema is not None:
+        opt.ema.update_parameters(objective.ema_target)
+    return logs
+
+
+def _load_exactly(module: nn.Module, tensors: dict[str, torch.Tensor], expected: set[str], what: str,
+                  folder: Path) -> None:
+    """Load `tensors` into `module`; their names must be exactly `expected` (else CheckpointError)."""
+    problems = {"missing": sorted(expected - set(tensors)), "unexpected": sorted(set(tensors) - expected)}
+    if any(problems.values()):
+        raise checkpoint.CheckpointError(f"{folder} does not match the {what} being trained: " + "; ".join(
+            f"{label} tensors {names}" for label, names in problems.items() if names))
+    try:
+        module.load_state_dict(tensors, strict=False)  # frozen parameters are not in the file: they keep theirs
+    except RuntimeError as err:  # a shape that differs
+        raise checkpoint.CheckpointError(f"{folder}: the {what} tensors do not fit: {err}") from err
+
+
+def resume(opt: Optimisation, run_dir: Path, run_key: dict[str, Any], info: DistInfo, device: torch.device
+           ) -> tuple[Path | None, int, list[dict[str, float]]]:
+    """Restore the last checkpoint of `run_dir` into `opt` and the RNG: `(folder, step, history up to it)`,
+    or `(None, 0, [])` for a fresh run. The checkpoint must have been made for `run_key` and hold exactly
+    the trainable tensors of the objective (and of its EMA)."""
+    latest = checkpoint.latest_training(run_dir / "checkpoints")
+    if latest is None:
+        return None, 0, []
+    start, tensors, state = checkpoint.load_training(latest, expected_config=run_key)
+    part = {prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            for prefix in ("model.", "ema.")}
+    _load_exactly(opt.objective, part["model."], set(trainable_state(opt.objective)), "model", latest)
+    if opt.ema is not None:
+        _load_exactly(opt.ema, part["ema."], set(opt.ema.state_dict()), "EMA", latest)
+    for ph in opt.optimizers:
+        opt.optimizers[ph].load_state_dict(state["optimizers"][ph])
+        opt.schedulers[ph].load_state_dict(state["schedulers"][ph])
+    _set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)], device)
+    history = [row for row in _read_history(run_dir) if row["step"] <= start]
+    if info.main:
+        checkpoint.atomic_write_text(run_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    return latest, start, history
+
+
+def save_checkpoint(opt: Optimisation, ckpt_root: Path, step: int, run_key: dict[str, Any], keep: int,
+                    info: DistInfo, device: torch.device) -> None:
+    """Write the checkpoint of `step` (every rank's RNG state, gathered; rank 0 writes)."""
+    rngs = [None] * info.world
+    if info.world > 1:
+        dist.all_gather_object(rngs, _rng_state(device))
+    else:
+        rngs = [_rng_state(device)]
+    if not info.main:
+        return
+    tensors = {f"model.{k}": v for k, v in trainable_state(opt.objective).items()}
+    if opt.ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in opt.ema.state_dict().items()}
+    state = {"optimizers": {ph: o.state_dict() for ph, o in opt.optimizers.items()},
+             "schedulers": {ph: s.state_dict() for ph, s in opt.schedulers.items()},
+             "rng": [{k: v.cpu() for k, v in r.items()} for r in rngs]}
+    checkpoint.save_training(ckpt_root, step, tensors, state, run_key, keep)
+
+
+def export(opt: Optimisation, path: Path, config: dict[str, Any], step: int) -> Path:
+    """Save the finished model: the EMA weights of `ema_target` (its raw weights without EMA), with `config`."""
+    exported = opt.ema.module if opt.ema is not None else opt.objective.ema_target
+    checkpoint.save_model(exported.state_dict(), path, config, {"steps": step})
+    return path
+
+
+def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, info: DistInfo) -> DataLoader:
+    """This rank's batches of steps `start..tcfg.steps-1` (see StepBatchSampler)."""
+    sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start, tcfg.steps, info.rank, info.world)
+    # a private generator: iterating the loader must not draw from the global stream that resume restores
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=getattr(dataset, "num_workers", 0),
+                      generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------- the loop
+
 def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: str | Path, seed: int,
           config: dict[str, Any] | None = None, device: torch.device | str = "auto",
-          desc: str = "train") -> TrainResult:
+          desc: str = "train", *, run_key: dict[str, Any] | None = None) -> TrainResult:
     """Optimise `objective` on `dataset` for `tcfg.steps` steps; resume from `run_dir` if it holds a checkpoint.
 
-    `config` (the full config as a dict) is stored with every checkpoint and checked on resume.
+    `config` (the full config as a dict) is stored with the exported model. `run_key` (default: `config`)
+    is what defines the run: stored with every checkpoint, and a checkpoint made for another is refused.
     Writes `run_dir/checkpoints/`, `run_dir/history.jsonl` and, at the end, `run_dir/model.safetensors`.
     """
     t0 = time.time()
@@ -155,97 +284,44 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
     info = init_distributed(device)
     run_dir = Path(run_dir)
     config = config or {}
-    ckpt_root = run_dir / "checkpoints"
+    run_key = config if run_key is None else run_key
     seed_everything(seed + info.rank)
     objective.to(device)
-
-    optimizers = {ph: make_optimizer(objective.parameters_for(ph), tcfg, fused=device.type == "cuda")
-                  for ph in objective.phases}
-    schedulers = {ph: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg))
-                  for ph, opt in optimizers.items()}
-    ema = (AveragedModel(objective.ema_target, multi_avg_fn=get_ema_multi_avg_fn(tcfg.ema_decay), use_buffers=True)
-           if tcfg.ema_decay > 0 else None)
-
-    start, history = 0, []
-    latest = checkpoint.latest_training(ckpt_root)
-    if latest is not None:
-        start, tensors, state = checkpoint.load_training(latest, expected_config=config)
-        objective.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
-        if ema is not None:
-            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        for ph in optimizers:
-            optimizers[ph].load_state_dict(state["optimizers"][ph])
-            schedulers[ph].load_state_dict(state["schedulers"][ph])
-        _set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)], device)
-        history = [row for row in _read_history(run_dir) if row["step"] <= start]
-        if info.main:
-            checkpoint.atomic_write_text(run_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        if info.main:
-            print(f"{desc}: resuming from {latest} (step {start} of {tcfg.steps})")
+    opt = build_optimisation(objective, tcfg, device)
+    latest, start, history = resume(opt, run_dir, run_key, info, device)
+    if latest is not None and info.main:
+        print(f"{desc}: resuming from {latest} (step {start} of {tcfg.steps})")
 
     model = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1 else objective)
-    sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start, tcfg.steps, info.rank, info.world)
-    # a private generator: iterating the loader must not draw from the global stream that resume restores
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=getattr(dataset, "num_workers", 0),
-                        generator=torch.Generator().manual_seed(seed))
-
-    def save(step: int) -> None:
-        rngs = [None] * info.world
-        if info.world > 1:
-            dist.all_gather_object(rngs, _rng_state(device))
-        else:
-            rngs = [_rng_state(device)]
-        if not info.main:
-            return
-        tensors = {f"model.{k}": v for k, v in trainable_state(objective).items()}
-        if ema is not None:
-            tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-        state = {"optimizers": {ph: o.state_dict() for ph, o in optimizers.items()},
-                 "schedulers": {ph: s.state_dict() for ph, s in schedulers.items()},
-                 "rng": [{k: v.cpu() for k, v in r.items()} for r in rngs]}
-        checkpoint.save_training(ckpt_root, step, tensors, state, config, tcfg.keep_ckpts)
-
+    loader = step_loader(dataset, tcfg, seed, start, info)
     objective.train()
     bar = tqdm(total=tcfg.steps, initial=start, desc=desc, disable=not info.main, mininterval=2.0)
     step, seen, t_log = start, 0, time.time()
     for batch in loader:
         batch = [b.to(device, non_blocking=True) if torch.is_tensor(b) else b for b in batch]
-        logs: dict[str, float] = {}
-        for ph in objective.phases:
-            optimizers[ph].zero_grad(set_to_none=True)
-            with autocast_for(device, tcfg.amp):
-                loss, ph_logs = model(batch, ph, step)
-            loss.backward()
-            if tcfg.grad_clip > 0:
-                logs[f"grad_norm_{ph}"] = float(torch.nn.utils.clip_grad_norm_(objective.parameters_for(ph),
-                                                                                tcfg.grad_clip))
-            optimizers[ph].step()
-            schedulers[ph].step()
-            logs |= {f"loss_{ph}": float(loss.detach())} | ph_logs
-        if ema is not None:
-            ema.update_parameters(objective.ema_target)
+        logs = train_step(model, opt, batch, step, tcfg, device)
         step += 1
         seen += len(batch[0]) * info.world
         bar.update(1)
         if step % tcfg.log_every == 0 or step == tcfg.steps:
-            rate = seen / max(1e-9, time.time() - t_log)
-            row = {"step": step, "lr": schedulers[objective.phases[0]].get_last_lr()[0], "items_per_s": rate} | logs
+            row = {"step": step, "lr": opt.schedulers[objective.phases[0]].get_last_lr()[0],
+                   "items_per_s": seen / max(1e-9, time.time() - t_log)} | logs
             if device.type == "cuda":
                 row["max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
             history.append(row)
             if info.main:
                 _append_history(run_dir, row)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")} | {"it/s": f"{rate:.0f}"})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")}
+                                | {"it/s": f"{row['items_per_s']:.0f}"})
             seen, t_log = 0, time.time()
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
-            save(step)
+            save_checkpoint(opt, run_dir / "checkpoints", step, run_key, tcfg.keep_ckpts, info, device)
     bar.close()
 
     result = TrainResult(steps=step, resumed_from=start, history=history, wall_time=time.time() - t0,
                          model_path=run_dir / "model.safetensors")
     if info.main:
-        exported = (ema.module if ema is not None else objective.ema_target)
-        checkpoint.save_model(exported.state_dict(), result.model_path, config, {"steps": step})
+        export(opt, result.model_path, config, step)
     if info.world > 1:
         dist.barrier()
     return result

@@ -1,0 +1,155 @@
+"""Faults planted in a smoke tokenizer's training checkpoints, one at a time (issue 14, items 7 and 8, and
+the cases that already held): each is refused with a CheckpointError naming the checkpoint and the fault,
+or, when it changes nothing that defines the run, resumed."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from imagefolder import checkpoint, config, pipeline
+from imagefolder.checkpoint import CheckpointError
+
+BUDGET = {"train_tokenizer.steps": 2, "train_tokenizer.ckpt_every": 1, "tokenizer.disc_start": 1}
+CODEBOOK, TO_PIXELS = "model.tokenizer.quantizer.msrq.0.codebook.weight", "model.tokenizer.to_pixels.weight"
+
+
+def _cfg(run_dir: Path, overrides: dict | None = None) -> config.Config:
+    return config.profile("smoke", BUDGET | {"run_dir": str(run_dir)} | (overrides or {}))
+
+
+def _run(cfg: config.Config) -> Path:
+    return pipeline.run_path(cfg, "tokenizer", pipeline.tokenizer_name(cfg))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """The runs folder of a finished 2-step smoke tokenizer (checkpoints at steps 1 and 2), trained once."""
+    runs = tmp_path_factory.mktemp("finished") / "runs"
+    pipeline.train_tokenizer(_cfg(runs))
+    return runs
+
+
+@pytest.fixture
+def killed(finished, tmp_path) -> Path:
+    """A copy of `finished` as if killed after its last checkpoint (no exported model yet)."""
+    runs = tmp_path / "runs"
+    shutil.copytree(finished, runs)
+    (_run(_cfg(runs)) / "model.safetensors").unlink()
+    return runs
+
+
+def _last_checkpoint(runs: Path) -> Path:
+    return checkpoint.latest_training(_run(_cfg(runs)) / "checkpoints")
+
+
+def _rewrite_tensors(folder: Path, edit) -> None:
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+# ----------------------------------------------------------------------------- refused
+
+@pytest.mark.parametrize("dropped", [[CODEBOOK, TO_PIXELS], ["ema.module.quantizer.msrq.1.codebook.weight"]])
+def test_missing_trainable_tensor_is_named(killed, dropped):
+    folder = _last_checkpoint(killed)
+    _rewrite_tensors(folder, lambda t: [t.pop(k) for k in dropped])
+    with pytest.raises(CheckpointError, match=r"does not match the (model|EMA) being trained: missing tensors") as err:
+        pipeline.train_tokenizer(_cfg(killed))
+    assert str(folder) in str(err.value)
+    assert all(k.split(".", 1)[1] in str(err.value) for k in dropped)
+
+
+def test_unexpected_tensor_is_named(killed):
+    folder = _last_checkpoint(killed)
+    _rewrite_tensors(folder, lambda t: t.update({"model.tokenizer.stray.weight": torch.zeros(2)}))
+    with pytest.raises(CheckpointError, match=r"unexpected tensors \['tokenizer\.stray\.weight'\]") as err:
+        pipeline.train_tokenizer(_cfg(killed))
+    assert str(folder) in str(err.value)
+
+
+def test_changed_learning_rate_is_refused(killed):
+    """A checkpoint found under another run's name (moved, or a hash collision) is not resumed."""
+    cfg = _cfg(killed, {"train_tokenizer.lr": 1e-4})
+    shutil.copytree(_run(_cfg(killed)), _run(cfg))
+    with pytest.raises(CheckpointError, match=r"train_tokenizer\.lr: 0\.003 → 0\.0001"):
+        pipeline.train_tokenizer(cfg)
+
+
+def test_truncated_safetensors_is_refused(killed):
+    path = _last_checkpoint(killed) / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or foreign"):
+        pipeline.train_tokenizer(_cfg(killed))
+
+
+def test_missing_latest_target_is_refused(killed):
+    folder = _last_checkpoint(killed)
+    shutil.rmtree(folder)
+    with pytest.raises(CheckpointError, match=f"points to .*{folder.name}, which does not exist"):
+        pipeline.train_tokenizer(_cfg(killed))
+
+
+class _Payload:
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_pickle_payload_in_state_never_runs(killed, tmp_path):
+    target = tmp_path / "payload-ran"
+    torch.save({"payload": _Payload(target)}, _last_checkpoint(killed) / "state.pt")
+    with pytest.raises(CheckpointError, match="cannot load training checkpoint"):
+        pipeline.train_tokenizer(_cfg(killed))
+    assert not target.exists()
+
+
+# ----------------------------------------------------------------------------- accepted
+
+@pytest.mark.parametrize("change", [{"evaluation.batch_size": 7}, {"train_tokenizer.ckpt_every": 5},
+                                    {"train_tokenizer.log_every": 3}, {"train_tokenizer.keep_ckpts": 4}, "run_dir"])
+def test_resume_ignores_what_does_not_define_the_run(killed, tmp_path, capsys, change):
+    runs = killed
+    if change == "run_dir":
+        runs = tmp_path / "moved"
+        shutil.move(killed, runs)
+    cfg = _cfg(runs, None if change == "run_dir" else change)
+    assert pipeline.tokenizer_name(cfg) == pipeline.tokenizer_name(_cfg(runs))
+    path = pipeline.train_tokenizer(cfg)
+    assert "resuming from" in capsys.readouterr().out and path.exists()
+    saved = load_file(str(_last_checkpoint(runs) / "model.safetensors"))
+    assert not any(k.startswith("model.teacher.") for k in saved)  # the frozen teacher is never saved
+
+
+def test_bookkeeping_fields_leave_every_run_name(tmp_path):
+    base = _cfg(tmp_path)
+    names = (pipeline.tokenizer_name(base), pipeline.generator_name(base))
+    for section in ("train_tokenizer", "train_generator", "teacher.train"):
+        for name, value in (("ckpt_every", 7), ("keep_ckpts", 9), ("log_every", 11)):
+            cfg = _cfg(tmp_path, {f"{section}.{name}": value})
+            assert (pipeline.tokenizer_name(cfg), pipeline.generator_name(cfg)) == names, f"{section}.{name}"
+    assert pipeline.tokenizer_name(_cfg(tmp_path, {"train_tokenizer.lr": 1e-4})) != names[0]
+    assert pipeline.generator_name(_cfg(tmp_path, {"train_generator.lr": 1e-4})) != names[1]
+
+
+# ----------------------------------------------------------------------------- orphans
+
+def test_stale_temporary_folders_are_removed_at_the_next_save(tmp_path):
+    root = tmp_path / "checkpoints"
+    checkpoint.save_training(root, 1, {"w": torch.ones(1)}, {}, {}, keep=2)
+    stale = root / ".tmp-step_00000002-k1ll3d"  # what a kill during the save of step 2 leaves
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    others = [root / ".tmp-notes", root / "notes"]  # not temporaries of a save: kept
+    for other in others:
+        other.mkdir()
+    checkpoint.save_training(root, 2, {"w": torch.ones(1)}, {}, {}, keep=2)
+    assert not stale.exists() and all(p.exists() for p in others)
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_00000001", "step_00000002"]
