@@ -1,4 +1,4 @@
-"""Benchmarks behind Table 6 and `make bench` (DESIGN.md §8 "Latency and FLOPs").
+"""Benchmarks behind Table 6 (latency and FLOPs) and `make bench`.
 
 - `sampling_benchmark`: batch-1 sampling latency (KV cache, CFG) and FLOPs per image of four token
   layouts at the profile's generator width and depth: folded (ImageFolder), unfolded, VAR-style and
@@ -12,25 +12,20 @@ Every network has random weights: latency and FLOPs depend on shapes, not on tra
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import platform
 
 import pandas as pd
-import timm
 import torch
 
-from . import config
-from .backbones import build_vit
-from .config import Config, GeneratorConfig, QuantizerConfig, ViTConfig
+from . import config, pipeline
+from .config import Config, GeneratorConfig, QuantizerConfig
 from .generator import Generator, parameter_counts
-from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
-from .pipeline import DINOV2
 from .quantize import ProductQuantizer
-from .tokenizer import ImageFolderTokenizer
-from .train import autocast_for, make_optimizer
+from .tables import var_style
+from .train import build_optimisation, train_step
 
 # warm-up and timed repeats per profile (each repeat is one batch-1 sample of each of the four layouts)
 REPEATS = {"smoke": (1, 3), "cpu": (3, 15)}
@@ -49,25 +44,20 @@ CLAIMS = {"≈1/4 (paper's text)": 0.25, "≈1/2 (hand count of linear layers an
 
 # ----------------------------------------------------------------------------- generators
 
-def patch_grid(cfg: Config) -> int:
-    """Side of the encoder's patch grid: the last scale of a VAR-style (feature-map) or raster tokenizer.
-    Equals K in the small profiles; 16 in the paper profile (VAR's 680 tokens, LlamaGen's 256)."""
-    return cfg.data.resolution // cfg.tokenizer.encoder.patch_size
-
-
 def layouts(cfg: Config) -> dict[str, tuple[GeneratorConfig, QuantizerConfig]]:
     """The four token layouts at the profile's generator width and depth: name → (generator, quantizer) config.
 
-    folded / unfolded: the profile's quantizer (P branches, its scales); VAR-style: one branch, VAR's
-    schedule ending at the patch grid; raster: one branch, one scale (the patch grid), next-token.
+    folded / unfolded: the profile's quantizer (P branches, its scales); VAR-style: the quantizer of
+    `tables.var_style` (one branch, VAR's schedule ending at the patch grid); raster: one branch, one scale
+    (the patch grid), next-token.
     """
-    g, q, grid = cfg.generator, cfg.quantizer, patch_grid(cfg)
+    g, q = cfg.generator, cfg.quantizer
+    var_q = config.apply_overrides(cfg, var_style(cfg)).quantizer
     return {
         "folded": (dataclasses.replace(g, mode="folded"), q),
         "unfolded": (dataclasses.replace(g, mode="unfolded"), q),
-        "VAR-style": (dataclasses.replace(g, mode="folded"),
-                      dataclasses.replace(q, branches=1, scales=config.scaled_schedule(grid, config.VAR_SCALES))),
-        "raster": (dataclasses.replace(g, mode="raster"), dataclasses.replace(q, branches=1, scales=[grid])),
+        "VAR-style": (dataclasses.replace(g, mode="folded"), var_q),
+        "raster": (dataclasses.replace(g, mode="raster"), dataclasses.replace(var_q, scales=[cfg.patch_grid])),
     }
 
 
@@ -177,33 +167,21 @@ def paper_flops(batch: int = 1, device: torch.device | str = "cpu") -> pd.DataFr
 
 # ----------------------------------------------------------------------------- tokenizer throughput
 
-def random_teacher(cfg: Config) -> TeacherViT:
-    """A frozen, randomly initialised teacher of the profile's architecture (no trained weights needed):
-    the small profiles' reference ViT, or DINOv2 for `tokenizer.teacher_network="dinov2_*"`."""
-    name = cfg.tokenizer.teacher_network
-    if name == "reference":
-        t = cfg.teacher
-        return TeacherViT(build_vit(ViTConfig(width=t.width, depth=t.depth, heads=t.heads, patch_size=t.patch_size),
-                                    cfg.data.resolution))
-    return TeacherViT(timm.create_model(DINOV2[name], pretrained=False, num_classes=0), IMAGENET_MEAN, IMAGENET_STD)
-
-
 def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: int | None = None,
                         warmup: int = 1, repeats: int = 5, seed: int = 0) -> pd.DataFrame:
     """Encode, decode and training throughput (images/s) of a randomly initialised tokenizer of the profile.
 
-    The training step is the full `TokenizerObjective` step of the trainer: every phase (model,
-    discriminator) forward, backward and AdamW step, at step `disc_start` so the adversarial terms are
-    on, with a frozen random teacher (`random_teacher`) for the semantic and perceptual losses.
+    The training step is the trainer's own `train.train_step` on the profile's `TokenizerObjective`
+    (every phase forward, backward, grad clip and AdamW, then the EMA), at step `disc_start` so the
+    adversarial terms are on, with frozen networks of random weights (`pipeline.frozen_vit(trained=False)`).
     batch: images per call (default: the profile's tokenizer training batch).
     """
     cfg = config.apply_overrides(cfg, {"tokenizer.encoder_init": "random"})
     batch = batch or cfg.train_tokenizer.batch_size
     device = torch.device(device)
     torch.manual_seed(seed)
-    teacher = random_teacher(cfg)
-    tokenizer = ImageFolderTokenizer(cfg)
-    objective = TokenizerObjective(cfg, tokenizer, teacher, build_perceptual(cfg, teacher)).to(device)
+    objective = pipeline.tokenizer_objective(cfg, trained=False).to(device)
+    tokenizer = objective.tokenizer
     images = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
     labels = torch.zeros(batch, dtype=torch.long, device=device)
 
@@ -213,21 +191,13 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
                "decode": measure_latency(lambda: tokenizer.decode(indices), warmup, repeats, device)}
 
     tcfg, step = cfg.train_tokenizer, cfg.tokenizer.disc_start
-    optimizers = {p: make_optimizer(objective.parameters_for(p), tcfg, fused=False) for p in objective.phases}
+    opt = build_optimisation(objective, tcfg, device)
     objective.train()
-
-    def train_step() -> None:
-        for phase in objective.phases:
-            with autocast_for(device, tcfg.amp):
-                loss, _ = objective((images, labels), phase, step)
-            optimizers[phase].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[phase].step()
-
-    timings["train step"] = measure_latency(train_step, warmup, repeats, device)
+    timings["train step"] = measure_latency(lambda: train_step(objective, opt, [images, labels], step, tcfg, device),
+                                            warmup, repeats, device)
     notes = {"encode": "tokenizer.encode (eval, no grad)", "decode": "tokenizer.decode (eval, no grad)",
-             "train step": f"TokenizerObjective phases {objective.phases}: forward, backward, AdamW; adversarial on; "
-                           "frozen random teacher"}
+             "train step": f"train.train_step, TokenizerObjective phases {objective.phases}: forward, backward, "
+                           "grad clip, AdamW, EMA; adversarial on; frozen networks with random weights"}
     return pd.DataFrame([dict(stage=stage, batch=batch, median_s=t["median"], images_per_s=batch / t["median"],
                               p10_s=t["p10"], p90_s=t["p90"], repeats=repeats, device=t["device"], what=notes[stage])
                          for stage, t in timings.items()])
@@ -235,14 +205,12 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
 
 # ----------------------------------------------------------------------------- entry point
 
-def main(profile: str = "cpu", device: str = "cpu", threads: int | None = None) -> None:
-    """Print the three benchmark tables of a profile, headed by the machine they ran on.
-    threads: CPU threads for torch (default: torch's own choice)."""
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = config.profile(profile)
-    warmup, repeats = REPEATS.get(profile, DEFAULT_REPEATS)
-    print(f"# imagefolder bench — profile {profile}, device {device_name(device)}, torch {torch.__version__}, "
+def main(cfg: Config) -> None:
+    """Print the three benchmark tables of a config on its device, headed by the machine they ran on
+    (`python -m imagefolder bench --profile P [overrides]`; `threads=1` is steadiest on a busy machine)."""
+    device = str(pipeline.device_of(cfg))
+    warmup, repeats = REPEATS.get(cfg.profile, DEFAULT_REPEATS)
+    print(f"# imagefolder bench — profile {cfg.profile}, device {device_name(device)}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.python_implementation()} {platform.python_version()}")
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 40):
         print("\n## Sampling, batch 1, KV cache, CFG (ratios to folded, same run)")
@@ -254,12 +222,3 @@ def main(profile: str = "cpu", device: str = "cpu", threads: int | None = None) 
         print(paper.attrs["verdict"])
         print("\n## Tokenizer throughput")
         print(tokenizer_benchmark(cfg, device).to_string(index=False))
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m imagefolder.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", choices=sorted(config.PROFILES))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    args = parser.parse_args()
-    main(args.profile, args.device, args.threads)

@@ -89,7 +89,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     """Latency / FLOPs of folded, unfolded, VAR-style and raster sampling, and tokenizer throughput."""
     from . import bench
-    bench.main(args.profile, args.device, args.threads)
+    bench.main(_cfg(args))
 
 
 def cmd_claims(args: argparse.Namespace) -> None:
@@ -118,10 +118,6 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--classes", type=int, nargs="*", help="class indices (default: all)")
         if name == "claims":
             p.add_argument("--results", default="results", help="the results root (tables under <root>/<profile>/)")
-            p.set_defaults(overrides=[])
-        if name == "bench":
-            p.add_argument("--device", default="cpu")
-            p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a busy machine)")
             p.set_defaults(overrides=[])
         else:
             p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. quantizer.dropout_p=0.5")
