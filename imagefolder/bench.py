@@ -13,7 +13,6 @@ Every network has random weights: latency and FLOPs depend on shapes, not on tra
 from __future__ import annotations
 
 import dataclasses
-import math
 import platform
 
 import pandas as pd
@@ -39,7 +38,6 @@ PAPER_MODELS = {
                 QuantizerConfig(scales=list(config.VAR_SCALES), branches=1, codebook_size=4096)),
 }
 PAPER_CLASSES = 1000
-CLAIMS = {"≈1/4 (paper's text)": 0.25, "≈1/2 (hand count of linear layers and attention)": 0.5}
 
 
 # ----------------------------------------------------------------------------- generators
@@ -132,18 +130,12 @@ def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: 
 
 # ----------------------------------------------------------------------------- the paper's configurations
 
-def verdict(ratio: float) -> str:
-    """Which claim about ImageFolder's FLOPs relative to VAR d16 a measured ratio supports (nearest in log)."""
-    claim = min(CLAIMS, key=lambda c: abs(math.log(ratio / CLAIMS[c])))
-    return f"ImageFolder needs {ratio:.3f}× the FLOPs of VAR d16 per image: this supports {claim}."
-
-
 def paper_flops(batch: int = 1, device: torch.device | str = "cpu") -> pd.DataFrame:
     """FLOPs per image of sampling with the paper's ImageFolder and VAR d16 generators, both with CFG.
 
     Counted by the flop counter on `device` with random weights, at depth 1 and 2 and extended to the
-    full depth (`depth_extended_flops`, exact). Columns include `flops_vs_VAR`; `df.attrs["ratio"]`
-    (ImageFolder / VAR) and `df.attrs["verdict"]` (see `verdict`) summarise it.
+    full depth (`depth_extended_flops`, exact). Columns include `flops_vs_VAR` (ImageFolder / VAR: the
+    ratio that `tables.TABLE6_PAPER`'s claim judges).
     """
     rows = []
     for name, (gcfg, qcfg) in PAPER_MODELS.items():
@@ -160,8 +152,6 @@ def paper_flops(batch: int = 1, device: torch.device | str = "cpu") -> pd.DataFr
     df["gflops_per_image"] = df.flops_per_image / 1e9
     df["flops_vs_VAR"] = df.flops_per_image / df.loc[df.model == "VAR d16", "flops_per_image"].item()
     df["flops_counted"] = FLOPS_NOTE + " Counted at depth 1 and 2 and extended linearly to the full depth (exact)."
-    ratio = df.loc[df.model == "ImageFolder", "flops_vs_VAR"].item()
-    df.attrs.update(ratio=ratio, verdict=verdict(ratio))
     return df
 
 
@@ -219,6 +209,6 @@ def main(cfg: Config) -> None:
         print("\n## FLOPs per image of the paper's generators, both with CFG")
         paper = paper_flops(device=device)
         print(paper.drop(columns="flops_counted").to_string(index=False))
-        print(paper.attrs["verdict"])
+        print(tables.TABLE6_PAPER.verdicts(paper))
         print("\n## Tokenizer throughput")
         print(tokenizer_benchmark(cfg, device).to_string(index=False))

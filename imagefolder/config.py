@@ -142,7 +142,7 @@ class TrainConfig:
 
 @dataclass
 class ReferenceNetConfig:
-    """A small classifier trained on the data set: the teacher or the evaluator (DESIGN.md §5)."""
+    """A small classifier trained on the data set: the teacher or the evaluator."""
 
     arch: Literal["vit", "convnet"] = "vit"  # vit: teacher (the encoder's width, depth and patch); convnet: evaluator
     width: int = 192

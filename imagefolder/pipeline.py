@@ -20,12 +20,12 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from . import checkpoint, metrics, pretrained, reference
-from .config import Config, TrainConfig, apply_overrides, from_dict, to_dict, validate
+from .config import Config, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, to_uint8
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
-from .train import BOOKKEEPING_FIELDS, pick_device, seed_everything, train
+from .train import pick_device, seed_everything, train, without_bookkeeping
 
 DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2"}
 
@@ -42,18 +42,10 @@ def run_path(cfg: Config, kind: str, name: str) -> Path:
     return Path(cfg.run_dir) / cfg.profile / kind / name
 
 
-def _defining(node: Any) -> Any:
-    """A config node as plain data, without the bookkeeping fields of every TrainConfig in it."""
-    if dataclasses.is_dataclass(node):
-        skip = BOOKKEEPING_FIELDS if isinstance(node, TrainConfig) else ()
-        return {f.name: _defining(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name not in skip}
-    return [_defining(v) for v in node] if isinstance(node, (list, tuple)) else node
-
-
 def run_definition(cfg: Config, sections: tuple[str, ...]) -> dict[str, Any]:
     """What defines a trained model: the config `sections` (bookkeeping fields left out) and the model-code
     version. Its hash names the run; resuming compares it with the checkpoint's."""
-    return {k: _defining(getattr(cfg, k)) for k in sections} | {"model_code_version": MODEL_CODE_VERSION}
+    return {k: without_bookkeeping(getattr(cfg, k)) for k in sections} | {"model_code_version": MODEL_CODE_VERSION}
 
 
 def config_hash(cfg: Config, sections: tuple[str, ...]) -> str:

@@ -1,4 +1,4 @@
-"""The small profiles' reference networks (DESIGN.md §5), trained by the compendium on the data set.
+"""The small profiles' reference networks, trained by the compendium on the data set.
 
 - The **teacher**: a timm ViT with the tokenizer encoder's width, depth and patch size, trained on the
   emoji subcategories. It stands in for DINOv2: it initialises the encoder, gives the semantic
@@ -21,7 +21,7 @@ from . import checkpoint, pretrained
 from .backbones import build_vit
 from .config import Config, ReferenceNetConfig, ViTConfig, from_dict, to_dict
 from .data import ImageFolderDataset, MultiLabelView
-from .train import pick_device, seed_everything, train
+from .train import pick_device, seed_everything, train, without_bookkeeping
 
 
 class ConvTrunk(nn.Module):
@@ -141,7 +141,8 @@ def train_reference(cfg: Config, role: str, force: bool = False) -> Path:
     run_dir = Path(cfg.run_dir) / cfg.profile / role
     record = {"role": role, "profile": cfg.profile, "reference": to_dict(cfg)[role], "data": to_dict(cfg)["data"]}
     result = train(objective, MultiLabelView(train_ds, rcfg.labels), rcfg.train, run_dir, rcfg.seed,
-                   config=record, device=pick_device(cfg.device), desc=role)
+                   config=record, device=pick_device(cfg.device), desc=role,
+                   run_key=record | {"reference": without_bookkeeping(rcfg)})
     ema_net = load_from(result.model_path, record)
     acc = {name: round(accuracy(ema_net, val_ds, name), 4) for name in rcfg.labels}
     checkpoint.save_model(ema_net.state_dict(), path, record, {"val_accuracy": acc})

@@ -15,6 +15,7 @@ trainable tensors (frozen parameters, e.g. teachers, are never saved).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -39,6 +40,15 @@ from .config import TrainConfig
 # TrainConfig fields that change only when the trainer logs and saves, never what it trains: they leave
 # a run's name and its resume check (pipeline.run_definition).
 BOOKKEEPING_FIELDS = frozenset({"ckpt_every", "keep_ckpts", "log_every"})
+
+
+def without_bookkeeping(node: Any) -> Any:
+    """A config node as plain data, without the bookkeeping fields of every TrainConfig in it."""
+    if dataclasses.is_dataclass(node):
+        skip = BOOKKEEPING_FIELDS if isinstance(node, TrainConfig) else ()
+        return {f.name: without_bookkeeping(getattr(node, f.name)) for f in dataclasses.fields(node)
+                if f.name not in skip}
+    return [without_bookkeeping(v) for v in node] if isinstance(node, (list, tuple)) else node
 
 
 @dataclass

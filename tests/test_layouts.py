@@ -3,6 +3,8 @@ invariants (lengths, steps, indices ↔ targets, block-causal mask, inputs for t
 A new layout adds its class to `LAYOUTS` and one row to `EXAMPLES`."""
 from __future__ import annotations
 
+import typing
+
 import pytest
 import torch
 
@@ -30,6 +32,10 @@ def layout(request):
 
 def test_every_registered_layout_has_an_example():
     assert set(EXAMPLES) == set(LAYOUTS) and all(cls.name == name for name, cls in LAYOUTS.items())
+
+
+def test_config_offers_exactly_the_registered_layouts():
+    assert set(typing.get_args(typing.get_type_hints(config.GeneratorConfig)["mode"])) == set(LAYOUTS)
 
 
 def test_registry_names_the_field_for_an_unknown_mode():
