@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import checkpoint
 from .config import TrainConfig
@@ -305,14 +306,17 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
     model = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1 else objective)
     loader = step_loader(dataset, tcfg, seed, start, info)
     objective.train()
-    bar = tqdm(total=tcfg.steps, initial=start, desc=desc, disable=not info.main, mininterval=2.0)
+    # counts images, so its rate is img/s; disable=None: drawn only on a terminal (tqdm's rule), never into a
+    # notebook's or a log's output, where the history and the summary line below stand for it
+    bar = tqdm(total=tcfg.steps * tcfg.batch_size, initial=start * tcfg.batch_size, desc=desc, unit="img",
+               unit_scale=True, disable=None if info.main else True, mininterval=2.0)
     step, seen, t_log = start, 0, time.time()
     for batch in loader:
         batch = [b.to(device, non_blocking=True) if torch.is_tensor(b) else b for b in batch]
         logs = train_step(model, opt, batch, step, tcfg, device)
         step += 1
         seen += len(batch[0]) * info.world
-        bar.update(1)
+        bar.update(len(batch[0]) * info.world)
         if step % tcfg.log_every == 0 or step == tcfg.steps:
             row = {"step": step, "lr": opt.schedulers[objective.phases[0]].get_last_lr()[0],
                    "items_per_s": seen / max(1e-9, time.time() - t_log)} | logs
@@ -321,8 +325,7 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
             history.append(row)
             if info.main:
                 _append_history(run_dir, row)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")}
-                                | {"it/s": f"{row['items_per_s']:.0f}"})
+                bar.set_postfix({"step": step} | {k: f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")})
             seen, t_log = 0, time.time()
         if step % tcfg.ckpt_every == 0 or step == tcfg.steps:
             save_checkpoint(opt, run_dir / "checkpoints", step, run_key, tcfg.keep_ckpts, info, device)
@@ -332,9 +335,19 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
                          model_path=run_dir / "model.safetensors")
     if info.main:
         export(opt, result.model_path, config, step)
+        print(_summary(desc, result, tcfg.batch_size), file=sys.stderr)  # a log line: stdout is the caller's
     if info.world > 1:
         dist.barrier()
     return result
+
+
+def _summary(desc: str, result: TrainResult, batch_size: int) -> str:
+    """One line for a finished training: steps, time, images/s and the last logged losses."""
+    done = result.steps - result.resumed_from
+    losses = {k: v for k, v in (result.history[-1] if result.history else {}).items() if k.startswith("loss_")}
+    return (f"{desc}: {done} steps" + (f" (resumed at {result.resumed_from})" if result.resumed_from else "")
+            + f" in {result.wall_time:.0f} s, {done * batch_size / max(result.wall_time, 1e-9):.0f} img/s"
+            + "".join(f", {k} {v:.3g}" for k, v in losses.items()))
 
 
 def _append_history(run_dir: Path, row: dict[str, float]) -> None:
