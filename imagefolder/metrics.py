@@ -9,6 +9,7 @@ loaded from a local file only) or a compendium reference network wrapped by `Ref
 from __future__ import annotations
 
 import math
+import sys
 import platform
 import statistics
 import time
@@ -322,7 +323,8 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
         input1=input1, input2=input2, feature_extractor=network.extractor,
         fid="fid" in metrics, isc="isc" in metrics, prc="prc" in metrics, kid="kid" in metrics,
         cuda=device.type == "cuda", batch_size=batch_size, kid_subset_size=kid_size, isc_splits=isc_splits,
-        prc_neighborhood=prc_neighborhood, rng_seed=seed, verbose=False, save_cpu_ram=True,
+        prc_neighborhood=prc_neighborhood, rng_seed=seed, save_cpu_ram=True,
+        verbose=sys.stderr.isatty(),  # torch-fidelity's bars and steps, only on a terminal (as the trainer's)
         cache=False,
         feature_extractor_weights_path=network.weights_path,
     )

@@ -18,6 +18,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from . import checkpoint, metrics, pretrained, reference
 from .config import Config, apply_overrides, from_dict, to_dict, validate
@@ -164,6 +165,11 @@ def val_subset(cfg: Config, n: int) -> ImageFolderDataset:
     return ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=min(n, cfg.data.max_per_split or n)), "val")
 
 
+def progress(total: int, desc: str) -> tqdm:
+    """A bar over `total` images, drawn only on a terminal (the trainer's rule: tqdm's disable=None)."""
+    return tqdm(total=total, desc=desc, unit="img", disable=None, leave=False, mininterval=2.0)
+
+
 def _on(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 images → [-1, 1] floats on `device`."""
     return from_uint8(batch_u8.to(device))
@@ -174,8 +180,11 @@ def reconstruct_all(tokenizer: ImageFolderTokenizer, images_u8: torch.Tensor, ba
                     n_scales: int | None = None) -> torch.Tensor:
     """uint8 (N, 3, H, W) → reconstructions as uint8, keeping the first `n_scales` scales."""
     device = next(tokenizer.parameters()).device
-    out = [to_uint8(tokenizer.reconstruct(_on(batch, device), n_scales)).cpu()
-           for batch in images_u8.split(batch_size)]
+    out = []
+    with progress(len(images_u8), "reconstructing") as bar:
+        for batch in images_u8.split(batch_size):
+            out.append(to_uint8(tokenizer.reconstruct(_on(batch, device), n_scales)).cpu())
+            bar.update(len(batch))
     return torch.cat(out)
 
 
@@ -297,9 +306,11 @@ def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels:
     device = next(generator.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
     out = []
-    for chunk in labels.split(batch_size or cfg.evaluation.batch_size):
-        indices = generator.sample(chunk.to(device), tokenizer.quantizer, generator=g, **sampling)
-        out.append(to_uint8(tokenizer.decode(indices)).cpu())
+    with progress(len(labels), "sampling") as bar:
+        for chunk in labels.split(batch_size or cfg.evaluation.batch_size):
+            indices = generator.sample(chunk.to(device), tokenizer.quantizer, generator=g, **sampling)
+            out.append(to_uint8(tokenizer.decode(indices)).cpu())
+            bar.update(len(chunk))
     return torch.cat(out)
 
 
