@@ -2,11 +2,13 @@
 
 The profile names the networks; availability never changes them. `resolve(name)` returns the path of
 the weights file. Where it looks, in order:
-1. `$IMAGEFOLDER_WEIGHTS/<file>` (default `runs/weights/`), where the compendium also writes its own
-   reference networks (`teacher-<profile>`, `evaluator-<profile>`, trained by `make data`);
-2. the library's standard cache (`$TORCH_HOME/hub/checkpoints/` for torchvision / torch-fidelity files,
+1. `$IMAGEFOLDER_WEIGHTS/<file>` (default `runs/weights/`), where the compendium writes the reference
+   networks it retrains on request (`teacher-<profile>`, `evaluator-<profile>`, `make data` with `--force`);
+2. for those reference networks, the files shipped with the package (`imagefolder/reference_weights/`, their
+   SHA-256 in `SHA256SUMS` there), so every machine measures with the same instrument;
+3. the library's standard cache (`$TORCH_HOME/hub/checkpoints/` for torchvision / torch-fidelity files,
    the Hugging Face cache for timm's DINOv2);
-3. with `allow_download=True` only, the library's own download (fails on machines without a hub).
+4. with `allow_download=True` only, the library's own download (fails on machines without a hub).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Known:
     origin: str  # where a user obtains it
     torch_hub: bool = False  # also looked up in $TORCH_HOME/hub/checkpoints
     hf_repo: str | None = None  # also looked up in the Hugging Face cache (timm weights)
+    shipped: bool = False  # also looked up among the files shipped with the package (SHIPPED_DIR)
 
 
 KNOWN = {
@@ -49,6 +52,9 @@ KNOWN = {
 }
 
 
+SHIPPED_DIR = Path(__file__).with_name("reference_weights")
+
+
 def weights_dir() -> Path:
     return Path(os.environ.get("IMAGEFOLDER_WEIGHTS", "runs/weights"))
 
@@ -63,7 +69,7 @@ def _known(name: str) -> Known:
     role, _, profile = name.partition("-")
     if role in ("teacher", "evaluator") and profile:
         return Known(f"{name}.safetensors", f"the {role} reference network of the {profile} profile",
-                     f"`make data PROFILE={profile}` trains it")
+                     f"`make data PROFILE={profile}` trains it", shipped=True)
     raise MissingWeightsError(f"unknown pretrained network {name!r}; known: {sorted(KNOWN)} or teacher-/evaluator-<profile>")
 
 
@@ -71,6 +77,8 @@ def candidates(name: str) -> list[Path]:
     """Every path the resolver checks for `name`, in order."""
     known = _known(name)
     paths = [weights_dir() / known.file]
+    if known.shipped:
+        paths.append(SHIPPED_DIR / known.file)
     if known.torch_hub:
         paths.append(torch_hub_dir() / known.file)
     if known.hf_repo:
@@ -112,10 +120,23 @@ def _download(name: str, known: Known) -> Path:
     raise MissingWeightsError(f"{known.what} cannot be downloaded: {known.origin}")
 
 
-def file_hash(path: str | Path) -> str:
-    """Short SHA-256 of a weights file, recorded beside every metric it computes."""
+def sha256(path: str | Path) -> str:
+    """SHA-256 of a file, hex."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    """Short SHA-256 of a weights file, recorded beside every metric it computes."""
+    return sha256(path)[:16]
+
+
+def shipped_sums() -> dict[str, str]:
+    """File name → SHA-256 of the reference networks shipped with the package (`SHA256SUMS`)."""
+    path = SHIPPED_DIR / "SHA256SUMS"
+    if not path.exists():
+        return {}
+    return {name: digest for digest, name in (line.split() for line in path.read_text().splitlines() if line.strip())}

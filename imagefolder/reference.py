@@ -6,7 +6,10 @@
 - The **evaluator**: a convnet of another architecture and seed, trained on categories and
   subcategories, used only to compute FD / IS / precision / recall — never seen by the tokenizer.
 
-Both are saved as `runs/weights/<role>-<profile>.safetensors` with their val accuracy in a JSON beside.
+The smoke and cpu profiles' networks ship with the package (`imagefolder/reference_weights/`, see
+`pretrained`) and are used as they are, so every machine measures with the same instrument; `make data`
+trains a profile's networks only where none ship (the gpu profile) or when asked (`--force`), into
+`runs/weights/<role>-<profile>.safetensors` with their val accuracy in a JSON beside.
 """
 from __future__ import annotations
 
@@ -128,12 +131,21 @@ def weights_name(cfg: Config, role: str) -> str:
 
 
 def train_reference(cfg: Config, role: str, force: bool = False) -> Path:
-    """Train the teacher or evaluator of `cfg` (skipped when its file exists); returns the weights path."""
+    """Train the teacher or evaluator of `cfg` unless a file of it exists (a trained or a shipped one) and
+    `force` is off; returns the weights path."""
     rcfg: ReferenceNetConfig = getattr(cfg, role)
-    path = pretrained.weights_dir() / f"{weights_name(cfg, role)}.safetensors"
-    if path.exists() and not force:
-        print(f"{role}: {path} exists ({json.loads(path.with_suffix('.json').read_text())['val_accuracy']})")
-        return path
+    name = weights_name(cfg, role)
+    path = pretrained.weights_dir() / f"{name}.safetensors"
+    if not force:
+        found = next((p for p in pretrained.candidates(name) if p.is_file()), None)
+        if found is not None:
+            info = json.loads(found.with_suffix(".json").read_text())
+            digest, shipped = pretrained.sha256(found), pretrained.shipped_sums().get(found.name)
+            origin = ("shipped with the package" if found.parent == pretrained.SHIPPED_DIR else "trained here"
+                      if shipped is None else "trained here, the same file as the shipped one" if digest == shipped
+                      else "trained here, NOT the shipped file: delete it to measure with the shipped one")
+            print(f"{role}: {found} ({origin}; sha256 {digest[:16]}; val accuracy {info['val_accuracy']})")
+            return found
     train_ds, val_ds = ImageFolderDataset(cfg.data, "train"), ImageFolderDataset(cfg.data, "val")
     seed_everything(rcfg.seed)
     net = ReferenceNet(rcfg, cfg.data.resolution, _label_counts(train_ds, rcfg.labels))
