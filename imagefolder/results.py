@@ -2,6 +2,8 @@
 
 Every file is written to a temporary file in its folder and moved into place with `os.replace`, so a
 reader never sees half a file. Tables can carry the paper's number beside ours (`paper_reference.yaml`).
+A run that is not the committed notebook as it stands (a copy, or config overrides) writes under
+`results/<profile>/variants/<name>/` instead, never over the committed results.
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ PACKAGES = ("torch", "torchvision", "timm", "torch-fidelity", "lpips", "numpy", 
             "seaborn", "safetensors", "papermill")
 
 
-def results_dir(profile: str, root: str | Path = "results") -> Path:
-    return Path(root) / profile
+def results_dir(profile: str, root: str | Path = "results", variant: str | None = None) -> Path:
+    """`<root>/<profile>/`, or `<root>/<profile>/variants/<variant>/` for a variant run."""
+    return Path(root) / profile / "variants" / variant if variant else Path(root) / profile
 
 
 # ----------------------------------------------------------------------------- the paper's numbers
@@ -64,20 +67,31 @@ def paper_fact(table: str, key: str) -> Any:
     return facts[key]
 
 
-def with_paper_columns(df: pd.DataFrame, table: str, row_key: str, columns: Sequence[str] | dict[str, str],
-                       suffix: str = " (paper)") -> pd.DataFrame:
+def with_paper_columns(df: pd.DataFrame, table: str, row_key: str | Sequence, columns: Sequence[str] | dict[str, str],
+                       suffix: str = " (paper)", names: dict[str, str] | None = None,
+                       facts: dict[str, dict[str, str]] | None = None) -> pd.DataFrame:
     """A copy of `df` with the paper's value right after each of our metric columns.
 
-    `row_key`: the column of `df` holding the paper's row (or column) key. `columns`: our metric columns,
-    or {ours: paper column name} when the names differ. Missing paper values are left empty.
+    `row_key`: the column of `df` holding the paper's row (or column) key, or the keys themselves, one per
+    row (None: the paper has no such row). `columns`: our metric columns, or {ours: paper column name} when
+    the names differ. `names`: {ours: header of its paper column} (default: ours + `suffix`). `facts`:
+    {ours: {paper row key: fact key}}, numbers the paper states in its text rather than in the table, for
+    the rows they name (a column of `facts` need not be in `columns`). Missing paper values are left empty.
     """
     mapping = dict(columns) if isinstance(columns, dict) else {c: c for c in columns}
+    keys = list(df[row_key]) if isinstance(row_key, str) else list(row_key)
+    if len(keys) != len(df):
+        raise ValueError(f"{len(keys)} paper row keys for a table of {len(df)} rows")
+    facts = facts or {}
     out = df.copy()
-    for ours, theirs in mapping.items():
+    for ours in list(mapping) + [c for c in facts if c not in mapping]:
         if ours not in out.columns:
             raise KeyError(f"column {ours!r} not in the table (columns: {list(out.columns)})")
-        values = [paper_value(table, key, theirs) for key in out[row_key]]
-        out.insert(out.columns.get_loc(ours) + 1, f"{ours}{suffix}", pd.Series(values, index=out.index, dtype=object))
+        stated = {str(k): f for k, f in facts.get(ours, {}).items()}
+        values = [None if key is None else paper_fact(table, stated[str(key)]) if str(key) in stated
+                  else paper_value(table, key, mapping[ours]) if ours in mapping else None for key in keys]
+        header = (names or {}).get(ours, f"{ours}{suffix}")
+        out.insert(out.columns.get_loc(ours) + 1, header, pd.Series(values, index=out.index, dtype=object))
     return out
 
 
@@ -111,22 +125,78 @@ def to_markdown(df: pd.DataFrame, float_format: str = ".4g") -> str:
 
 def write_table(df: pd.DataFrame, name: str, profile: str, *, title: str, network: str | None = None,
                 n: int | None = None, note: str | None = None, root: str | Path = "results",
-                float_format: str = ".4g") -> dict[str, Path]:
+                float_format: str = ".4g", variant: str | None = None) -> dict[str, Path]:
     """Write `tables/<name>.csv` (data only) and `tables/<name>.md` (caption line, then the table).
 
     The caption names the metric network (e.g. `MetricNetwork.describe()`) and N. Returns both paths.
     """
-    folder = results_dir(profile, root) / "tables"
+    folder = results_dir(profile, root, variant) / "tables"
     md = f"**{table_caption(title, network, n, note)}**\n\n{to_markdown(df, float_format)}\n"
     return {"csv": atomic_write_text(folder / f"{name}.csv", df.to_csv(index=False)),
             "md": atomic_write_text(folder / f"{name}.md", md)}
 
 
-def save_figure(fig, name: str, profile: str, root: str | Path = "results", dpi: int = 150) -> Path:
+def save_figure(fig, name: str, profile: str, root: str | Path = "results", dpi: int = 150,
+                variant: str | None = None) -> Path:
     """Save a matplotlib figure as `figures/<name>.png` (rendered by Agg, whatever the backend)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return atomic_write_bytes(results_dir(profile, root) / "figures" / f"{name}.png", buf.getvalue())
+    return atomic_write_bytes(results_dir(profile, root, variant) / "figures" / f"{name}.png", buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- tables as a reader sees them
+
+HIDDEN_COLUMNS = ("minutes",)  # bookkeeping kept in the CSV and Markdown, not shown in a report
+MAX_COLUMNS = 12  # a wider shown table splits into the paper comparison and our other columns
+
+
+def is_paper_column(column: str) -> bool:
+    return str(column).startswith("paper ") or "(paper)" in str(column)
+
+
+def _key_columns(df: pd.DataFrame) -> list[str]:
+    """The leading columns that name a row: the first, and the text columns right after it."""
+    keys = [df.columns[0]]
+    for c in df.columns[1:]:
+        if pd.api.types.is_numeric_dtype(df[c]) or is_paper_column(c):
+            break
+        keys.append(c)
+    return keys
+
+
+def display_blocks(df: pd.DataFrame) -> tuple[list[tuple[str | None, pd.DataFrame]], dict[str, Any]]:
+    """How a report shows `df`: ([(heading, block)], {column: value shared by every row}).
+
+    Bookkeeping columns (`HIDDEN_COLUMNS`) and columns with one value in every row (the shared dict) leave
+    the shown table; one still wider than `MAX_COLUMNS` splits into the paper comparison (each of our
+    columns that has a paper column, beside it) and our other columns, both led by the row-naming columns.
+    """
+    keys = _key_columns(df)
+    shared = {}
+    if len(df) > 1:
+        for c in df.columns:
+            values = df[c].dropna()
+            if c not in keys and not is_paper_column(c) and len(values) > 1 and values.astype(str).nunique() == 1:
+                shared[c] = values.iloc[0]
+    shown = df[[c for c in df.columns if c not in shared and c not in HIDDEN_COLUMNS]]
+    if len(shown.columns) <= MAX_COLUMNS or not any(map(is_paper_column, shown.columns)):
+        return [(None, shown)], shared
+    cols = list(shown.columns)
+    compared = [c for i, c in enumerate(cols) if is_paper_column(c) or (i + 1 < len(cols) and is_paper_column(cols[i + 1]))]
+    rest = [c for c in cols if c not in compared and c not in keys]
+    return [("compared with the paper", shown[keys + [c for c in compared if c not in keys]]),
+            ("our other columns", shown[keys + rest])], shared
+
+
+def table_markdown(df: pd.DataFrame, caption: str, anchor: str | None = None, float_format: str = ".4g") -> str:
+    """Markdown for a notebook: the caption, `df` as `display_blocks` lays it out, the shared values."""
+    blocks, shared = display_blocks(df)
+    parts = [(f'<a id="{anchor}"></a>' if anchor else "") + f"**{caption}**"]
+    for heading, block in blocks:
+        parts += ([f"*{heading}*"] if heading else []) + [to_markdown(block, float_format)]
+    if shared:
+        parts.append("Every row: " + "; ".join(f"{c} {_cell(v, float_format).rstrip('.')}" for c, v in shared.items()) + ".")
+    return "\n\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -182,12 +252,13 @@ def provenance_section(profile: str, *, seeds: dict[str, int] | int, data_finger
             "metric_networks": metric_networks or {}, "wall_times_s": wall_times or {}, "machine": machine(), **extra}
 
 
-def update_provenance(profile: str, section: str, entries: dict[str, Any], root: str | Path = "results") -> Path:
+def update_provenance(profile: str, section: str, entries: dict[str, Any], root: str | Path = "results",
+                      variant: str | None = None) -> Path:
     """Set `sections[section]` of `provenance.json` to `entries`, keeping the other notebooks' sections.
 
     Read-modify-write under an exclusive lock on `provenance.json.lock`, written atomically.
     """
-    path = results_dir(profile, root) / "provenance.json"
+    path = results_dir(profile, root, variant) / "provenance.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path):
         data = json.loads(path.read_text()) if path.exists() else {"profile": profile, "sections": {}}
@@ -198,37 +269,49 @@ def update_provenance(profile: str, section: str, entries: dict[str, Any], root:
     return path
 
 
+RUNTIME_FIELDS = frozenset({"run_dir", "threads", "device"})  # overrides of where or how fast, not of what
+
+
 class Report:
     """What one notebook writes under `<root>/<profile>/`: its tables, figures and provenance section.
 
+    `notebook`: the committed notebook the code is (e.g. "03_quantizer_dropout"); `name`: this run's name
+    (a copy's own, default `notebook`). A run named otherwise, or with `overrides` beyond `RUNTIME_FIELDS`,
+    is a variant: it writes under `<root>/<profile>/variants/<name>/`, never over the committed results.
     `table` and `figure` write at once (a notebook that fails later keeps what it wrote); `finish`
-    records the notebook's wall time, seeds, data fingerprint and metric networks in provenance.json.
+    records the run's wall time, seeds, overrides, data fingerprint and metric networks in provenance.json.
     """
 
-    def __init__(self, notebook: str, profile: str, root: str | Path = "results"):
+    def __init__(self, notebook: str, profile: str, root: str | Path = "results", *, name: str | None = None,
+                 overrides: dict[str, Any] | None = None):
         self.notebook, self.profile, self.root = notebook, profile, Path(root)
+        self.name, self.overrides = name or notebook, dict(overrides or {})
+        changed = set(self.overrides) - RUNTIME_FIELDS
+        self.variant = self.name if (self.name != notebook or changed) else None
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.outputs: list[str] = []
 
     @property
     def folder(self) -> Path:
-        return results_dir(self.profile, self.root)
+        return results_dir(self.profile, self.root, self.variant)
 
     def table(self, df: pd.DataFrame, name: str, *, title: str, network: str | None = None,
-              n: int | None = None, note: str | None = None) -> pd.DataFrame:
-        paths = write_table(df, name, self.profile, title=title, network=network, n=n, note=note, root=self.root)
+              n: int | None = None, note: str | None = None, show: bool = True) -> None:
+        """Write `df` whole (CSV and Markdown) and, with `show`, display it as `table_markdown` lays it out."""
+        paths = write_table(df, name, self.profile, title=title, network=network, n=n, note=note, root=self.root,
+                            variant=self.variant)
         self.outputs += [str(p) for p in paths.values()]
-        return df
+        if show:
+            from IPython.display import Markdown, display
+            display(Markdown(table_markdown(df, table_caption(title, network, n, note), anchor=f"table-{name}")))
 
-    def figure(self, fig, name: str) -> Path:
-        path = save_figure(fig, name, self.profile, self.root)
-        self.outputs.append(str(path))
-        return path
+    def figure(self, fig, name: str) -> None:
+        self.outputs.append(str(save_figure(fig, name, self.profile, self.root, variant=self.variant)))
 
     def finish(self, *, seeds: Any, data_fingerprint: str | None, metric_networks: dict | None = None,
-               **extra: Any) -> Path:
+               **extra: Any) -> None:
         wall = (datetime.datetime.now(datetime.timezone.utc) - self.started).total_seconds()
         section = provenance_section(self.profile, seeds=seeds, data_fingerprint=data_fingerprint,
-                                     metric_networks=metric_networks, wall_times={self.notebook: round(wall, 1)},
-                                     outputs=self.outputs, **extra)
-        return update_provenance(self.profile, self.notebook, section, self.root)
+                                     metric_networks=metric_networks, wall_times={self.name: round(wall, 1)},
+                                     notebook=self.notebook, overrides=self.overrides, outputs=self.outputs, **extra)
+        update_provenance(self.profile, self.name, section, self.root, variant=self.variant)

@@ -13,7 +13,7 @@ import pandas as pd
 from . import metrics, pipeline, results
 from .config import Config
 from .generator import parameter_counts
-from .tables import TableSpec
+from .tables import TableSpec, paper_label
 
 
 def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) -> dict:
@@ -64,15 +64,21 @@ def run_table(cfg: Config, variants: dict[str, dict], network: metrics.MetricNet
 
 
 def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
-    """`df` (rows in the order of `spec.variants`) with the paper's setting of each row first, when the spec
-    has settings, and the paper's value beside each of the spec's columns."""
-    df, key = df.copy(), spec.key
+    """`df` with the paper's setting of each row first, when the spec has settings (rows in the order of
+    `spec.variants`), and the paper's value beside each of the spec's columns, headed by what it is
+    (`tables.paper_label`): from the paper's table, or from its text (`spec.facts`)."""
+    df = df.copy()
     if spec.settings:
         df.insert(0, spec.setting_column, list(spec.settings))
-        key = spec.setting_column
+        keys = list(spec.settings)
+    else:
+        keys = [spec.paper_key(str(row)) for row in df[spec.key]]
     names = {m: metrics.metric_key(m, network.name) for m in ("FD", "IS", "precision", "recall")}
-    return results.with_paper_columns(df, spec.paper, key, {ours.format(**names): theirs
-                                                            for ours, theirs in spec.columns.items()})
+    ours = {c: c.format(**names) for c in list(spec.columns) + list(spec.facts)}
+    labels = {ours[c]: paper_label(theirs) for c, theirs in spec.columns.items()}
+    labels |= {ours[c]: paper_label(theirs) for c, (theirs, _) in spec.facts.items()}
+    return results.with_paper_columns(df, spec.paper, keys, {ours[c]: theirs for c, theirs in spec.columns.items()},
+                                      names=labels, facts={ours[c]: stated for c, (_, stated) in spec.facts.items()})
 
 
 def mean_and_spread(df: pd.DataFrame, columns: list[str], by: str = "variant") -> pd.DataFrame:

@@ -162,6 +162,22 @@ def _no_variants(cfg: Config) -> dict[str, dict]:
     return {}
 
 
+# The header of a paper column beside ours: what the number is and what computed it (the paper's FID-type
+# metrics are Inception-v3 statistics on ImageNet 256×256, ours the profile's metric network on its data).
+PAPER_LABELS = {
+    "rFID": "paper rFID (Inception, ImageNet)", "gFID": "paper gFID (Inception, ImageNet)",
+    "IS": "paper IS (Inception, ImageNet)", "Pre": "paper precision (Inception, ImageNet)",
+    "Rec": "paper recall (Inception, ImageNet)", "L.P.": "paper L.P. top-1 % (ImageNet classes)",
+    "time (s)": "paper latency s (A100, 256 px)", "length": "paper length", "steps": "paper AR steps",
+    "FLOPs vs VAR": "paper FLOPs vs VAR (≈, text)",
+}
+
+
+def paper_label(column: str) -> str:
+    """The header of the paper's `column` beside ours (e.g. 'paper rFID (Inception, ImageNet)')."""
+    return PAPER_LABELS.get(column, f"paper {column}")
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """One paper table as we regenerate it: `results/<profile>/tables/<name>.{csv,md}`."""
@@ -175,10 +191,22 @@ class TableSpec:
     settings: tuple[str, ...] = ()  # the paper's setting of each variant, in order (its row or column key)
     setting_column: str = "paper setting"
     rows: tuple[str, ...] = ()  # rows written by other code than study.run_table (e.g. bench)
+    aliases: dict[str, str] = field(default_factory=dict)  # our row → the paper's row key; others have none
+    # ours → (the paper's name for it, {paper row key: fact key}): numbers the paper states in its text
+    facts: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for ours, (_, stated) in self.facts.items():
+            for fact in stated.values():
+                paper_fact(self.paper, fact)  # KeyError naming the fact when paper_reference.yaml lacks it
 
     def row_names(self, cfg: Config) -> set[str]:
         """Every name a claim may use for a row of this table under `cfg`."""
         return set(self.variants(cfg)) | set(self.rows) | set(self.settings)
+
+    def paper_key(self, row: str) -> str | None:
+        """The paper's row (or column) key for our row named `row` (None: the paper has no such row)."""
+        return self.aliases.get(row) if self.aliases else row
 
     @property
     def claims(self) -> tuple[_Claim, ...]:
@@ -249,7 +277,9 @@ TABLE4 = TableSpec(
 TABLE4_LP = TableSpec(
     "table4_linear_probe", "Table 4, L.P.: linear probe on frozen features", "table4",
     lambda cfg: {"ImageFolder (study budget)": {}, "VAR-style (study budget)": var_style(cfg)},
-    key="features", rows=("ImageFolder (main)", "teacher (ceiling)"))
+    key="features", rows=("ImageFolder (main)", "teacher (ceiling)"), columns={"L.P. top-1 (%)": "L.P."},
+    aliases={"ImageFolder (main)": "ImageFolder", "ImageFolder (study budget)": "ImageFolder",
+             "VAR-style (study budget)": "VAR (d16)"})
 TABLE5A = TableSpec(
     "table5a_n_start", "Table 5a: N_start of quantizer dropout", "table5a",
     lambda cfg: {str(n): {"quantizer.dropout_n_start": n} for n in (1, 3, 5)}, columns=RECON,
@@ -260,15 +290,19 @@ TABLE5B = TableSpec(
     settings=_header("table5b"))
 TABLE5C = TableSpec(
     "table5c_branches", "Table 5c: branches P", "table5c",
-    lambda cfg: {str(p): {"quantizer.branches": p} for p in (1, 2, 4)}, columns=RECON, settings=_header("table5c"))
+    lambda cfg: {str(p): {"quantizer.branches": p} for p in (1, 2, 4)}, columns=RECON, settings=_header("table5c"),
+    facts={"g{FD}": ("gFID", {"2": "gFID_2_branches", "4": "gFID_4_branches"})})
 TABLE5D = TableSpec(
     "table5d_lambda_clip", "Table 5d: λ_clip (0 = no semantic loss)", "table5d",
     lambda cfg: {"0": {"tokenizer.semantic_mode": "none"}, "0.01": {"tokenizer.semantic_weight": 0.01},
                  "0.1": {"tokenizer.semantic_weight": 0.1}}, columns=RECON, settings=_header("table5d"))
 TABLE6 = TableSpec("table6_latency_flops", "Table 6: batch-1 sampling latency and FLOPs, measured in one run",
-                   "table6", key="layout", rows=("folded", "unfolded", "VAR-style", "raster"))
+                   "table6", key="layout", rows=("folded", "unfolded", "VAR-style", "raster"),
+                   columns={"latency_s": "time (s)"},
+                   aliases={"folded": "ImageFolder", "VAR-style": "VAR", "raster": "LlamaGen"})
 TABLE6_PAPER = TableSpec("table6_paper_config_flops", "FLOPs per image of the paper's configurations, with CFG",
-                         "table6", key="model", rows=("ImageFolder", "VAR d16"))
+                         "table6", key="model", rows=("ImageFolder", "VAR d16"),
+                         facts={"flops_vs_VAR": ("FLOPs vs VAR", {"ImageFolder": "flops_ratio_to_var"})})
 TABLE7 = TableSpec(
     "table7_token_length", "Table 7: token length", "table7",
     lambda cfg: _schedules({f"last scale {k}": k for k in (cfg.grid - 1, cfg.grid, cfg.grid + 1)}),
@@ -279,12 +313,24 @@ TABLE8 = TableSpec(
     columns=RECON, settings=_header("table8"))
 TABLE9 = TableSpec("table9_branch_settings", "Table 9: branch settings", "table9", lambda cfg: dict(BRANCH_SETTINGS),
                    columns=RECON_GEN)
+TABLE9_RUNS = TableSpec("table9_runs", "Table 9 runs, one row per seed", "table9", lambda cfg: dict(BRANCH_SETTINGS),
+                        columns=RECON_GEN)
+TOKEN_COUNTS = TableSpec(
+    "token_counts", "Tokens and autoregressive steps per image (computed from the schedules)", "table4",
+    key="design", rows=("LlamaGen (raster, 16×16)", "VAR (16×16 latent)", "ImageFolder, unfolded", "ImageFolder, folded"),
+    columns={"AR positions": "length", "AR steps": "steps"},
+    aliases={"LlamaGen (raster, 16×16)": "LlamaGen-L", "VAR (16×16 latent)": "VAR (d16)", "ImageFolder, folded": "ImageFolder"})
+TOKENIZER_MAIN = TableSpec(
+    "tokenizer_main", "Main tokenizer and the VAR-style baseline, reconstruction on the val split", "table4",
+    key="tokenizer", rows=("ImageFolder (main)", "VAR-style single branch, same budget"), columns=RECON,
+    aliases={"ImageFolder (main)": "ImageFolder", "VAR-style single branch, same budget": "VAR (d16)"})
 FOLDED_VS_UNFOLDED = TableSpec(
     "folded_vs_unfolded", "Folded vs unfolded generation from the same tokenizer",
     variants=lambda cfg: {m: {"generator.mode": m} for m in ("folded", "unfolded")})
 
-SPECS = {s.name: s for s in (TABLE1, TABLE2, TABLE3_ROWS12, TABLE3, TABLE4, TABLE4_LP, TABLE5A, TABLE5B, TABLE5C,
-                             TABLE5D, TABLE6, TABLE6_PAPER, TABLE7, TABLE8, TABLE9, FOLDED_VS_UNFOLDED)}
+SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, TABLE3_ROWS12, TABLE3, TABLE4, TABLE4_LP,
+                             TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7, TABLE8, TABLE9,
+                             TABLE9_RUNS, FOLDED_VS_UNFOLDED)}
 
 CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
     Claim(text="Two branches beat one at equal length (product quantization)", table="table9_branch_settings",

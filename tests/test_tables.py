@@ -48,7 +48,7 @@ def test_spec_paper_numbers_resolve(spec: TableSpec):
     variants = spec.variants(cfg)
     if spec.settings:
         assert len(spec.settings) == len(variants), f"{spec.name}: one paper setting per variant"
-    keys = spec.settings or tuple(variants)
+    keys = spec.settings or tuple(k for k in map(spec.paper_key, [*variants, *spec.rows]) if k is not None)
     for theirs in spec.columns.values():
         missing = [k for k in keys if paper_value(spec.paper, k, theirs) is None]
         assert not missing, f"{spec.name}: paper_reference.yaml {spec.paper} has no {theirs} for {missing}"
