@@ -9,6 +9,7 @@ PROFILE ?= cpu## the profile to run: smoke | cpu | gpu | paper
 VENV ?= .venv## the Python environment: VENV=$CONDA_PREFIX uses an existing (conda) env, no .venv is built
 PINNED ?= 1## 1: install the exact versions in requirements-lock.txt; 0: only pyproject's lower bounds
 PYTHON ?= python3## the interpreter that creates .venv
+OVERRIDES ?=## nb-NN's config overrides as JSON ('{"quantizer.dropout_p": 0.3}'): a variant, under results/<profile>/variants/
 PY := $(VENV)/bin/python
 LOCK := requirements-lock.txt
 STAMP := $(VENV)/.installed-$(if $(filter 1,$(PINNED)),pinned,unpinned)
@@ -50,9 +51,13 @@ test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
 	$(PY) -m imagefolder data --profile smoke
 	$(PY) -m pytest -q
 
+# A notebook is named after its file (`name`, so a copy writes its own results); with OVERRIDES its executed
+# copy goes beside its variant's tables, never over the committed one.
+executed_dir = $(if $(OVERRIDES),$(OUT)/variants/$(basename $(notdir $(1)))/executed,$(OUT)/executed)
 define run_notebook
-	mkdir -p $(OUT)/executed
-	$(PY) -m papermill $(1) $(OUT)/executed/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) -p out_dir results
+	mkdir -p $(call executed_dir,$(1))
+	$(PY) -m papermill $(1) $(call executed_dir,$(1))/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) \
+	  -p out_dir results -r name $(basename $(notdir $(1)))$(if $(OVERRIDES), -y '{"overrides": $(OVERRIDES)}')
 endef
 
 # Notebooks run in order; `make -j2 reproduce` runs two at a time (the cpu profile uses one thread per
@@ -67,9 +72,8 @@ nb-%: data ## run one notebook: make nb-03 runs notebooks/03_*.ipynb
 claims: $(STAMP) ## re-write the claims ledger results/<profile>/claims.md from the tables
 	$(PY) -m imagefolder claims --profile $(PROFILE)
 
-html: $(STAMP) ## re-render the HTML reports from the executed notebooks
-	mkdir -p $(OUT)/reports
-	$(PY) -m jupyter nbconvert --to html --no-input --output-dir $(OUT)/reports $(OUT)/executed/*.ipynb
+html: $(STAMP) ## the HTML reports and index.html from the executed notebooks (runs nothing)
+	$(PY) -m imagefolder html --profile $(PROFILE)
 
 bench: $(STAMP) ## latency / FLOPs of the token layouts; tokenizer throughput
 	$(PY) -m imagefolder bench --profile $(PROFILE)

@@ -25,12 +25,13 @@ class Tables:
 
 
 def claims(tables: Tables) -> list[dict]:
-    """One dict per ledger claim: claim, paper, ours, verdict."""
+    """One dict per ledger claim: claim, paper, ours, verdict, and the table that judged it."""
     out = []
     for claim in (c for c in CLAIMS if c.ledger):
         df = tables.get(claim.table)
         ours, verdict = (f"tables {[claim.table]} not written", "not run") if df is None else claim.judge(df)
-        out.append({"claim": claim.text, "paper": claim.paper_text(), "ours": ours, "verdict": verdict})
+        out.append({"claim": claim.text, "paper": claim.paper_text(), "ours": ours, "verdict": verdict,
+                    "table": claim.table})
     return out
 
 

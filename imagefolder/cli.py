@@ -98,9 +98,16 @@ def cmd_claims(args: argparse.Namespace) -> None:
     print(write_ledger(args.profile, args.results))
 
 
+def cmd_html(args: argparse.Namespace) -> None:
+    """Render results/<profile>/executed/*.ipynb as reports/*.html and write index.html (runs nothing)."""
+    from .reports import render
+    for path in render(args.profile, args.results):
+        print(path)
+
+
 COMMANDS = {"config": cmd_config, "data": cmd_data, "train-tokenizer": cmd_train_tokenizer,
             "train-generator": cmd_train_generator, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "bench": cmd_bench, "claims": cmd_claims}
+            "bench": cmd_bench, "claims": cmd_claims, "html": cmd_html}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--out", default="samples.png")
             p.add_argument("--per-class", type=int, default=8)
             p.add_argument("--classes", type=int, nargs="*", help="class indices (default: all)")
-        if name == "claims":
+        if name in ("claims", "html"):
             p.add_argument("--results", default="results", help="the results root (tables under <root>/<profile>/)")
             p.set_defaults(overrides=[])
         else:
