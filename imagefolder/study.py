@@ -63,10 +63,17 @@ def run_table(cfg: Config, variants: dict[str, dict], network: metrics.MetricNet
     return pd.DataFrame(rows)
 
 
+def paper_pairs(spec: TableSpec, network: metrics.MetricNetwork) -> dict[str, str]:
+    """{our column: the header of the paper's column beside it} for `spec` under `network`'s metric names."""
+    names = {m: metrics.metric_key(m, network.name) for m in ("FD", "IS", "precision", "recall")}
+    theirs = dict(spec.columns) | {c: name for c, (name, _) in spec.facts.items()}
+    return {c.format(**names): paper_label(t) for c, t in theirs.items()}
+
+
 def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
     """`df` with the paper's setting of each row first, when the spec has settings (rows in the order of
     `spec.variants`), and the paper's value beside each of the spec's columns, headed by what it is
-    (`tables.paper_label`): from the paper's table, or from its text (`spec.facts`)."""
+    (`paper_pairs`): from the paper's table, or from its text (`spec.facts`)."""
     df = df.copy()
     if spec.settings:
         df.insert(0, spec.setting_column, list(spec.settings))
@@ -74,11 +81,9 @@ def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork
     else:
         keys = [spec.paper_key(str(row)) for row in df[spec.key]]
     names = {m: metrics.metric_key(m, network.name) for m in ("FD", "IS", "precision", "recall")}
-    ours = {c: c.format(**names) for c in list(spec.columns) + list(spec.facts)}
-    labels = {ours[c]: paper_label(theirs) for c, theirs in spec.columns.items()}
-    labels |= {ours[c]: paper_label(theirs) for c, (theirs, _) in spec.facts.items()}
-    return results.with_paper_columns(df, spec.paper, keys, {ours[c]: theirs for c, theirs in spec.columns.items()},
-                                      names=labels, facts={ours[c]: stated for c, (_, stated) in spec.facts.items()})
+    return results.with_paper_columns(df, spec.paper, keys, {c.format(**names): t for c, t in spec.columns.items()},
+                                      names=paper_pairs(spec, network),
+                                      facts={c.format(**names): stated for c, (_, stated) in spec.facts.items()})
 
 
 def mean_and_spread(df: pd.DataFrame, columns: list[str], by: str = "variant") -> pd.DataFrame:

@@ -202,3 +202,83 @@ def test_dirty_means_code_changed_not_results(tmp_path):
     assert R.git_commit(tmp_path)["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
     assert R.git_commit(tmp_path)["dirty"] is True
+
+
+# ----------------------------------------------------------------------------- reports: variants, tables, HTML
+
+def test_a_copy_or_an_override_run_is_a_variant(tmp_path, monkeypatch):
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    df = pd.DataFrame({"variant": ["a", "b"], "x": [1.0, 2.0]})
+    for name, overrides, folder in (("03_q", {}, tmp_path / "smoke"), ("03_q", {"run_dir": "r", "threads": 1}, tmp_path / "smoke"),
+                                    ("07_mine", {}, tmp_path / "smoke" / "variants" / "07_mine"),
+                                    ("03_q", {"quantizer.dropout_p": 0.3}, tmp_path / "smoke" / "variants" / "03_q")):
+        report = R.Report("03_q", "smoke", tmp_path, name=name, overrides=overrides)
+        assert report.folder == folder
+        report.table(df, "t", title="T")
+        report.finish(seeds=[0], data_fingerprint=None)
+        section = json.loads((folder / "provenance.json").read_text())["sections"][name]
+        assert (folder / "tables" / "t.csv").exists() and section["overrides"] == overrides
+        assert section["notebook"] == "03_q" and name in section["wall_times_s"]
+
+
+def test_shown_tables_keep_the_csv_whole_and_fit_a_page():
+    wide = pd.DataFrame({"variant": ["a", "b"], "seed": [0, 0], "minutes": [1.0, 2.0]}
+                        | {f"m{i}": [float(i), i + 0.5] for i in range(12)})
+    wide.insert(4, "paper m0", [9.0, 8.0])  # beside m0, as with_paper_columns puts it
+    blocks, shared = R.display_blocks(wide)
+    assert shared == {"seed": 0}
+    assert [h for h, _ in blocks] == ["compared with the paper", "our other columns"]
+    assert list(blocks[0][1].columns) == ["variant", "m0", "paper m0"]
+    assert "minutes" not in blocks[1][1].columns and list(blocks[1][1].columns)[:2] == ["variant", "m1"]
+    text = R.table_markdown(wide, "Cap.", anchor="table-x")
+    assert text.startswith('<a id="table-x"></a>**Cap.**') and text.endswith("Every row: seed 0.")
+    narrow = R.display_blocks(pd.DataFrame({"k": ["a"], "v": [1]}))
+    assert narrow[0][0][0] is None and narrow[1] == {}  # one row: nothing is "the same in every row"
+
+
+def test_with_paper_columns_names_keys_and_facts():
+    ours = pd.DataFrame({"P": ["one", "two", "four"], "gFD": [1.0, 2.0, 3.0]})
+    out = R.with_paper_columns(ours, "table5c", [None, "2", "4"], {}, names={"gFD": "paper gFID"},
+                               facts={"gFD": {"2": "gFID_2_branches", "4": "gFID_4_branches"}})
+    assert list(out.columns) == ["P", "gFD", "paper gFID"] and out["paper gFID"].tolist() == [None, 3.53, 5.24]
+    with pytest.raises(ValueError, match="2 paper row keys"):
+        R.with_paper_columns(ours, "table5c", ["1", "2"], ["gFD"])
+
+
+def _executed_notebook(path: Path) -> Path:
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("x")
+    code.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="\rtok:  10%|█ | 5/50 [00:01<00:09, 5img/s]"),
+        nbformat.v4.new_output("stream", name="stderr",
+                               text="/home/me/.venv/lib/x.py:21: UserWarning: something\n  import y\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="tok-123: 50 steps in 9 s, 44 img/s, loss_model 1.2\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "PosixPath('results/x.png')"}, execution_count=1),
+        nbformat.v4.new_output("display_data", data={"text/markdown": "| a |\n|---|\n| 1 |", "text/plain": "<Markdown>"}),
+    ]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 01 · A title"), code,
+                nbformat.v4.new_markdown_cell("## What this run shows")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_make_html_cleans_reports_and_writes_the_index(tmp_path):
+    from imagefolder import reports
+    folder = tmp_path / "smoke"
+    _executed_notebook(folder / "executed" / "01_token_length.ipynb")
+    R.update_provenance("smoke", "01_token_length", {"outputs": ["results/smoke/tables/table9_branch_settings.csv",
+                                                                 "results/smoke/figures/token_counts.png"],
+                                                     "wall_times_s": {"01_token_length": 60.0}}, root=tmp_path)
+    paths = reports.render("smoke", tmp_path)
+    assert paths == [folder / "reports" / "01_token_length.html", folder / "index.html"]
+    page = paths[0].read_text()
+    assert "5/50" not in page and "UserWarning" not in page and "/home/me" not in page and "PosixPath" not in page
+    assert "44 img/s" in page and 'href="../index.html"' in page and 'id="What-this-run-shows"' in page
+    index = paths[1].read_text()
+    assert 'href="reports/01_token_length.html"' in index and 'src="figures/token_counts.png"' in index
+    assert "reports/01_token_length.html#What-this-run-shows" in index  # Table 9 claims
+    assert index.count("<tr>") >= 2 and "1.0 min" in index
+    with pytest.raises(FileNotFoundError, match="no executed notebooks"):
+        reports.render("cpu", tmp_path)
