@@ -89,8 +89,22 @@ class KVCache:
         return self.k_BHLd[:, :, :end], self.v_BHLd[:, :, :end]
 
 
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_LL: torch.Tensor | None,
+                     dropout_p: float) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` as two matmuls and a softmax (q, k, v (B, H, l | n, d)): under CPU
+    bf16 autocast the matmuls run in bf16 and the softmax in float32, 1.6× faster than the fused CPU kernel
+    in bf16 (which is slower than in float32). Same mask convention (True = may attend)."""
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, l, n)
+    if mask_LL is not None:
+        scores = scores.masked_fill(~mask_LL, float("-inf"))
+    return F.dropout(scores.softmax(dim=-1), dropout_p) @ v  # (B, H, l, d)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with an optional boolean mask (True = may attend) and KV cache."""
+    """Multi-head self-attention with an optional boolean mask (True = may attend) and KV cache.
+    `fused_attn` (as in timm's Attention): the fused kernel, else `matmul_attention`."""
+
+    fused_attn = True
 
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
@@ -104,8 +118,9 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x_BLW).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # 3×(B,H,L,d)
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, H, n, d)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        o = (F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL, dropout_p=dropout_p) if self.fused_attn
+             else matmul_attention(q, k, v, mask_LL, dropout_p))  # (B, H, l, d)
         return self.proj(o.transpose(1, 2).reshape(B, L, W))
 
 
