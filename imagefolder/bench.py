@@ -6,6 +6,12 @@
 - `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
   positions) and VAR d16 (w1024, 680 positions), and which claim their ratio supports (≈1/4 or ≈1/2).
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
+- `speed_benchmark`: the profile's adopted fast path (its `amp` settings) against float32 eager, as
+  ratios: tokenizer and generator training, reconstruction, batch-1 sampling of the four layouts and
+  batch-64 sampling.
+
+Variants being compared are timed interleaved (`interleaved`: round-robin, A B A B …, in one process), so a
+drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
 
 Every network has random weights: latency and FLOPs depend on shapes, not on training. FLOPs come from
 `metrics.count_flops` (torch.utils.flop_counter, attention as described by `metrics.FLOPS_NOTE`).
@@ -14,21 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import time
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 
-from . import config, pipeline
+from . import config, pipeline, tables
 from .config import Config, GeneratorConfig, QuantizerConfig
-from .generator import Generator, parameter_counts
+from .generator import Generator, GeneratorObjective, parameter_counts
 from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
 from .quantize import ProductQuantizer
-from .tables import var_style
-from .train import build_optimisation, train_step
+from .train import build_optimisation, forward_precision, train_step
 
-# warm-up and timed repeats per profile (each repeat is one batch-1 sample of each of the four layouts)
-REPEATS = {"smoke": (1, 3), "cpu": (3, 15)}
-DEFAULT_REPEATS = (5, 30)
+# warm-up and timed rounds per profile (a round times every variant being compared once, round-robin)
+REPEATS = {"smoke": (1, 3), "cpu": (2, 10)}
+DEFAULT_REPEATS = (3, 20)
+QUICK_REPEATS = (0, 1)  # `bench --quick`: one round, no warm-up (tests)
 
 # The paper's two generators (§4.1 and VAR d16), each with its quantizer layout; ImageNet's 1000 classes.
 PAPER_MODELS = {
@@ -50,7 +59,7 @@ def layouts(cfg: Config) -> dict[str, tuple[GeneratorConfig, QuantizerConfig]]:
     (the patch grid), next-token.
     """
     g, q = cfg.generator, cfg.quantizer
-    var_q = config.apply_overrides(cfg, var_style(cfg)).quantizer
+    var_q = config.apply_overrides(cfg, tables.var_style(cfg)).quantizer
     return {
         "folded": (dataclasses.replace(g, mode="folded"), q),
         "unfolded": (dataclasses.replace(g, mode="unfolded"), q),
@@ -95,29 +104,58 @@ def depth_extended_flops(gcfg: GeneratorConfig, qcfg: QuantizerConfig, batch: in
     return f1 + (gcfg.depth - 1) * (f2 - f1)
 
 
+# ----------------------------------------------------------------------------- interleaved timing
+
+def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int,
+                device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Wall times (s) of each of `fns`, timed round-robin: `warmup` untimed rounds, then `repeats` rounds
+    that call every function once, in order (on CUDA synchronised around each call)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats={repeats} must be ≥ 1 and warmup={warmup} ≥ 0")
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    p10, p50, p90 = np.percentile(values, [10, 50, 90]).tolist()
+    return {"median": p50, "p10": p10, "p90": p90}
+
+
 # ----------------------------------------------------------------------------- sampling latency and FLOPs
 
 def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
                        num_classes: int = 10, seed: int = 0) -> pd.DataFrame:
     """Batch-1 sampling latency and FLOPs per image of the four `layouts`, one row each, in one run.
 
-    Latency: `metrics.measure_latency` of `Generator.sample` (KV cache on, CFG at the profile's
-    cfg_scale so the batch runs as 2, the profile's top-k / top-p), warm-up excluded; FLOPs: one
-    sample call under the flop counter. `*_ratio` columns divide by the folded row of this run.
+    Latency: `Generator.sample` (KV cache on, CFG at the profile's cfg_scale so the batch runs as 2, the
+    profile's top-k / top-p) of the four layouts timed `interleaved`, warm-up excluded; FLOPs: one sample
+    call under the flop counter. `*_ratio` columns divide by the folded row of this run.
     """
-    rows = []
+    rows, samplers = [], {}
     for name, (gcfg, qcfg) in layouts(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, num_classes, device, seed)
-        sample = _sampler(generator, quantizer, 1, device, seed)
-        lat = measure_latency(sample, warmup=warmup, repeats=repeats, device=device)
+        samplers[name] = _sampler(generator, quantizer, 1, device, seed)
         params = parameter_counts(generator)
         rows.append(dict(
             layout=name, mode=gcfg.mode, branches=qcfg.branches, scales=" ".join(map(str, qcfg.scales)),
             steps=len(generator.steps), positions=generator.length,
             tokens=generator.length * generator.tokens_per_position,
             params_blocks=params["blocks"], params_total=params["total"],
-            latency_s=lat["median"], latency_p10_s=lat["p10"], latency_p90_s=lat["p90"],
-            flops=count_flops(sample)))
+            flops=count_flops(samplers[name])))
+    times = interleaved(samplers, warmup, repeats, device)
+    for row in rows:
+        lat = _spread(times[row["layout"]])
+        row |= dict(latency_s=lat["median"], latency_p10_s=lat["p10"], latency_p90_s=lat["p90"])
     df = pd.DataFrame(rows)
     for col, ratio in (("steps", "steps_ratio"), ("positions", "positions_ratio"),
                        ("latency_s", "latency_ratio"), ("flops", "flops_ratio")):
@@ -157,52 +195,168 @@ def paper_flops(batch: int = 1, device: torch.device | str = "cpu") -> pd.DataFr
 
 # ----------------------------------------------------------------------------- tokenizer throughput
 
+def _random_tokenizer_objective(cfg: Config, device: torch.device, seed: int):
+    """The profile's TokenizerObjective with a random encoder and frozen networks of random weights."""
+    torch.manual_seed(seed)
+    cfg = config.apply_overrides(cfg, {"tokenizer.encoder_init": "random"})
+    return pipeline.tokenizer_objective(cfg, trained=False).to(device)
+
+
+def _tokenizer_step(cfg: Config, amp: str, device: torch.device, batch: int, seed: int = 0) -> Callable[[], object]:
+    """A no-argument `train.train_step` of the profile's tokenizer objective under `amp`, at step
+    `disc_start` (adversarial terms on), on a fixed batch of random images."""
+    objective = _random_tokenizer_objective(cfg, device, seed)
+    tcfg = dataclasses.replace(cfg.train_tokenizer, amp=amp)
+    images = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
+    labels = torch.zeros(batch, dtype=torch.long, device=device)
+    opt = build_optimisation(objective, tcfg, device)
+    objective.train()
+    return lambda: train_step(objective, opt, [images, labels], cfg.tokenizer.disc_start, tcfg, device)
+
+
 def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: int | None = None,
                         warmup: int = 1, repeats: int = 5, seed: int = 0) -> pd.DataFrame:
     """Encode, decode and training throughput (images/s) of a randomly initialised tokenizer of the profile.
 
     The training step is the trainer's own `train.train_step` on the profile's `TokenizerObjective`
-    (every phase forward, backward, grad clip and AdamW, then the EMA), at step `disc_start` so the
-    adversarial terms are on, with frozen networks of random weights (`pipeline.frozen_vit(trained=False)`).
-    batch: images per call (default: the profile's tokenizer training batch).
+    (every phase forward, backward, grad clip and AdamW, then the EMA) under the profile's `amp`, at step
+    `disc_start` so the adversarial terms are on, with frozen networks of random weights
+    (`pipeline.frozen_vit(trained=False)`). batch: images per call (default: the profile's training batch).
     """
-    cfg = config.apply_overrides(cfg, {"tokenizer.encoder_init": "random"})
     batch = batch or cfg.train_tokenizer.batch_size
     device = torch.device(device)
-    torch.manual_seed(seed)
-    objective = pipeline.tokenizer_objective(cfg, trained=False).to(device)
-    tokenizer = objective.tokenizer
+    tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
     images = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
-    labels = torch.zeros(batch, dtype=torch.long, device=device)
-
-    tokenizer.eval()
     indices = tokenizer.encode(images)
     timings = {"encode": measure_latency(lambda: tokenizer.encode(images), warmup, repeats, device),
-               "decode": measure_latency(lambda: tokenizer.decode(indices), warmup, repeats, device)}
-
-    tcfg, step = cfg.train_tokenizer, cfg.tokenizer.disc_start
-    opt = build_optimisation(objective, tcfg, device)
-    objective.train()
-    timings["train step"] = measure_latency(lambda: train_step(objective, opt, [images, labels], step, tcfg, device),
-                                            warmup, repeats, device)
+               "decode": measure_latency(lambda: tokenizer.decode(indices), warmup, repeats, device),
+               "train step": measure_latency(_tokenizer_step(cfg, cfg.train_tokenizer.amp, device, batch, seed),
+                                             warmup, repeats, device)}
     notes = {"encode": "tokenizer.encode (eval, no grad)", "decode": "tokenizer.decode (eval, no grad)",
-             "train step": f"train.train_step, TokenizerObjective phases {objective.phases}: forward, backward, "
+             "train step": f"train.train_step (amp {cfg.train_tokenizer.amp}): every phase forward, backward, "
                            "grad clip, AdamW, EMA; adversarial on; frozen networks with random weights"}
     return pd.DataFrame([dict(stage=stage, batch=batch, median_s=t["median"], images_per_s=batch / t["median"],
                               p10_s=t["p10"], p90_s=t["p90"], repeats=repeats, device=t["device"], what=notes[stage])
                          for stage, t in timings.items()])
 
 
+# ----------------------------------------------------------------------------- fast path vs float32 eager
+
+FP32 = "off"  # the `amp` of the float32 eager path every ratio is taken against
+# reconstruction and sampling: bf16 autocast is measured here but not yet used by pipeline's evaluation
+EVAL_CANDIDATE = "bf16"
+SAMPLING_BATCH = 64
+
+
+def _generator_step(cfg: Config, amp: str, device: torch.device, seed: int = 0) -> tuple[Callable[[], object], int]:
+    """A no-argument `train.train_step` of the profile's generator (random weights, random tokens) under
+    `amp`, and the tokens it trains on per step."""
+    torch.manual_seed(seed)
+    quantizer = ProductQuantizer(cfg.quantizer).to(device)
+    generator = Generator(cfg.generator, cfg.quantizer, num_classes=10).to(device)
+    objective = GeneratorObjective(generator, quantizer)
+    tcfg = dataclasses.replace(cfg.train_generator, amp=amp)
+    B, T = tcfg.batch_size, cfg.quantizer.branches * cfg.tokens_per_branch
+    tokens = torch.randint(0, cfg.quantizer.codebook_size, (B, T), device=device)
+    labels = torch.randint(0, 10, (B,), device=device)
+    opt = build_optimisation(objective, tcfg, device)
+    objective.train()
+    return lambda: train_step(objective, opt, [tokens, labels], tcfg.warmup_steps, tcfg, device), B * T
+
+
+def _under(amp: str, model: torch.nn.Module, device: torch.device, fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn` as a call under `train.forward_precision(model, device, amp)`."""
+    def run():
+        with forward_precision(model, device, amp):
+            return fn()
+    return run
+
+
+def _reconstruction(cfg: Config, amp: str, device: torch.device, seed: int = 0) -> Callable[[], object]:
+    """Encode + decode of one evaluation batch (`evaluation.batch_size` random images) under `amp`."""
+    tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
+    images = torch.rand(cfg.evaluation.batch_size, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
+    return _under(amp, tokenizer, device, lambda: tokenizer.reconstruct(images))
+
+
+def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, amps: dict[str, str],
+                times: dict[str, list[float]]) -> list[dict]:
+    """One row per variant of a workload: time spread, throughput (`per_call` units per call) and the
+    per-round speed-up over the first (float32 eager) variant with its spread."""
+    base = times[next(iter(amps))]
+    rows = []
+    for variant, amp in amps.items():
+        t, up = _spread(times[variant]), _spread([b / v for b, v in zip(base, times[variant])])
+        rows.append(dict(workload=workload, variant=variant, amp=amp, batch=batch, median_s=t["median"],
+                         p10_s=t["p10"], p90_s=t["p90"], unit=unit, per_s=per_call / t["median"],
+                         speedup=up["median"], speedup_p10=up["p10"], speedup_p90=up["p90"]))
+    return rows
+
+
+def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: torch.device | str = "cpu",
+                    seed: int = 0) -> pd.DataFrame:
+    """The profile's adopted path against float32 eager, each workload timed `interleaved` over its variants.
+
+    Workloads: tokenizer training step (img/s, `train_tokenizer.amp`), generator training step (tokens/s,
+    `train_generator.amp`), reconstruction of one evaluation batch (img/s), batch-1 sampling latency of the
+    four `layouts` (all eight variants in one round-robin) and batch-64 folded sampling (img/s), the last
+    three against bf16 autocast (`EVAL_CANDIDATE`). `speedup` = float32 eager time / variant time, per round
+    (median, p10, p90); 1 for the float32 row. Random weights throughout (speed depends on shapes only).
+    """
+    device = torch.device(device)
+    ev, rows = EVAL_CANDIDATE, []
+
+    def adopted(amp: str) -> dict[str, str]:
+        return {"fp32 eager": FP32, f"amp {amp}": amp}
+
+    amps = adopted(cfg.train_tokenizer.amp)
+    B = cfg.train_tokenizer.batch_size
+    times = interleaved({v: _tokenizer_step(cfg, a, device, B, seed) for v, a in amps.items()}, warmup, repeats, device)
+    rows += _ratio_rows("tokenizer train step", "img/s", B, B, amps, times)
+
+    amps = adopted(cfg.train_generator.amp)
+    steps = {v: _generator_step(cfg, a, device, seed) for v, a in amps.items()}
+    times = interleaved({v: fn for v, (fn, _) in steps.items()}, warmup, repeats, device)
+    rows += _ratio_rows("generator train step", "tokens/s", cfg.train_generator.batch_size,
+                        next(iter(steps.values()))[1], amps, times)
+
+    amps, B = adopted(ev), cfg.evaluation.batch_size
+    times = interleaved({v: _reconstruction(cfg, a, device, seed) for v, a in amps.items()}, warmup, repeats, device)
+    rows += _ratio_rows("reconstruction (encode + decode)", "img/s", B, B, amps, times)
+
+    samplers, variants = {}, {}
+    for name, (gcfg, qcfg) in layouts(cfg).items():
+        generator, quantizer = build_generator(gcfg, qcfg, 10, device, seed)
+        for v, a in amps.items():
+            samplers[f"{name} | {v}"] = _under(a, generator, device, _sampler(generator, quantizer, 1, device, seed))
+        variants[name] = generator, quantizer
+    times = interleaved(samplers, warmup, repeats, device)
+    for name in variants:
+        rows += _ratio_rows(f"sampling batch 1, {name}", "img/s", 1, 1, amps,
+                            {v: times[f"{name} | {v}"] for v in amps})
+
+    generator, quantizer = variants["folded"]
+    fns = {v: _under(a, generator, device, _sampler(generator, quantizer, SAMPLING_BATCH, device, seed))
+           for v, a in amps.items()}
+    times = interleaved(fns, max(1, warmup // 2), max(1, repeats // 2), device)
+    rows += _ratio_rows(f"sampling batch {SAMPLING_BATCH}, folded", "img/s", SAMPLING_BATCH, SAMPLING_BATCH, amps, times)
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- entry point
 
-def main(cfg: Config) -> None:
-    """Print the three benchmark tables of a config on its device, headed by the machine they ran on
-    (`python -m imagefolder bench --profile P [overrides]`; `threads=1` is steadiest on a busy machine)."""
+def main(cfg: Config, quick: bool = False) -> None:
+    """Print the benchmark tables of a config on its device, headed by the machine they ran on
+    (`python -m imagefolder bench --profile P [--quick] [overrides]`; `--quick`: one round, no warm-up)."""
     device = str(pipeline.device_of(cfg))
-    warmup, repeats = REPEATS.get(cfg.profile, DEFAULT_REPEATS)
+    warmup, repeats = QUICK_REPEATS if quick else REPEATS.get(cfg.profile, DEFAULT_REPEATS)
     print(f"# imagefolder bench — profile {cfg.profile}, device {device_name(device)}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.python_implementation()} {platform.python_version()}")
-    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 40):
+          f"{torch.get_num_threads()} threads, {platform.python_implementation()} {platform.python_version()}; "
+          f"{warmup} warm-up + {repeats} timed rounds, variants interleaved")
+    with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 40,
+                           "display.float_format", "{:.4g}".format):
+        print("\n## Speed: the adopted path vs float32 eager (speedup = fp32 time / time, per round: median [p10, p90])")
+        print(speed_benchmark(cfg, warmup, repeats, device).to_string(index=False))
         print("\n## Sampling, batch 1, KV cache, CFG (ratios to folded, same run)")
         print(sampling_benchmark(cfg, warmup, repeats, device).drop(columns="flops_counted").to_string(index=False))
         print(f"FLOPs: {FLOPS_NOTE}")
@@ -211,4 +365,4 @@ def main(cfg: Config) -> None:
         print(paper.drop(columns="flops_counted").to_string(index=False))
         print(tables.TABLE6_PAPER.verdicts(paper))
         print("\n## Tokenizer throughput")
-        print(tokenizer_benchmark(cfg, device).to_string(index=False))
+        print(tokenizer_benchmark(cfg, device, warmup=max(1, warmup), repeats=max(3, repeats // 2)).to_string(index=False))

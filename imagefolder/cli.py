@@ -87,9 +87,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    """Latency / FLOPs of folded, unfolded, VAR-style and raster sampling, and tokenizer throughput."""
+    """The adopted fast path vs float32 eager (interleaved), latency / FLOPs of the four token layouts, and
+    tokenizer throughput."""
     from . import bench
-    bench.main(_cfg(args))
+    bench.main(_cfg(args), quick=args.quick)
 
 
 def cmd_claims(args: argparse.Namespace) -> None:
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
                        help="the named config to use (default: %(default)s)")
         if name == "data":
             p.add_argument("--force", action="store_true", help="retrain the reference networks")
+        if name == "bench":
+            p.add_argument("--quick", action="store_true", help="one timed round, no warm-up (tests)")
         if name == "sample":
             p.add_argument("--out", default="samples.png")
             p.add_argument("--per-class", type=int, default=8)
