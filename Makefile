@@ -16,6 +16,12 @@ STAMP := $(VENV)/.installed-$(if $(filter 1,$(PINNED)),pinned,unpinned)
 KERNEL := imagefolder
 OUT := results/$(PROFILE)
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+# torch CPU threads per process: the cores ÷ make's job count (-jN in MAKEFLAGS; bare -j counts as one job
+# per core), at least 1, so `make -jN` never oversubscribes; passed as threads=N (notebooks: OMP_NUM_THREADS,
+# torch's default where the profile's `threads` is 0)
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+JOBS = $(if $(filter -j,$(MAKEFLAGS)),$(NPROC),$(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1))
+THREADS = $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 
 # nb-NN runs the notebook notebooks/NN_*.ipynb; a goal that matches none stops make before anything runs.
 notebook = $(firstword $(wildcard notebooks/$(1)_*.ipynb) $(wildcard notebooks/$(1).ipynb))
@@ -45,7 +51,7 @@ endif
 	touch $@
 
 data: $(STAMP) ## the emoji data set and the profile's teacher and evaluator (idempotent)
-	$(PY) -m imagefolder data --profile $(PROFILE)
+	$(PY) -m imagefolder data --profile $(PROFILE) threads=$(THREADS)
 
 test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
 	$(PY) -m imagefolder data --profile smoke
@@ -56,7 +62,7 @@ test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
 executed_dir = $(if $(OVERRIDES),$(OUT)/variants/$(basename $(notdir $(1)))/executed,$(OUT)/executed)
 define run_notebook
 	mkdir -p $(call executed_dir,$(1))
-	$(PY) -m papermill $(1) $(call executed_dir,$(1))/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) \
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill $(1) $(call executed_dir,$(1))/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) \
 	  -p out_dir results -r name $(basename $(notdir $(1)))$(if $(OVERRIDES), -y '{"overrides": $(OVERRIDES)}')
 endef
 
@@ -76,7 +82,7 @@ html: $(STAMP) ## the HTML reports and index.html from the executed notebooks (r
 	$(PY) -m imagefolder html --profile $(PROFILE)
 
 bench: $(STAMP) ## latency / FLOPs of the token layouts; tokenizer throughput
-	$(PY) -m imagefolder bench --profile $(PROFILE)
+	$(PY) -m imagefolder bench --profile $(PROFILE) threads=$(THREADS)
 
 clean: ## remove the smoke runs and results and the caches
 	rm -rf runs/smoke results/smoke .pytest_cache

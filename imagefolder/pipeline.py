@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,16 @@ def device_of(cfg: Config) -> torch.device:
     return pick_device(cfg.device)
 
 
-def configure_runtime(cfg: Config) -> None:
-    """Apply the config's process settings: torch's CPU thread count (0 keeps torch's default)."""
+def configure_runtime(cfg: Config) -> int:
+    """Apply the config's process settings and print them: torch's CPU thread count `threads` (0 keeps
+    torch's default, which follows OMP_NUM_THREADS: the Makefile sets cores ÷ jobs). Returns the count
+    (provenance records it: results.machine)."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    n = torch.get_num_threads()
+    source = f"threads={cfg.threads}" if cfg.threads > 0 else "torch's default"
+    print(f"imagefolder: {n} torch threads ({source}; {os.cpu_count()} CPUs)", file=sys.stderr)
+    return n
 
 
 def data_fingerprint(cfg: Config) -> str:

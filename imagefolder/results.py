@@ -231,6 +231,7 @@ def machine() -> dict[str, Any]:
                             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
     try:
         import torch
+        info["torch_threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except ImportError:

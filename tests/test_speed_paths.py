@@ -1,0 +1,72 @@
+"""The fast paths of issue 13: bf16 autocast on CPU trains, matmul attention equals the fused kernel, the
+precision context restores the modules, the benchmark times interleaved, and thread choices are printed."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imagefolder import bench, config, pipeline
+from imagefolder.generator import SelfAttention, matmul_attention
+from imagefolder.train import forward_precision, uses_bf16
+
+BF16 = {"train_tokenizer.amp": "bf16", "train_generator.amp": "bf16", "train_tokenizer.steps": 8,
+        "train_generator.steps": 8, "tokenizer.disc_start": 4}
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_matmul_attention_equals_the_fused_kernel(masked):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
+    mask = (torch.rand(7, 7) > 0.4) | torch.eye(7, dtype=torch.bool) if masked else None
+    assert torch.allclose(matmul_attention(q, k, v, mask, 0.0),
+                          F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-5)
+
+
+def test_forward_precision_switches_attention_only_under_cpu_bf16():
+    attn = SelfAttention(16, 2, 0.0)
+    cpu = torch.device("cpu")
+    assert not uses_bf16(cpu, "auto") and uses_bf16(cpu, "bf16") and uses_bf16(torch.device("cuda"), "auto")
+    with forward_precision(attn, cpu, "off"):
+        assert attn.fused_attn and not torch.is_autocast_enabled("cpu")
+    with forward_precision(attn, cpu, "bf16"):
+        assert not attn.fused_attn and torch.is_autocast_enabled("cpu")
+        assert attn(torch.randn(1, 4, 16)).dtype == torch.bfloat16
+    assert attn.fused_attn and not torch.is_autocast_enabled("cpu")
+
+
+def test_bf16_smoke_training_lowers_the_loss_without_nan(tmp_path):
+    cfg = config.profile("smoke", BF16 | {"run_dir": str(tmp_path)})
+    for path in (pipeline.train_tokenizer(cfg), pipeline.train_generator(cfg)):
+        rows = [json.loads(line) for line in path.with_name("history.jsonl").read_text().splitlines()]
+        losses = [r["loss_model"] for r in rows]
+        assert all(math.isfinite(v) for r in rows for v in r.values()), path
+        assert losses[-1] < losses[0], (path, losses)
+
+
+def test_interleaved_timing_is_round_robin():
+    calls = []
+    times = bench.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=2)
+    assert calls == ["a", "b"] * 3 and [len(t) for t in times.values()] == [2, 2]
+
+
+def test_speed_benchmark_rows_are_ratios_to_fp32():
+    df = bench.speed_benchmark(config.profile("smoke"), warmup=0, repeats=1)
+    assert set(df.workload.str.split(",").str[0]) == {"tokenizer train step", "generator train step",
+                                                      "reconstruction (encode + decode)", "sampling batch 1",
+                                                      f"sampling batch {bench.SAMPLING_BATCH}"}
+    assert len(df) == 2 * (3 + 4 + 1) and (df.groupby("workload").size() == 2).all()
+    fp32 = df[df.variant == "fp32 eager"]
+    assert (fp32.amp == "off").all() and (fp32.speedup == 1.0).all() and (df.per_s > 0).all()
+
+
+def test_configure_runtime_prints_and_returns_the_thread_count(capsys):
+    before = torch.get_num_threads()
+    try:
+        assert pipeline.configure_runtime(config.profile("smoke", {"threads": 1})) == 1
+        assert "1 torch threads (threads=1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
