@@ -459,4 +459,4 @@ class GeneratorObjective(nn.Module):
         indices = unflatten_indices(tokens_BT, g.scales, g.branches)
         logits_BLGV = g(labels_B, g.inputs(indices, self.quantizer))
         loss, acc = g.loss(logits_BLGV, indices)
-        return loss, {"acc": acc.item()}  # the trainer logs the loss itself
+        return loss, {"acc": acc.detach()}  # a tensor: the trainer reads logs when it logs; it logs the loss itself

@@ -127,6 +127,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         self.phis = nn.ModuleList(Phi(qcfg.code_dim, qcfg.phi_gamma) for _ in range(qcfg.phi_convs))
         # data-dependent init (codebook_init="data") happens on the first training batch
         self.register_buffer("initialised", torch.tensor(qcfg.codebook_init != "data"))
+        self._ready = False  # `initialised` read as True once: no further reads (a device sync per training step)
         self._resize_cache: dict[tuple, torch.Tensor] = {}  # (a, b, mode, device, dtype) → (a², b²) resize matrix
 
     @torch.no_grad()
@@ -198,6 +199,15 @@ class MultiScaleResidualQuantizer(nn.Module):
             dist.broadcast(w_VC.data, src=0)
         self.initialised.fill_(True)
 
+    def _codebook_ready(self) -> bool:
+        """Whether the codebook is initialised, reading the buffer only until it first says so."""
+        self._ready = self._ready or bool(self.initialised)
+        return self._ready
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._ready = False  # a loaded `initialised` is read afresh
+        super()._load_from_state_dict(*args, **kwargs)
+
     def forward(self, f_BCkk: torch.Tensor, n_scales: torch.Tensor | None = None) -> QuantizerOutput:
         B, C, K, _ = f_BCkk.shape
         if K != self.K:
@@ -205,7 +215,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         S = len(self.scales)
         if n_scales is None:
             n_scales = torch.full((B,), S, dtype=torch.long, device=f_BCkk.device)
-        if self.training and not bool(self.initialised):
+        if self.training and not self._codebook_ready():
             self.init_codebook_from(f_BCkk)
         with torch.autocast(f_BCkk.device.type, enabled=False):  # quantize in float32
             f_hat, indices, loss = self._quantize(f_BCkk.float(), n_scales)

@@ -209,10 +209,12 @@ def build_optimisation(objective: nn.Module, tcfg: TrainConfig, device: torch.de
 
 
 def train_step(model: nn.Module, opt: Optimisation, batch: list, step: int, tcfg: TrainConfig,
-               device: torch.device) -> dict[str, float]:
-    """One training step: each phase in order (forward under autocast, backward, grad clip, AdamW, LR
-    schedule), then the EMA update. `model` runs the forward (the objective or its DDP wrapper)."""
-    logs: dict[str, float] = {}
+               device: torch.device) -> dict[str, torch.Tensor | float]:
+    """One training step: each phase in order (forward under `forward_precision`, backward, grad clip, AdamW,
+    LR schedule), then the EMA update. `model` runs the forward (the objective or its DDP wrapper).
+    Returns the step's logs; the trainer's own (losses, grad norms) stay detached tensors, so a step does
+    not wait for the device: `train` converts them only when it logs (`as_floats`)."""
+    logs: dict[str, torch.Tensor | float] = {}
     objective = opt.objective
     for ph in objective.phases:
         opt.optimizers[ph].zero_grad(set_to_none=True)
@@ -220,14 +222,20 @@ def train_step(model: nn.Module, opt: Optimisation, batch: list, step: int, tcfg
             loss, ph_logs = model(batch, ph, step)
         loss.backward()
         if tcfg.grad_clip > 0:
-            logs[f"grad_norm_{ph}"] = float(torch.nn.utils.clip_grad_norm_(objective.parameters_for(ph),
-                                                                            tcfg.grad_clip))
+            logs[f"grad_norm_{ph}"] = torch.nn.utils.clip_grad_norm_(objective.parameters_for(ph), tcfg.grad_clip)
         opt.optimizers[ph].step()
         opt.schedulers[ph].step()
-        logs |= {f"loss_{ph}": float(loss.detach())} | ph_logs
+        logs |= {f"loss_{ph}": loss.detach()} | ph_logs
     if opt.ema is not None:
         opt.ema.update_parameters(objective.ema_target)
     return logs
+
+
+def as_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """A step's logs as plain floats (one device sync for all of them)."""
+    names = [k for k, v in logs.items() if torch.is_tensor(v)]
+    read = dict(zip(names, torch.stack([logs[k].float() for k in names]).tolist() if names else []))
+    return {k: read[k] if k in read else float(v) for k, v in logs.items()}
 
 
 def _load_exactly(module: nn.Module, tensors: dict[str, torch.Tensor], expected: set[str], what: str,
@@ -341,7 +349,7 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
         bar.update(len(batch[0]) * info.world)
         if step % tcfg.log_every == 0 or step == tcfg.steps:
             row = {"step": step, "lr": opt.schedulers[objective.phases[0]].get_last_lr()[0],
-                   "items_per_s": seen / max(1e-9, time.time() - t_log)} | logs
+                   "items_per_s": seen / max(1e-9, time.time() - t_log)} | as_floats(logs)
             if device.type == "cuda":
                 row["max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
             history.append(row)
