@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoint, metrics, pretrained, reference
+from . import checkpoint, metrics, pretrained, reference, results
 from .config import Config, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, to_uint8
 from .generator import Generator, GeneratorObjective
@@ -142,19 +142,32 @@ def _run_lock(run: Path) -> contextlib.AbstractContextManager:
     return checkpoint.exclusive(run) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else contextlib.nullcontext()
 
 
+def _write_code(path: Path) -> None:
+    """Beside a model just trained: the code that trained it (commit and dirty state at import, model-code version)."""
+    checkpoint.atomic_write_text(path.with_name("code.json"), json.dumps(
+        {"git": results.CODE_AT_IMPORT, "model_code_version": MODEL_CODE_VERSION}, indent=1))
+
+
+def _used(path: Path) -> Path:
+    """Note a trained model this process uses, with its `code.json` (None for a model trained without one)."""
+    code = path.with_name("code.json")
+    results.record_model(path, json.loads(code.read_text()) if code.exists() else None)
+    return path
+
+
 def train_tokenizer(cfg: Config) -> Path:
     """Train (or resume, or find) the tokenizer of `cfg`; returns its EMA weights file."""
     name = tokenizer_name(cfg)
     path = run_path(cfg, "tokenizer", name) / "model.safetensors"
     with _run_lock(path.parent):
-        if path.exists():
-            return path
-        seed_everything(cfg.seed)
-        train_ds = ImageFolderDataset(cfg.data, "train")
-        objective = tokenizer_objective(cfg)
-        result = train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed, config=to_dict(cfg),
-                       run_key=run_definition(cfg, TOKENIZER_SECTIONS), device=device_of(cfg), desc=name)
-    return result.model_path
+        if not path.exists():
+            seed_everything(cfg.seed)
+            train_ds = ImageFolderDataset(cfg.data, "train")
+            objective = tokenizer_objective(cfg)
+            train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed, config=to_dict(cfg),
+                  run_key=run_definition(cfg, TOKENIZER_SECTIONS), device=device_of(cfg), desc=name)
+            _write_code(path)
+    return _used(path)
 
 
 def load_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> tuple[ImageFolderTokenizer, Config]:
@@ -280,7 +293,7 @@ def train_generator(cfg: Config) -> Path:
     tokenizer_path = train_tokenizer(cfg)
     with _run_lock(path.parent):
         if path.exists():
-            return path
+            return _used(path)
         tokenizer, tok_cfg = load_tokenizer(tokenizer_path, device_of(cfg))
         tokens = token_cache(tokenizer, tokenizer_path, cfg)
         seed_everything(cfg.seed)
@@ -291,9 +304,10 @@ def train_generator(cfg: Config) -> Path:
                                  "tokenizer_hash": pretrained.file_hash(tokenizer_path)}
         run_key = run_definition(cfg, TOKENIZER_SECTIONS + GENERATOR_SECTIONS) | {
             "tokenizer_hash": record["tokenizer_hash"]}
-        result = train(objective, tokens, cfg.train_generator, path.parent, cfg.seed, config=record,
-                       run_key=run_key, device=device_of(cfg), desc=path.parent.name)
-    return result.model_path
+        train(objective, tokens, cfg.train_generator, path.parent, cfg.seed, config=record,
+              run_key=run_key, device=device_of(cfg), desc=path.parent.name)
+        _write_code(path)
+    return _used(path)
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, ImageFolderTokenizer, Config]:

@@ -214,6 +214,23 @@ def git_commit(repo: str | Path = ".") -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+# The code this process runs: the repository's state when the package was imported (a notebook's results
+# name it, not the HEAD of when the notebook ended), and the trained models it used, each with the code
+# that trained it (`record_model`).
+CODE_AT_IMPORT = git_commit(Path(__file__).resolve().parents[1])
+_MODELS_USED: dict[str, dict[str, Any] | None] = {}
+
+
+def record_model(path: str | Path, code: dict[str, Any] | None) -> None:
+    """Note that this process used the model at `path`, trained by `code` (None: not recorded)."""
+    _MODELS_USED[str(path)] = code
+
+
+def models_used() -> dict[str, dict[str, Any] | None]:
+    """Every model `record_model` noted in this process, with the code that trained it."""
+    return dict(_MODELS_USED)
+
+
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
     """Installed versions of the packages results depend on (None when absent)."""
     out = {"python": platform.python_version()}
@@ -241,14 +258,15 @@ def machine() -> dict[str, Any]:
 
 def provenance_section(profile: str, *, seeds: dict[str, int] | int, data_fingerprint: str | None,
                        metric_networks: dict[str, dict] | None = None, wall_times: dict[str, float] | None = None,
-                       repo: str | Path = ".", **extra: Any) -> dict[str, Any]:
+                       git: dict[str, Any] | None = None, repo: str | Path = ".", **extra: Any) -> dict[str, Any]:
     """A notebook's provenance: git state, imagefolder version, profile, seeds, data, package versions,
     networks, wall times, machine.
 
-    `metric_networks`: metric → {name, sha256, file} (e.g. from a generation_metrics result).
+    `metric_networks`: metric → {name, sha256, file} (e.g. from a generation_metrics result). `git`: the
+    code's {commit, dirty} (default: the repository at `repo` now).
     """
     return {"written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git": git_commit(repo), "imagefolder_version": __version__, "profile": profile, "seeds": seeds,
+            "git": git if git is not None else git_commit(repo), "imagefolder_version": __version__, "profile": profile, "seeds": seeds,
             "data_fingerprint": data_fingerprint, "packages": package_versions(),
             "metric_networks": metric_networks or {}, "wall_times_s": wall_times or {}, "machine": machine(), **extra}
 
@@ -280,7 +298,8 @@ class Report:
     (a copy's own, default `notebook`). A run named otherwise, or with `overrides` beyond `RUNTIME_FIELDS`,
     is a variant: it writes under `<root>/<profile>/variants/<name>/`, never over the committed results.
     `table` and `figure` write at once (a notebook that fails later keeps what it wrote); `finish`
-    records the run's wall time, seeds, overrides, data fingerprint and metric networks in provenance.json.
+    records the run's wall time, seeds, overrides, data fingerprint, metric networks, the code it ran
+    (`CODE_AT_IMPORT`) and the models it used with the code that trained each in provenance.json.
     """
 
     def __init__(self, notebook: str, profile: str, root: str | Path = "results", *, name: str | None = None,
@@ -314,5 +333,6 @@ class Report:
         wall = (datetime.datetime.now(datetime.timezone.utc) - self.started).total_seconds()
         section = provenance_section(self.profile, seeds=seeds, data_fingerprint=data_fingerprint,
                                      metric_networks=metric_networks, wall_times={self.name: round(wall, 1)},
-                                     notebook=self.notebook, overrides=self.overrides, outputs=self.outputs, **extra)
+                                     notebook=self.notebook, overrides=self.overrides, outputs=self.outputs,
+                                     git=CODE_AT_IMPORT, models=models_used(), **extra)
         update_provenance(self.profile, self.name, section, self.root, variant=self.variant)
