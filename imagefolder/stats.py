@@ -39,7 +39,7 @@ class PairedGain:
 
     def describe(self) -> str:
         if self.n < 2:
-            return f"gain {self.mean:.3g} (1 seed: no interval)"
+            return f"gain {self.mean:.3g} (one run each: no interval)"
         return f"gain {self.mean:.3g}, 95 % CI [{self.low:.3g}, {self.high:.3g}] over {self.n} seeds"
 
 

@@ -3,9 +3,10 @@
 A spec names its output table, its variants (name → config overrides, for `study.run_table`), the
 column naming its rows, our metric columns and the paper's column beside each, and the paper's setting
 of each variant. A `Claim` says which row beats which on which metric; its paper numbers are references
-into `paper_reference.yaml`, never typed. `Comparison` is the verdict rule, the only one: the notebooks'
-closing cells (`TableSpec.verdicts`) and the ledger (`claims.py`) both judge through `Claim.judge`, so a
-verdict over seeds needs two edits only: pairing the rows by seed in `Claim.judge`, the interval in `Comparison`.
+into `paper_reference.yaml`, never typed. The verdict is computed in one place, `Claim.judge`: it pairs
+the two rows by seed (a table with a `seed` column, e.g. a spec's `runs` table) and applies
+`stats.paired_gain`'s rule; the notebooks' closing cells (`TableSpec.verdicts`) and the ledger
+(`claims.py`) both call it.
 """
 from __future__ import annotations
 
@@ -16,15 +17,13 @@ from typing import Callable
 
 import pandas as pd
 
-from . import config
+from . import config, stats
 from .config import Config
 from .results import paper_fact, paper_tables, paper_value
 
-RELATIVE_MARGIN = 0.05
-VERDICT_RULE = """For a comparison "A is better than B" on a metric:
-- **holds**: A beats B by more than the margin: the larger seed standard deviation of the two when several
-  seeds ran, else 5% of B's value;
-- **does not show at this scale**: A does not beat B by that margin (the numbers are given either way);
+VERDICT_RULE = f"""- **comparisons**: {stats.RULE}
+- **ratios** (FLOPs): **holds** if our ratio is nearer (in log) the paper's ratio than twice it, else
+  **does not hold: nearer** twice the paper's ratio (named as a fraction).
 - **not run**: a table the claim needs has not been written for this profile."""
 
 Ref = tuple[str, ...]  # (paper table, row, column) for a cell of paper_reference.yaml, (paper table, key) for a fact
@@ -38,35 +37,6 @@ def paper_number(ref: Ref):
     return value
 
 
-# ----------------------------------------------------------------------------- the verdict rule
-
-@dataclass
-class Comparison:
-    """A better than B (lower is better unless `higher`), with optional seed spreads: `verdict` is the rule."""
-
-    a: float
-    b: float
-    sd_a: float = float("nan")
-    sd_b: float = float("nan")
-    higher: bool = False
-
-    @property
-    def margin(self) -> float:
-        spreads = [s for s in (self.sd_a, self.sd_b) if not math.isnan(s)]
-        return max(spreads) if spreads else RELATIVE_MARGIN * abs(self.b)
-
-    @property
-    def verdict(self) -> str:
-        gain = (self.a - self.b) if self.higher else (self.b - self.a)
-        return "holds" if gain > self.margin else "does not show at this scale"
-
-    def describe(self, names: tuple[str, str], metric: str) -> str:
-        def fmt(v: float, sd: float) -> str:
-            return f"{v:.4g}" + ("" if math.isnan(sd) else f" ± {sd:.2g}")
-        return (f"{names[0]} {fmt(self.a, self.sd_a)} vs {names[1]} {fmt(self.b, self.sd_b)} ({metric}, "
-                f"{'higher' if self.higher else 'lower'} is better; margin {self.margin:.3g})")
-
-
 def _metric_column(df: pd.DataFrame, prefix: str) -> str:
     """The column of a metric whatever network computed it (e.g. 'gFD_evaluator' or 'gFID')."""
     cols = [c for c in df.columns if c.startswith(prefix) and "(paper)" not in c and not c.endswith(" sd")]
@@ -75,11 +45,19 @@ def _metric_column(df: pd.DataFrame, prefix: str) -> str:
     return cols[0]
 
 
-def _row(df: pd.DataFrame, key: str, value: str) -> pd.Series:
-    row = df[df[key].astype(str) == value]
-    if row.empty:
+def _rows(df: pd.DataFrame, key: str, value: str) -> pd.DataFrame:
+    rows = df[df[key].astype(str) == value]
+    if rows.empty:
         raise KeyError(f"no row {key}={value!r}")
-    return row.iloc[0]
+    return rows
+
+
+def _row(df: pd.DataFrame, key: str, value: str) -> pd.Series:
+    return _rows(df, key, value).iloc[0]
+
+
+def _mean_sd(values: pd.Series) -> str:
+    return f"{values.mean():.4g}" + (f" ± {values.std():.2g}" if len(values) > 1 else "")
 
 
 # ----------------------------------------------------------------------------- claims
@@ -120,18 +98,27 @@ class Claim(_Claim):
         return self.better, self.worse
 
     def judge(self, df: pd.DataFrame) -> tuple[str, str]:
-        """(ours, verdict) from the written table `df`: the two rows' metric (with its ` sd` column when
-        the table has one) judged by `Comparison`."""
+        """(ours, verdict) from a written table: with a `seed` column, the two rows are paired by seed (one
+        gain per seed both ran), else each row is one observation; `stats.paired_gain` gives the verdict."""
         if self.where:
             df = df[df[self.where[0]].astype(str) == self.where[1]]
         col = _metric_column(df, self.metric)
-        a, b = (_row(df, self.by or self.spec.key, r) for r in self.rows)
-        sd = [float(r[f"{col} sd"]) if f"{col} sd" in r else float("nan") for r in (a, b)]
-        cmp = Comparison(float(a[col]), float(b[col]), *sd, higher=self.higher)
-        names = self.labels or (str(a[self.spec.key]), str(b[self.spec.key]))
+        a, b = (_rows(df, self.by or self.spec.key, r) for r in self.rows)
+        if "seed" in df.columns:
+            pairs = a[["seed", col]].merge(b[["seed", col]], on="seed", suffixes=("_a", "_b"))
+            va, vb = pairs[f"{col}_a"], pairs[f"{col}_b"]
+        else:
+            va, vb = a[col].iloc[:1], b[col].iloc[:1]
+        diff = va.to_numpy() - vb.to_numpy()  # by position: the pairs' indices differ
+        gain = stats.paired_gain((diff if self.higher else -diff).tolist())
+        names = self.labels or (str(a.iloc[0][self.spec.key]), str(b.iloc[0][self.spec.key]))
         label = col + (f", {self.where[1]}" if self.where else "")
-        extra = [f"{c} {a[c]}" if a[c] == b[c] else f"{c} {a[c]} vs {b[c]}" for c in self.context]
-        return "; ".join([cmp.describe(names, label)] + extra), cmp.verdict
+        first_a, first_b = a.iloc[0], b.iloc[0]
+        extra = [f"{c} {first_a[c]}" if first_a[c] == first_b[c] else f"{c} {first_a[c]} vs {first_b[c]}"
+                 for c in self.context]
+        ours = (f"{names[0]} {_mean_sd(va)} vs {names[1]} {_mean_sd(vb)} ({label}, "
+                f"{'higher' if self.higher else 'lower'} is better; {gain.describe()})")
+        return "; ".join([ours] + extra), gain.verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +177,7 @@ class TableSpec:
     columns: dict[str, str] = field(default_factory=dict)  # ours ("r{FD}", "{IS}") → the paper's column
     settings: tuple[str, ...] = ()  # the paper's setting of each variant, in order (its row or column key)
     setting_column: str = "paper setting"
+    runs: str | None = None  # its companion table of one row per (variant, seed), which the ledger judges
     rows: tuple[str, ...] = ()  # rows written by other code than study.run_table (e.g. bench)
     aliases: dict[str, str] = field(default_factory=dict)  # our row → the paper's row key; others have none
     # ours → (the paper's name for it, {paper row key: fact key}): numbers the paper states in its text
@@ -312,7 +300,7 @@ TABLE8 = TableSpec(
     lambda cfg: {str(v): {"quantizer.codebook_size": v} for v in (cfg.quantizer.codebook_size * m for m in (1, 2, 4))},
     columns=RECON, settings=_header("table8"))
 TABLE9 = TableSpec("table9_branch_settings", "Table 9: branch settings", "table9", lambda cfg: dict(BRANCH_SETTINGS),
-                   columns=RECON_GEN)
+                   columns=RECON_GEN, runs="table9_runs")
 TABLE9_RUNS = TableSpec("table9_runs", "Table 9 runs, one row per seed", "table9", lambda cfg: dict(BRANCH_SETTINGS),
                         columns=RECON_GEN)
 TOKEN_COUNTS = TableSpec(
@@ -326,7 +314,7 @@ TOKENIZER_MAIN = TableSpec(
     aliases={"ImageFolder (main)": "ImageFolder", "VAR-style single branch, same budget": "VAR (d16)"})
 FOLDED_VS_UNFOLDED = TableSpec(
     "folded_vs_unfolded", "Folded vs unfolded generation from the same tokenizer",
-    variants=lambda cfg: {m: {"generator.mode": m} for m in ("folded", "unfolded")})
+    variants=lambda cfg: {m: {"generator.mode": m} for m in ("folded", "unfolded")}, runs="folded_vs_unfolded_runs")
 
 SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, TABLE3_ROWS12, TABLE3, TABLE4, TABLE4_LP,
                              TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7, TABLE8, TABLE9,

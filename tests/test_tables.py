@@ -67,7 +67,24 @@ def test_rows_written_by_bench_match_its_layouts():
     assert set(tables.TABLE6_PAPER.rows) == set(bench.PAPER_MODELS)
 
 
-def test_verdicts_come_from_the_rule():
-    df = pd.DataFrame({"variant": ["folded", "unfolded"], "gFD_evaluator": [5.0, 9.0], "gFD_evaluator sd": [0.5, 0.5]})
+def _seeded(folded: list[float], unfolded: list[float]) -> pd.DataFrame:
+    seeds = list(range(len(folded)))
+    return pd.DataFrame({"variant": ["folded"] * len(seeds) + ["unfolded"] * len(seeds), "seed": seeds + seeds,
+                         "gFD_evaluator": folded + unfolded})
+
+
+def test_verdicts_pair_the_rows_by_seed():
+    text = tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([5.0, 5.5, 4.5], [9.0, 9.6, 8.7]))
+    assert "**holds**" in text and "folded 5 ± 0.5 vs unfolded 9.1 ± 0.46" in text and "over 3 seeds" in text
+    assert "**reversed**" in tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([9.0, 9.6, 8.7], [5.0, 5.5, 4.5]))
+    # a large mean gain with a sign flip across seeds is not enough
+    assert "**does not show**" in tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([5.0, 12.0, 4.0], [9.0, 9.0, 9.0]))
+    # pairing is by seed: a seed only one side ran is left out
+    text = tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([5.0, 5.5, 4.5], [9.0, 9.6, 8.7]).drop(index=5))
+    assert "over 2 seeds" in text
+
+
+def test_one_observation_per_row_has_no_interval():
+    df = pd.DataFrame({"variant": ["folded", "unfolded"], "gFD_evaluator": [5.0, 9.0]})
     text = tables.FOLDED_VS_UNFOLDED.verdicts(df)
-    assert "**holds**" in text and "folded 5 ± 0.5 vs unfolded 9 ± 0.5" in text and "margin 0.5" in text
+    assert "**does not show**" in text and "one run each: no interval" in text
