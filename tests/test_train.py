@@ -8,7 +8,7 @@ import torch
 
 from imagefolder import checkpoint
 from imagefolder.config import TrainConfig
-from imagefolder.train import StepBatchSampler, lr_factor, train
+from imagefolder.train import StepBatchSampler, as_floats, lr_factor, train
 from tests.toy import ToyObjective, toy_dataset
 
 TCFG = TrainConfig(steps=12, batch_size=8, lr=1e-2, warmup_steps=2, ckpt_every=4, log_every=2, ema_decay=0.9)
@@ -44,6 +44,12 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     train(_fresh(), toy_dataset(), TCFG, tmp_path, seed=0, device="cpu", config={"lr": 1})
     with pytest.raises(checkpoint.CheckpointError, match="lr: 1 → 2"):
         train(_fresh(), toy_dataset(), TCFG, tmp_path, seed=0, device="cpu", config={"lr": 2})
+
+
+def test_step_logs_are_read_as_floats_in_their_order():
+    logs = {"loss_model": torch.tensor(0.5), "acc": 0.25, "grad_norm_model": torch.tensor(2.0, dtype=torch.float64)}
+    assert as_floats(logs) == {"loss_model": 0.5, "acc": 0.25, "grad_norm_model": 2.0}
+    assert list(as_floats(logs)) == list(logs) and as_floats({}) == {}
 
 
 def test_step_sampler_is_a_function_of_the_step():
