@@ -261,6 +261,20 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     return torch.arange(n) % num_classes
 
 
+@torch.no_grad()
+def class_consistency(images_u8: torch.Tensor, labels: torch.Tensor, network: MetricNetwork, label: str,
+                      batch_size: int = 100, device: str | torch.device = "cpu") -> float | None:
+    """Fraction of uint8 `images_u8` (N,3,H,W) that `network`'s head for `label` classifies as their class in
+    `labels` (N,): the class a sample was generated for, or a real image's own. None when the network has
+    no head over that label (Inception: not computed)."""
+    if network.extractor not in _NETWORKS or _NETWORKS[network.extractor][1] != label:
+        return None
+    net = _NETWORKS[network.extractor][0].to(device)
+    hits = sum(int((net.logits(from_uint8(x.to(device)), label).argmax(-1).cpu() == y).sum())
+               for x, y in zip(images_u8.split(batch_size), labels.split(batch_size)))
+    return hits / len(images_u8)
+
+
 # ----------------------------------------------------------------------------- generation metrics
 
 _KEYS = {  # torch-fidelity result key -> our metric name

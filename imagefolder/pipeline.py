@@ -337,19 +337,28 @@ def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels:
 
 def evaluate_generator(cfg: Config, generator: Generator, tokenizer: ImageFolderTokenizer,
                        network: metrics.MetricNetwork, n: int, seed: int, **sampling) -> dict:
-    """gFID / IS / precision / recall / KID of n class-balanced samples against the train split."""
+    """gFID / IS / precision / recall / KID of n class-balanced samples against the train split, and their
+    class consistency (`class_consistency_<network>`: the network's top-1 class agrees with the label the
+    sample was generated for)."""
     labels = metrics.balanced_labels(n, generator.num_classes)
-    return score_against_train(cfg, sample_images(generator, tokenizer, labels, cfg, seed, **sampling), network)
+    images = sample_images(generator, tokenizer, labels, cfg, seed, **sampling)
+    return score_against_train(cfg, images, network, labels)
 
 
-def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.MetricNetwork) -> dict:
+def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.MetricNetwork,
+                        labels: torch.Tensor | None = None) -> dict:
     """FD / IS / precision / recall / KID of uint8 images against the train split, streamed (never held in
     RAM unless the data set is), spread over classes and capped at `evaluation.num_reference`. Reference
-    features are recomputed each time: torch-fidelity's feature cache is a pickle."""
+    features are recomputed each time: torch-fidelity's feature cache is a pickle. With `labels` (the class
+    of each image), also their class consistency (`metrics.class_consistency`; None where not computed)."""
     reference = ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=cfg.evaluation.num_reference),
                                    "train", train=False)
     n = len(images_u8)
-    return metrics.generation_metrics(images_u8, UInt8View(reference), network, n=n, n_reference=len(reference),
-                                      batch_size=cfg.evaluation.batch_size,
-                                      kid_subset_size=min(cfg.evaluation.kid_subset_size, n),
-                                      device=str(device_of(cfg)))
+    result = metrics.generation_metrics(images_u8, UInt8View(reference), network, n=n, n_reference=len(reference),
+                                        batch_size=cfg.evaluation.batch_size,
+                                        kid_subset_size=min(cfg.evaluation.kid_subset_size, n),
+                                        device=str(device_of(cfg)))
+    if labels is not None:
+        result[metrics.metric_key("class_consistency", network.name)] = metrics.class_consistency(
+            images_u8, labels, network, cfg.data.label, cfg.evaluation.batch_size, device_of(cfg))
+    return result

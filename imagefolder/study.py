@@ -36,13 +36,14 @@ def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) 
 
 
 def _generation_columns(result: dict, network: metrics.MetricNetwork) -> dict:
-    keys = [metrics.metric_key(m, network.name) for m in ("IS", "precision", "recall")]
+    keys = [metrics.metric_key(m, network.name) for m in ("IS", "precision", "recall", "class_consistency")]
     return {k: result[k] for k in keys}
 
 
 def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
     """The real-vs-real row: val images (up to `study.num_samples`) scored as if generated, against train."""
-    result = pipeline.score_against_train(cfg, pipeline.val_subset(cfg, cfg.study.num_samples).uint8_images(), network)
+    val = pipeline.val_subset(cfg, cfg.study.num_samples)
+    result = pipeline.score_against_train(cfg, val.uint8_images(), network, val.labels)
     fd = metrics.metric_key("FD", network.name)
     return {f"g{fd}": result[fd]} | _generation_columns(result, network) | {"N_gen": result["N"],
                                                                             "N_reference": result["N_reference"]}

@@ -343,3 +343,14 @@ def test_samples_are_scored_against_a_capped_class_spread_train_set(image_folder
     spread = ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=6), "train")
     assert set(spread.labels.tolist()) == {0, 1}
 
+
+
+def test_class_consistency_is_the_evaluators_accuracy_on_real_images():
+    cfg = config.profile("smoke")
+    network = M.metric_network(cfg)
+    val = pipeline.val_subset(cfg, 32)
+    got = M.class_consistency(val.uint8_images(), val.labels, network, cfg.data.label, batch_size=7)
+    assert got == pytest.approx(reference.accuracy(reference.load(cfg, "evaluator"), val, cfg.data.label))
+    assert M.class_consistency(val.uint8_images(), val.labels, network, "no such head") is None
+    shifted = (val.labels + 1) % int(val.labels.max() + 1)
+    assert M.class_consistency(val.uint8_images(), shifted, network, cfg.data.label) < got
