@@ -6,9 +6,9 @@
 - `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
   positions) and VAR d16 (w1024, 680 positions), and which claim their ratio supports (≈1/4 or ≈1/2).
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
-- `speed_benchmark`: the profile's adopted fast path (its `amp` settings) against float32 eager, as
-  ratios: tokenizer and generator training, reconstruction, batch-1 sampling of the four layouts and
-  batch-64 sampling.
+- `speed_benchmark`: the profile's adopted fast path against float32 eager, as ratios: tokenizer and
+  generator training (the profile's `amp`), reconstruction, batch-1 sampling of the four layouts and
+  batch-64 sampling (bf16 autocast, `EVAL_CANDIDATE`).
 
 Variants being compared are timed interleaved (`interleaved`: round-robin, A B A B …, in one process), so a
 drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
