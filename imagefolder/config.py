@@ -99,6 +99,7 @@ class TokenizerConfig:
     perceptual_weight: float = 1.0
     vq_weight: float = 1.0
     adv_weight: float = 0.5
+    adaptive_adv_weight: bool = True  # VQGAN's ‖∇nll‖/‖∇adv‖ at the last decoder layer scales the adversarial term (official code: off)
     lecam_weight: float = 0.001
     disc_start: int = 2000  # generator step at which the adversarial loss starts
     discriminator: Literal["none", "patchgan", "dino"] = "patchgan"  # Table 3 row 7

@@ -306,7 +306,8 @@ class TokenizerObjective(nn.Module):
             finally:
                 for p in trainable:
                     p.requires_grad_(True)
-            w = adaptive_weight(nll, g, self.tokenizer.last_layer) if self.training else recon.new_ones(())
+            w = (adaptive_weight(nll, g, self.tokenizer.last_layer) if self.training and t.adaptive_adv_weight
+                 else recon.new_ones(()))
             loss = loss + t.adv_weight * w * g
             logs |= {"adv_g": _num(g), "adaptive_w": _num(w)}
         self._cache = (images.detach(), recon.detach())

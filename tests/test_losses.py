@@ -234,3 +234,12 @@ def test_discriminator_trained_alone_separates_real_from_blurred(kind):
     with torch.no_grad():
         logits_real, logits_fake = disc(real), disc(fake)
     assert logits_real.mean() > logits_fake.mean() + 0.3 and hinge_d_loss(logits_real, logits_fake) < 0.9
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_adaptive_adversarial_weight_is_a_switch(adaptive):
+    cfg = smoke_cfg(**{"tokenizer.disc_start": 0, "tokenizer.adaptive_adv_weight": adaptive})
+    teacher = random_teacher(cfg)
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher)).train()
+    _, logs = obj((images(), torch.zeros(8, dtype=torch.long)), "model", 0)
+    assert (logs["adaptive_w"] != 1.0) if adaptive else (logs["adaptive_w"] == 1.0)
