@@ -97,7 +97,7 @@ def with_paper_columns(df: pd.DataFrame, table: str, row_key: str | Sequence, co
 
 # ----------------------------------------------------------------------------- tables and figures
 
-def table_caption(title: str, network: str | None = None, n: int | None = None, note: str | None = None) -> str:
+def table_caption(title: str, network: str | None = None, n: int | str | None = None, note: str | None = None) -> str:
     """One line naming the table, the metric network and N (and the paper's setting for comparison)."""
     parts = [title]
     if network is not None:

@@ -49,6 +49,14 @@ def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
                                                                             "N_reference": result["N_reference"]}
 
 
+def sample_sizes(df: pd.DataFrame) -> str:
+    """The N of a table's metrics, for its caption: generated samples (g-metrics), val images (r-metrics)."""
+    parts = [f"{int(df[col].dropna().iloc[0])} {what}" for col, what in
+             (("N_gen", "generated samples for generation metrics"), ("N_recon", "val images for reconstruction metrics"))
+             if col in df.columns and df[col].notna().any()]
+    return ", ".join(parts)
+
+
 def perceptual_key(rec: dict) -> str:
     return next(k for k in ("LPIPS", "lpips_vgg", "teacher_feature_perceptual") if k in rec)
 
