@@ -18,7 +18,7 @@ def test_shipped_files_match_their_recorded_hashes():
         assert json.loads(path.with_suffix(".json").read_text())["file_hash"] == digest[:16]
 
 
-@pytest.mark.parametrize("profile", ["smoke"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
 def test_small_profiles_ship_both_networks(profile):
     for role in ("teacher", "evaluator"):
         assert f"{reference.weights_name(config.profile(profile), role)}.safetensors" in pretrained.shipped_sums()
