@@ -38,6 +38,7 @@ def test_forward_precision_switches_attention_only_under_cpu_bf16():
     assert attn.fused_attn and not torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.slow  # ≈ 15 s on 2 cores: a smoke tokenizer and generator, 8 steps each
 def test_bf16_smoke_training_lowers_the_loss_without_nan(tmp_path):
     cfg = config.profile("smoke", BF16 | {"run_dir": str(tmp_path)})
     for path in (pipeline.train_tokenizer(cfg), pipeline.train_generator(cfg)):
