@@ -182,6 +182,8 @@ class TableSpec:
     aliases: dict[str, str] = field(default_factory=dict)  # our row → the paper's row key; others have none
     # ours → (the paper's name for it, {paper row key: fact key}): numbers the paper states in its text
     facts: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    # cfg → {our row: what it ran}, where the paper's label for the row would not describe ours
+    describe: Callable[[Config], dict[str, str]] | None = None
 
     def __post_init__(self):
         for ours, (_, stated) in self.facts.items():
@@ -243,6 +245,20 @@ def _ladder(cfg: Config) -> dict[str, dict]:
             "7": BRANCH_SETTINGS["one semantic, one detail"] | {"tokenizer.discriminator": "dino"}}
 
 
+def _ladder_rows(cfg: Config) -> dict[str, str]:
+    g, K = cfg.patch_grid, cfg.grid
+    feature_map = config.token_count(var_style(cfg)["quantizer.scales"])
+    return {"1": f"VAR-style MSRQ of the {g}×{g} patch-grid feature map ({feature_map} tokens), no dropout",
+            "2": "+ quantizer dropout",
+            "3": f"+ {K}×{K} query tokens on the paper's schedule shape ({cfg.tokens_per_branch} tokens; "
+                 + ("K equals the patch grid here, where the paper's K = 11 is below its 16×16 grid"
+                    if K == g else f"K below the {g}×{g} patch grid") + "), one detail branch",
+            "4": "+ product quantization (two detail branches, folded)",
+            "5": "+ semantic regularization on all branches",
+            "6": "+ semantic regularization on one branch",
+            "7": "+ 'DINO' discriminator (frozen teacher features)"}
+
+
 TABLE1 = TableSpec(
     "table1_final_scale", "Table 1: final scale K×K vs quality", "table1",
     lambda cfg: _schedules({f"{k}×{k}": k for k in (cfg.grid - 2, cfg.grid, cfg.grid + 2)}),
@@ -253,9 +269,10 @@ TABLE2 = TableSpec(
     columns=RECON, settings=_header("table2"))
 TABLE3_ROWS12 = TableSpec(
     "table3_rows1-2", "Table 3 rows 1–2: VAR-style multi-scale residual quantization, ± dropout", "table3",
-    lambda cfg: {k: v for k, v in _ladder(cfg).items() if k in ("1", "2")}, columns=RECON_GEN)
+    lambda cfg: {k: v for k, v in _ladder(cfg).items() if k in ("1", "2")}, columns=RECON_GEN,
+    describe=lambda cfg: {k: v for k, v in _ladder_rows(cfg).items() if k in ("1", "2")})
 TABLE3 = TableSpec("table3_ablation_ladder", "Table 3: each row adds to the one above", "table3", _ladder,
-                   columns=RECON_GEN)
+                   columns=RECON_GEN, describe=_ladder_rows)
 TABLE4 = TableSpec(
     "table4_comparison", "Table 4 (our rows): class-conditional generation at equal budget", "table4",
     lambda cfg: {"raster (LlamaGen-like)": var_style(cfg, scales=[cfg.patch_grid])

@@ -88,3 +88,11 @@ def test_one_observation_per_row_has_no_interval():
     df = pd.DataFrame({"variant": ["folded", "unfolded"], "gFD_evaluator": [5.0, 9.0]})
     text = tables.FOLDED_VS_UNFOLDED.verdicts(df)
     assert "**does not show**" in text and "one run each: no interval" in text
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_row_descriptions_cover_exactly_the_variants(profile):
+    cfg = config.profile(profile)
+    for spec in SPECS.values():
+        if spec.describe is not None:
+            assert set(spec.describe(cfg)) == set(spec.variants(cfg)), spec.name
