@@ -4,7 +4,7 @@
   layouts at the profile's generator width and depth: folded (ImageFolder), unfolded, VAR-style and
   raster (next-token), measured in one run and given as ratios to folded.
 - `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
-  positions) and VAR d16 (w1024, 680 positions), and which claim their ratio supports (≈1/4 or ≈1/2).
+  positions) and VAR d16 (w1024, 680 positions); `tables.TABLE6_PAPER`'s claim judges their ratio.
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
 - `speed_benchmark`: the profile's adopted fast path against float32 eager, as ratios: tokenizer and
   generator training (the profile's `amp`), reconstruction, batch-1 sampling of the four layouts and
