@@ -57,9 +57,12 @@ test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
 	$(PY) -m imagefolder data --profile smoke
 	$(PY) -m pytest -q
 
-# A notebook is named after its file (`name`, so a copy writes its own results); with OVERRIDES its executed
-# copy goes beside its variant's tables, never over the committed one.
-executed_dir = $(if $(OVERRIDES),$(OUT)/variants/$(basename $(notdir $(1)))/executed,$(OUT)/executed)
+# A notebook is named after its file (`name`, so a copy writes its own results); with OVERRIDES, or for a
+# notebook git does not track (a copy), its executed copy goes beside its variant's tables, never among the
+# committed ones.
+TRACKED_NOTEBOOKS := $(shell git ls-files 'notebooks/*.ipynb' 2>/dev/null)
+variant_run = $(or $(OVERRIDES),$(filter-out $(TRACKED_NOTEBOOKS),$(1)))
+executed_dir = $(if $(call variant_run,$(1)),$(OUT)/variants/$(basename $(notdir $(1)))/executed,$(OUT)/executed)
 define run_notebook
 	mkdir -p $(call executed_dir,$(1))
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill $(1) $(call executed_dir,$(1))/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) \

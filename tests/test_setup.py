@@ -90,3 +90,17 @@ def test_setup_is_pinned_unless_told(tmp_path):
     assert "-c requirements-lock.txt -e '.[dev]'" in pinned.stdout
     assert "requirements-lock.txt" not in unpinned.stdout and "-e '.[dev]'" in unpinned.stdout
     assert "-m venv" not in pinned.stdout  # another VENV is used as it is, never built
+
+
+def test_a_copied_or_overridden_notebook_is_executed_among_the_variants():
+    copy = ROOT / "notebooks" / "97_test_copy.ipynb"
+    copy.write_bytes((ROOT / "notebooks" / "03_quantizer_dropout.ipynb").read_bytes())
+    try:
+        dry = make("-n", "nb-97", "PROFILE=smoke")
+    finally:
+        copy.unlink()
+    assert "results/smoke/variants/97_test_copy/executed/97_test_copy.ipynb" in dry.stdout, dry.stdout + dry.stderr
+    original = make("-n", "nb-03", "PROFILE=smoke").stdout
+    assert "results/smoke/executed/03_quantizer_dropout.ipynb" in original
+    overridden = make("-n", "nb-03", "PROFILE=smoke", """OVERRIDES={"tokenizer.semantic_weight": 0.5}""").stdout
+    assert "results/smoke/variants/03_quantizer_dropout/executed/" in overridden
