@@ -102,6 +102,7 @@ class TokenizerConfig:
     adaptive_adv_weight: bool = True  # VQGAN's ‖∇nll‖/‖∇adv‖ at the last decoder layer scales the adversarial term (official code: off)
     lecam_weight: float = 0.001
     disc_start: int = 2000  # generator step at which the adversarial loss starts
+    adv_ramp_steps: int = 0  # the tokenizer's adversarial weight ramps from 0 to adv_weight over these steps after disc_start
     discriminator: Literal["none", "patchgan", "dino"] = "patchgan"  # Table 3 row 7
     teacher_network: Literal["reference", "dinov2_vitb14"] = "reference"  # frozen semantic teacher and encoder init; reference: small profiles
     disc_backbone: Literal["reference", "dinov2_vits14"] = "reference"  # frozen backbone of the "dino" discriminator
@@ -550,7 +551,8 @@ def validate(cfg: Config) -> None:
         _check(s[-1] == cfg.patch_grid, "quantizer.scales",
                f"feature_map layout needs the last scale to equal the patch grid {cfg.patch_grid}, got {s[-1]}")
         _check(q.branches == 1, "quantizer.branches", "feature_map layout is the single-branch (VAR) baseline: P must be 1")
-    for name in ("semantic_weight", "recon_weight", "perceptual_weight", "vq_weight", "adv_weight", "lecam_weight"):
+    for name in ("semantic_weight", "recon_weight", "perceptual_weight", "vq_weight", "adv_weight", "lecam_weight",
+                 "adv_ramp_steps"):
         _need(getattr(t, name) >= 0, f"tokenizer.{name}", getattr(t, name), "non-negative")
 
     g = cfg.generator

@@ -262,6 +262,11 @@ class TokenizerObjective(nn.Module):
     def adversarial_on(self, step: int) -> bool:
         return self.discriminator is not None and step >= self.t.disc_start
 
+    def adv_ramp(self, step: int) -> float:
+        """Fraction of `adv_weight` the tokenizer's adversarial term gets at `step` (the discriminator trains
+        from `disc_start` on regardless): 0 → 1 linearly over `adv_ramp_steps`."""
+        return min(1.0, (step - self.t.disc_start + 1) / self.t.adv_ramp_steps) if self.t.adv_ramp_steps else 1.0
+
     def forward(self, batch, phase: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         images = batch[0]
         if phase == "model":
@@ -308,7 +313,7 @@ class TokenizerObjective(nn.Module):
                     p.requires_grad_(True)
             w = (adaptive_weight(nll, g, self.tokenizer.last_layer) if self.training and t.adaptive_adv_weight
                  else recon.new_ones(()))
-            loss = loss + t.adv_weight * w * g
+            loss = loss + t.adv_weight * self.adv_ramp(step) * w * g
             logs |= {"adv_g": _num(g), "adaptive_w": _num(w)}
         self._cache = (images.detach(), recon.detach())
         return loss, logs

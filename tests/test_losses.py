@@ -243,3 +243,11 @@ def test_adaptive_adversarial_weight_is_a_switch(adaptive):
     obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher)).train()
     _, logs = obj((images(), torch.zeros(8, dtype=torch.long)), "model", 0)
     assert (logs["adaptive_w"] != 1.0) if adaptive else (logs["adaptive_w"] == 1.0)
+
+
+def test_adversarial_ramp():
+    cfg = smoke_cfg(**{"tokenizer.disc_start": 10, "tokenizer.adv_ramp_steps": 4})
+    teacher = random_teacher(cfg)
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher))
+    assert [obj.adv_ramp(s) for s in (10, 11, 12, 13, 14, 100)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert TokenizerObjective(smoke_cfg(), ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher)).adv_ramp(0) == 1.0
