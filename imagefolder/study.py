@@ -95,6 +95,29 @@ def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork
                                       facts={c.format(**names): stated for c, (_, stated) in spec.facts.items()})
 
 
+def metric_columns(network: metrics.MetricNetwork) -> list[str]:
+    """The per-run metric columns of `tokenizer_row` (reconstruction, then generation)."""
+    fd = metrics.metric_key("FD", network.name)
+    return [f"r{fd}", "PSNR", f"g{fd}"] + [metrics.metric_key(m, network.name)
+                                           for m in ("IS", "precision", "recall", "class_consistency")]
+
+
+def seed_summary(runs: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
+    """Mean (and sd, with several seeds) over seeds of each metric column `runs` has, per variant."""
+    return mean_and_spread(runs, [c for c in metric_columns(network) if c in runs.columns])
+
+
+def seed_noise(runs: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
+    """Seed-to-seed spread at this budget: per metric, the sd over seeds of each variant, its mean and
+    range over the variants, and the number of seeds (NaN with one seed)."""
+    rows = []
+    for col in (c for c in metric_columns(network) if c in runs.columns):
+        sd = runs.groupby("variant", sort=False)[col].std()
+        rows.append({"metric": col, "seed sd (mean over variants)": sd.mean(), "min": sd.min(), "max": sd.max(),
+                     "seeds": runs["seed"].nunique(), "variants": len(sd)})
+    return pd.DataFrame(rows)
+
+
 def mean_and_spread(df: pd.DataFrame, columns: list[str], by: str = "variant") -> pd.DataFrame:
     """Mean and standard deviation over seeds of each column, in the variants' order."""
     grouped = df.groupby(by, sort=False)[columns]

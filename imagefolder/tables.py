@@ -270,7 +270,7 @@ TABLE2 = TableSpec(
 TABLE3_ROWS12 = TableSpec(
     "table3_rows1-2", "Table 3 rows 1–2: VAR-style multi-scale residual quantization, ± dropout", "table3",
     lambda cfg: {k: v for k, v in _ladder(cfg).items() if k in ("1", "2")}, columns=RECON_GEN,
-    describe=lambda cfg: {k: v for k, v in _ladder_rows(cfg).items() if k in ("1", "2")})
+    describe=lambda cfg: {k: v for k, v in _ladder_rows(cfg).items() if k in ("1", "2")}, runs="table3_rows1-2_runs")
 TABLE3 = TableSpec("table3_ablation_ladder", "Table 3: each row adds to the one above", "table3", _ladder,
                    columns=RECON_GEN, describe=_ladder_rows)
 TABLE4 = TableSpec(

@@ -228,8 +228,8 @@ def test_missing_inception_file_names_file_and_folder(tmp_path, monkeypatch):
 
 def test_metric_network_of_a_small_profile_is_its_evaluator(smoke_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path))
-    with pytest.raises(M.MissingWeightsError, match="evaluator-smoke"):
-        M.metric_network(smoke_cfg)
+    with pytest.raises(M.MissingWeightsError, match="evaluator-gpu"):  # the smoke and cpu evaluators ship
+        M.metric_network(dataclasses.replace(smoke_cfg, profile="gpu"))
     res = smoke_cfg.data.resolution
     net = reference.ReferenceNet(smoke_cfg.evaluator, res, {"category": 3, "subcategory": 5})
     record = {"reference": config.to_dict(smoke_cfg)["evaluator"], "data": config.to_dict(smoke_cfg)["data"]}

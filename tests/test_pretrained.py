@@ -16,8 +16,8 @@ def test_missing_weights_error_says_which_file_where(tmp_path, monkeypatch):
     assert str(tmp_path / "th" / "hub" / "checkpoints") in msg
     with pytest.raises(MissingWeightsError, match="dinov2_vitb14.safetensors"):
         pretrained.resolve("dinov2_vitb14")
-    with pytest.raises(MissingWeightsError, match="make data PROFILE=cpu"):
-        pretrained.resolve("teacher-cpu")
+    with pytest.raises(MissingWeightsError, match="make data PROFILE=gpu"):  # cpu and smoke ship theirs
+        pretrained.resolve("teacher-gpu")
     with pytest.raises(MissingWeightsError, match="unknown pretrained network"):
         pretrained.resolve("resnet50")
 
