@@ -347,7 +347,9 @@ def test_samples_are_scored_against_a_capped_class_spread_train_set(image_folder
 
 def test_class_consistency_is_the_evaluators_accuracy_on_real_images():
     cfg = config.profile("smoke")
-    network = M.metric_network(cfg)
+    path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
+    network = M.reference_network(reference.load_from(path), "evaluator", label=cfg.data.label, file=path,
+                                  extractor="evaluator-consistency-test")  # not the name other tests register
     val = pipeline.val_subset(cfg, 32)
     got = M.class_consistency(val.uint8_images(), val.labels, network, cfg.data.label, batch_size=7)
     assert got == pytest.approx(reference.accuracy(reference.load(cfg, "evaluator"), val, cfg.data.label))
