@@ -3,6 +3,7 @@
 Class index = position of the folder name in sorted order; every split must have the same class
 folders, each with images (hidden entries such as `.ipynb_checkpoints/` are ignored). A secondary label
 (the emoji subcategory) is read from `root/labels.csv` when present. Images are float tensors in [-1, 1].
+`TokenDataset` is the generator's data set: a tokenizer's indices of a split, cached and checked.
 """
 from __future__ import annotations
 
