@@ -88,12 +88,17 @@ def candidates(name: str) -> list[Path]:
     return paths
 
 
+def find(name: str) -> Path | None:
+    """The first of `candidates(name)` that is a file, or None."""
+    return next((path for path in candidates(name) if path.is_file()), None)
+
+
 def resolve(name: str, allow_download: bool = False) -> Path:
     """Path of the weights of `name`; raises MissingWeightsError saying which file to put where."""
     known = _known(name)
-    for path in candidates(name):
-        if path.is_file():
-            return path
+    found = find(name)
+    if found is not None:
+        return found
     if allow_download:
         return _download(name, known)
     raise MissingWeightsError(

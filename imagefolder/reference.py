@@ -130,6 +130,18 @@ def weights_name(cfg: Config, role: str) -> str:
     return f"{role}-{cfg.profile}"
 
 
+def _origin(path: Path, digest: str) -> str:
+    """Where a reference network's file comes from, measured against the shipped one of that name."""
+    if path.parent == pretrained.SHIPPED_DIR:
+        return "shipped with the package"
+    shipped = pretrained.shipped_sums().get(path.name)
+    if shipped is None:
+        return "trained here"
+    if digest == shipped:
+        return "trained here, the same file as the shipped one"
+    return "trained here, NOT the shipped file: delete it to measure with the shipped one"
+
+
 def train_reference(cfg: Config, role: str, force: bool = False) -> Path:
     """Train the teacher or evaluator of `cfg` unless a file of it exists (a trained or a shipped one) and
     `force` is off; returns the weights path."""
@@ -137,14 +149,12 @@ def train_reference(cfg: Config, role: str, force: bool = False) -> Path:
     name = weights_name(cfg, role)
     path = pretrained.weights_dir() / f"{name}.safetensors"
     if not force:
-        found = next((p for p in pretrained.candidates(name) if p.is_file()), None)
+        found = pretrained.find(name)
         if found is not None:
             info = json.loads(found.with_suffix(".json").read_text())
-            digest, shipped = pretrained.sha256(found), pretrained.shipped_sums().get(found.name)
-            origin = ("shipped with the package" if found.parent == pretrained.SHIPPED_DIR else "trained here"
-                      if shipped is None else "trained here, the same file as the shipped one" if digest == shipped
-                      else "trained here, NOT the shipped file: delete it to measure with the shipped one")
-            print(f"{role}: {found} ({origin}; sha256 {digest[:16]}; val accuracy {info['val_accuracy']})")
+            digest = pretrained.sha256(found)
+            print(f"{role}: {found} ({_origin(found, digest)}; sha256 {digest[:16]}; "
+                  f"val accuracy {info['val_accuracy']})")
             return found
     train_ds, val_ds = ImageFolderDataset(cfg.data, "train"), ImageFolderDataset(cfg.data, "val")
     seed_everything(rcfg.seed)
