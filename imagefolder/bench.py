@@ -134,8 +134,9 @@ def _spread(values: list[float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- sampling latency and FLOPs
 
 def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
-                       num_classes: int = 10, seed: int = 0) -> pd.DataFrame:
-    """Batch-1 sampling latency and FLOPs per image of the four `layouts`, one row each, in one run.
+                       num_classes: int = 10, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Batch-1 sampling latency and FLOPs per image of the four `layouts`, in one run: (summary, one row
+    per layout; rounds, one row per layout and timing round, which pairs the layouts round by round).
 
     Latency: `Generator.sample` (KV cache on, CFG at the profile's cfg_scale so the batch runs as 2, the
     profile's top-k / top-p) of the four layouts timed `interleaved`, warm-up excluded; FLOPs: one sample
@@ -163,7 +164,10 @@ def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: 
     df["cfg_scale"] = cfg.generator.cfg_scale
     df["repeats"], df["warmup"], df["device"] = repeats, warmup, device_name(device)
     df["flops_counted"] = FLOPS_NOTE
-    return df
+    rounds = pd.DataFrame([{"layout": name, "round": r, "latency_s": t, "positions": row["positions"],
+                            "device": device_name(device)}
+                           for row in rows for name in [row["layout"]] for r, t in enumerate(times[name])])
+    return df, rounds
 
 
 # ----------------------------------------------------------------------------- the paper's configurations
@@ -243,7 +247,9 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
 # ----------------------------------------------------------------------------- fast path vs float32 eager
 
 FP32 = "off"  # the `amp` of the float32 eager path every ratio is taken against
-# reconstruction and sampling: bf16 autocast is measured here but not yet used by pipeline's evaluation
+# reconstruction and sampling under bf16 autocast (`evaluation.amp`): faster here, but a whole study evaluation
+# (rFD + gFD of one variant, where the metric network and the reference images weigh) only ≈ 1.1×, so the
+# small profiles keep evaluating in float32
 EVAL_CANDIDATE = "bf16"
 SAMPLING_BATCH = 64
 
@@ -358,7 +364,7 @@ def main(cfg: Config, quick: bool = False) -> None:
         print("\n## Speed: the adopted path vs float32 eager (speedup = fp32 time / time, per round: median [p10, p90])")
         print(speed_benchmark(cfg, warmup, repeats, device).to_string(index=False))
         print("\n## Sampling, batch 1, KV cache, CFG (ratios to folded, same run)")
-        print(sampling_benchmark(cfg, warmup, repeats, device).drop(columns="flops_counted").to_string(index=False))
+        print(sampling_benchmark(cfg, warmup, repeats, device)[0].drop(columns="flops_counted").to_string(index=False))
         print(f"FLOPs: {FLOPS_NOTE}")
         print("\n## FLOPs per image of the paper's generators, both with CFG")
         paper = paper_flops(device=device)

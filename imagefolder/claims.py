@@ -19,17 +19,19 @@ class Tables:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def get(self, name: str) -> pd.DataFrame | None:
+    def get(self, name: str, text_columns: tuple[str, ...] = ()) -> pd.DataFrame | None:
+        """The table `name`, its `text_columns` (row names such as "0" or "0.1") read as written."""
         path = self.folder / f"{name}.csv"
-        return pd.read_csv(path) if path.exists() else None
+        return pd.read_csv(path, dtype={c: str for c in text_columns}) if path.exists() else None
 
 
 def claims(tables: Tables) -> list[dict]:
     """One dict per ledger claim: claim, paper, ours, verdict, and the table that judged it."""
     out = []
-    for claim in (c for c in CLAIMS if c.ledger):
-        runs = claim.spec.runs and tables.get(claim.spec.runs)
-        df = runs if runs is not None else tables.get(claim.table)
+    for claim in CLAIMS:
+        names = (claim.spec.key, claim.spec.setting_column)
+        runs = claim.spec.runs and tables.get(claim.spec.runs, names)
+        df = runs if runs is not None else tables.get(claim.table, names)
         ours, verdict = (f"tables {[claim.table]} not written", "not run") if df is None else claim.judge(df)
         out.append({"claim": claim.text, "paper": claim.paper_text(), "ours": ours, "verdict": verdict,
                     "table": claim.table})

@@ -167,6 +167,7 @@ class EvalConfig:
     num_reference: int | None = None  # train images that samples are scored against, spread over classes; None = all
     batch_size: int = 100
     kid_subset_size: int = 100
+    amp: Literal["auto", "bf16", "off"] = "auto"  # reconstruction and sampling (not the metric network), as the trainer's
 
 
 @dataclass
@@ -237,7 +238,9 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
     """A small profile keeping the paper's ratios: 10 scales shaped like the paper's, 2 branches,
     the same loss weights, dropout p and N_start; the teacher matches the encoder's shape. Each query
     attends to its own cell only (`query_window=0`): without it the queries do not align spatially at
-    this scale (tokenizer.py), and at 600 cpu steps it lifts val PSNR from 13.9 to 16.7 dB."""
+    this scale (tokenizer.py), and at 600 cpu steps it lifts val PSNR from 13.9 to 16.7 dB. The adversarial
+    weight is 0.05 (the paper's 0.5): at these learning rates a full-strength term keeps the discriminator
+    at chance; guidance 1.5 (the paper's 3.25) gave the cpu main generator a lower gFD (README, Profiles)."""
     grid = resolution // patch
     vit = ViTConfig(width=width, depth=depth, heads=heads, patch_size=patch)
     return Config(
@@ -245,9 +248,9 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
         data=DataConfig(name="emoji", root="data/emoji", resolution=resolution),
         quantizer=QuantizerConfig(scales=scaled_schedule(grid), codebook_size=codebook, code_dim=32),
         tokenizer=TokenizerConfig(encoder=vit, decoder=copy.deepcopy(vit), query_window=0, discriminator="patchgan",
-                                  disc_width=32, disc_layers=2, disc_start=1000),
+                                  disc_width=32, disc_layers=2, disc_start=1000, adv_weight=0.05),
         generator=GeneratorConfig(depth=gen_depth, width=gen_width, heads=max(1, gen_width // 64),
-                                  top_k=max(1, codebook // 4)),
+                                  top_k=max(1, codebook // 4), cfg_scale=1.5),
         train_tokenizer=TrainConfig(steps=3000, batch_size=32, lr=3e-3, warmup_steps=50, grad_clip=1.0,
                                     ema_decay=0.999, ckpt_every=500),
         train_generator=TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, grad_clip=2.0,
@@ -275,30 +278,30 @@ def _smoke() -> Config:
                                 ckpt_every=3, log_every=2)
     cfg.evaluator.width = 16
     cfg.evaluation = EvalConfig(num_samples=32, num_recon=32, batch_size=16, kid_subset_size=8)
-    cfg.study = StudyConfig(tokenizer_steps=4, generator_steps=4, num_samples=16, seeds=[0])
+    cfg.study = StudyConfig(tokenizer_steps=4, generator_steps=4, num_samples=16, seeds=[0, 1])
     return cfg
 
 
 def _cpu() -> Config:
-    """2 CPU cores, 32 px emoji. The tokenizer schedule is sized to ≈15 min on 2 quiet cores (measured:
-    ≈50 img/s at batch 16 with the full loss before disc_start, ≈37 img/s after): batch 16 / lr 2e-3
-    gained more PSNR per minute than batch 32 / lr 3e-3; EMA 0.997 (a ≈330-step horizon) suits a
-    2600-step run; the adversarial loss starts at 60 % of the run. The generator (depth 4, width 192,
-    2.7M parameters in its blocks) takes ≈0.57 s per batch-32 step: 1500 steps ≈ 15 min. Study budgets:
-    a 500-step tokenizer variant ≈3 min, a 250-step generator ≈2.5 min, so notebooks with ≈7 tokenizers
-    and 6 generators stay within 60 min. One torch thread per process: it keeps ≈84 % of the two-thread
-    speed (42 vs 50 img/s) and lets `make -j2 reproduce` run two notebooks on the two cores, where two
-    two-thread processes would thrash. Both trainings run under CPU bf16 autocast (issue 13: interleaved on
-    one thread, tokenizer step 1.6×, generator step 1.8× the float32 speed; the step times above are float32)."""
+    """2 CPU cores, 32 px emoji, one torch thread per process so that `make -j2 reproduce` runs two
+    notebooks side by side (two two-thread processes thrash). Both trainings run under CPU bf16 autocast
+    (tokenizer step 1.6×, generator step 1.8× the float32 speed, interleaved on one thread). Measured
+    with two such processes running: the tokenizer at batch 16 takes 0.33 s per step before the
+    adversarial start and ≈ 0.42 s after (2600 steps in 15 min; batch 16 / lr 2e-3 gained more PSNR per
+    minute than batch 32 / lr 3e-3); EMA 0.997 (a ≈ 330-step horizon) suits the 2600-step run; the
+    adversarial loss starts at 60 % of it. The generator (depth 4, width 192, 2.7M parameters in its
+    blocks) takes ≈ 0.72 s per batch-32 step: 2000 steps ≈ 24 min; it keeps a checkpoint every 500 steps
+    for notebook 05's gFD-against-minutes curve. Study budget: a 500-step tokenizer ≈ 3 min, a 250-step
+    generator ≈ 3 min, each over seeds 0, 1, 2."""
     cfg = _small("cpu", resolution=32, patch=4, width=128, depth=3, heads=4, codebook=1024,
                  gen_depth=4, gen_width=192)
     cfg.threads = 1
     cfg.train_tokenizer = TrainConfig(steps=2600, batch_size=16, lr=2e-3, warmup_steps=50, grad_clip=1.0,
                                       ema_decay=0.997, ckpt_every=200, amp="bf16")
     cfg.tokenizer.disc_start = 1560
-    cfg.train_generator = TrainConfig(steps=1500, batch_size=32, lr=1e-3, warmup_steps=50, grad_clip=2.0,
-                                      ema_decay=0.0, ckpt_every=250, amp="bf16")
-    cfg.study = StudyConfig(tokenizer_steps=500, generator_steps=250, num_samples=500, seeds=[0])
+    cfg.train_generator = TrainConfig(steps=2000, batch_size=32, lr=1e-3, warmup_steps=50, grad_clip=2.0,
+                                      ema_decay=0.0, ckpt_every=500, keep_ckpts=10, amp="bf16")
+    cfg.study = StudyConfig(tokenizer_steps=500, generator_steps=250, num_samples=500, seeds=[0, 1, 2])
     return cfg
 
 

@@ -393,6 +393,21 @@ def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tenso
     return out
 
 
+def patch_edge_ratio(images: torch.Tensor, patch: int) -> float:
+    """Blockiness of a `patch`-px grid (1 ≈ none; a patch-grid artefact > 1): the mean absolute step between
+    neighbouring pixels across patch borders divided by that between neighbours inside a patch, over rows
+    and columns of every channel. Images (N, C, H, W) with H and W multiples of `patch`."""
+    if images.dim() != 4 or images.shape[-1] % patch or images.shape[-2] % patch:
+        raise ValueError(f"patch_edge_ratio: (N, C, H, W) images with H and W multiples of {patch}, "
+                         f"got {tuple(images.shape)}")
+    x = images.float()
+    steps = [x.diff(dim=-1).abs(), x.diff(dim=-2).abs().transpose(-1, -2)]  # (..., W − 1): step i is i → i + 1
+    border = (torch.arange(x.shape[-1] - 1) % patch == patch - 1, torch.arange(x.shape[-2] - 1) % patch == patch - 1)
+    across = sum(s[..., b].mean() for s, b in zip(steps, border)) / 2
+    inside = sum(s[..., ~b].mean() for s, b in zip(steps, border)) / 2
+    return float(across / inside)
+
+
 class CodebookUsage:
     """Fraction of each branch's codes hit, accumulated over batches of token indices.
 

@@ -22,12 +22,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint, metrics, pretrained, reference, results
-from .config import Config, apply_overrides, from_dict, to_dict, validate
+from .config import Config, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, to_uint8
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
-from .train import pick_device, seed_everything, train, without_bookkeeping
+from .train import forward_precision, pick_device, seed_everything, train, without_bookkeeping
 
 DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2"}
 
@@ -63,16 +63,27 @@ def generator_name(cfg: Config) -> str:
     return f"gen-{config_hash(cfg, TOKENIZER_SECTIONS + GENERATOR_SECTIONS)}"
 
 
+def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
+    """Overrides (relative to a `TrainConfig`) that shorten its run to `steps`: the warm-up capped at the run,
+    and the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold
+    a fifth of the first weights after 500 steps)."""
+    out = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps)}
+    if tcfg.ema_decay > 0:
+        out["ema_decay"] = max(0.0, round(1 - (1 - tcfg.ema_decay) * tcfg.steps / steps, 6))  # 0: no EMA
+    return out
+
+
 def variant(cfg: Config, overrides: dict, study: bool = True) -> Config:
-    """`cfg` with `overrides`, at the ablation budget (`cfg.study`) when `study`; the adversarial loss
-    then starts at the same fraction of the shorter run."""
+    """`cfg` with `overrides`, at the ablation budget (`cfg.study`) when `study`: both runs shortened
+    (`shorter_run`) and the adversarial loss starting at the same fraction of the shorter run."""
     budget = {}
     if study:
         steps = cfg.study.tokenizer_steps
-        budget = {"train_tokenizer.steps": steps, "train_generator.steps": cfg.study.generator_steps,
-                  "train_tokenizer.warmup_steps": min(cfg.train_tokenizer.warmup_steps, steps),
-                  "train_generator.warmup_steps": min(cfg.train_generator.warmup_steps, cfg.study.generator_steps),
-                  "tokenizer.disc_start": round(cfg.tokenizer.disc_start * steps / cfg.train_tokenizer.steps)}
+        budget = {f"{part}.{k}": v for part, tcfg, n in (("train_tokenizer", cfg.train_tokenizer, steps),
+                                                         ("train_generator", cfg.train_generator,
+                                                          cfg.study.generator_steps))
+                  for k, v in shorter_run(tcfg, n).items()}
+        budget["tokenizer.disc_start"] = round(cfg.tokenizer.disc_start * steps / cfg.train_tokenizer.steps)
     out = apply_overrides(cfg, budget | overrides)
     validate(out)
     return out
@@ -197,31 +208,34 @@ def _on(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruct_all(tokenizer: ImageFolderTokenizer, images_u8: torch.Tensor, batch_size: int,
-                    n_scales: int | None = None) -> torch.Tensor:
-    """uint8 (N, 3, H, W) → reconstructions as uint8, keeping the first `n_scales` scales."""
+                    n_scales: int | None = None, amp: str = "off") -> torch.Tensor:
+    """uint8 (N, 3, H, W) → reconstructions as uint8, keeping the first `n_scales` scales; `amp` as the
+    trainer's (`train.forward_precision`)."""
     device = next(tokenizer.parameters()).device
     out = []
-    with progress(len(images_u8), "reconstructing") as bar:
+    with progress(len(images_u8), "reconstructing") as bar, forward_precision(tokenizer, device, amp):
         for batch in images_u8.split(batch_size):
-            out.append(to_uint8(tokenizer.reconstruct(_on(batch, device), n_scales)).cpu())
+            out.append(to_uint8(tokenizer.reconstruct(_on(batch, device), n_scales).float()).cpu())
             bar.update(len(batch))
     return torch.cat(out)
 
 
 @torch.no_grad()
 def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: metrics.MetricNetwork) -> dict:
-    """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`)
-    and codebook usage per branch."""
+    """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`),
+    codebook usage per branch and the blockiness of the reconstructions and of the originals
+    (`metrics.patch_edge_ratio` at the decoder's patch size)."""
     val = val_subset(cfg, cfg.evaluation.num_recon)
     real = val.uint8_images()
     device = next(tokenizer.parameters()).device
     bs = cfg.evaluation.batch_size
-    recon = reconstruct_all(tokenizer, real, bs)
+    recon = reconstruct_all(tokenizer, real, bs, amp=cfg.evaluation.amp)
     perceptual = build_perceptual(cfg, frozen_vit(cfg, cfg.tokenizer.teacher_network)
                                   if cfg.evaluation.perceptual_network == "teacher" else None).to(device)
+    # the perceptual loss averages over its batch: each image of a batch gets that mean, so the mean over
+    # every image is the mean of per-image distances, as batches of one would give it
     rec = metrics.reconstruction_metrics(_on(real, device), _on(recon, device),
-                                         perceptual=lambda a, b: torch.stack([perceptual(a[i:i + 1], b[i:i + 1])
-                                                                              for i in range(len(a))]),
+                                         perceptual=lambda a, b: perceptual(a, b).expand(len(a)),
                                          perceptual_name=perceptual.name,
                                          batch_size=bs)
     fid = metrics.generation_metrics(recon, real, network, n=len(real), metrics=("fid",), batch_size=bs,
@@ -230,8 +244,10 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
     for batch in real.split(bs):
         usage.update(tokenizer.encode(_on(batch, device)))
     key = metrics.metric_key("FD", network.name)
-    return rec | {key: fid[key], "N": len(real), "network": network.name,
-                  "usage": usage.fractions()}
+    patch = cfg.tokenizer.decoder.patch_size
+    return rec | {key: fid[key], "N": len(real), "network": network.name, "usage": usage.fractions(),
+                  "patch_edges": metrics.patch_edge_ratio(recon, patch),
+                  "patch_edges_real": metrics.patch_edge_ratio(real, patch)}
 
 
 @torch.no_grad()
@@ -240,7 +256,8 @@ def psnr_by_scales(cfg: Config, tokenizer: ImageFolderTokenizer, real: torch.Ten
     real = val_subset(cfg, cfg.evaluation.num_recon).uint8_images() if real is None else real
     device = next(tokenizer.parameters()).device
     x = _on(real, device)
-    return {n: float(metrics.psnr(x, _on(reconstruct_all(tokenizer, real, cfg.evaluation.batch_size, n),
+    return {n: float(metrics.psnr(x, _on(reconstruct_all(tokenizer, real, cfg.evaluation.batch_size, n,
+                                                         amp=cfg.evaluation.amp),
                                                    device)).mean())
             for n in range(1, len(cfg.quantizer.scales) + 1)}
 
@@ -320,6 +337,21 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     return generator.to(device).eval().requires_grad_(False), tokenizer, cfg
 
 
+def generator_checkpoints(path: str | Path) -> dict[int, Path]:
+    """{step: folder} of the training checkpoints kept beside the generator file `path` (`keep_ckpts`)."""
+    return {int(f.name.split("_")[1]): f for f in sorted((Path(path).parent / "checkpoints").glob("step_*"))}
+
+
+def generator_at(path: str | Path, step: int, device: torch.device | str = "cpu") -> Generator:
+    """The generator of the finished run `path` as it was at its kept training checkpoint of `step`
+    (raw weights; the cpu generators train without EMA)."""
+    generator, _, _ = load_generator(path, device)
+    _, tensors, _ = checkpoint.load_training(generator_checkpoints(path)[step])
+    prefix = "model.generator."
+    generator.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return generator
+
+
 @torch.no_grad()
 def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels: torch.Tensor, cfg: Config,
                   seed: int, batch_size: int | None = None, **sampling) -> torch.Tensor:
@@ -327,10 +359,11 @@ def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels:
     device = next(generator.parameters()).device
     g = torch.Generator(device).manual_seed(seed)
     out = []
-    with progress(len(labels), "sampling") as bar:
+    with (progress(len(labels), "sampling") as bar, forward_precision(generator, device, cfg.evaluation.amp),
+          forward_precision(tokenizer, device, cfg.evaluation.amp)):
         for chunk in labels.split(batch_size or cfg.evaluation.batch_size):
             indices = generator.sample(chunk.to(device), tokenizer.quantizer, generator=g, **sampling)
-            out.append(to_uint8(tokenizer.decode(indices)).cpu())
+            out.append(to_uint8(tokenizer.decode(indices).float()).cpu())
             bar.update(len(chunk))
     return torch.cat(out)
 

@@ -6,9 +6,12 @@ import pandas as pd
 
 
 def _axis(ax, df: pd.DataFrame, x: str, y: str, label: str | None) -> None:
+    """`y` over `x`, with the seed sd as error bars where the table has its `<y> sd` column."""
     xs = df[x]
     numeric = pd.api.types.is_numeric_dtype(xs)
-    ax.plot(xs if numeric else range(len(xs)), pd.to_numeric(df[y], errors="coerce"), marker="o", label=label)
+    sd = df.get(f"{y} sd")
+    ax.errorbar(xs if numeric else range(len(xs)), pd.to_numeric(df[y], errors="coerce"), yerr=sd, marker="o",
+                capsize=3, label=label)
     if not numeric:
         ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30 if max(map(len, map(str, xs))) > 4 else 0,
                       ha="right" if max(map(len, map(str, xs))) > 4 else "center", fontsize=8)
@@ -17,9 +20,9 @@ def _axis(ax, df: pd.DataFrame, x: str, y: str, label: str | None) -> None:
 
 def beside_paper(df: pd.DataFrame, x: str, pairs: dict[str, str], *, paper_x: str | None = None,
                  hue: str | None = None, title: str | None = None):
-    """One column of panels per {our column: the paper's column} pair: ours over `x` on top, the paper's
-    over `paper_x` (default `x`) below, one line per `hue` group. Their scales differ (other data, other
-    metric network), so they share no axis: compare the shapes. Bounds such as ">5" are left out."""
+    """One column of panels per {our column: the paper's column} pair: ours over `x` on top (± the seed sd),
+    the paper's over `paper_x` (default `x`) below, one line per `hue` group. Their scales differ (other data,
+    other metric network), so they share no axis: compare the shapes. Bounds such as ">5" are left out."""
     fig, axes = plt.subplots(2, len(pairs), figsize=(3.8 * len(pairs), 5), squeeze=False)
     groups = list(df.groupby(hue, sort=False)) if hue else [(None, df)]
     for j, (ours, paper) in enumerate(pairs.items()):

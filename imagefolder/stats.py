@@ -37,10 +37,10 @@ class PairedGain:
             return "reversed"
         return "does not show"
 
-    def describe(self) -> str:
+    def describe(self, unit: str = "seeds") -> str:
         if self.n < 2:
             return f"gain {self.mean:.3g} (one run each: no interval)"
-        return f"gain {self.mean:.3g}, 95 % CI [{self.low:.3g}, {self.high:.3g}] over {self.n} seeds"
+        return f"gain {self.mean:.3g}, 95 % CI [{self.low:.3g}, {self.high:.3g}] over {self.n} {unit}"
 
 
 def paired_gain(gains: Sequence[float], confidence: float = CONFIDENCE) -> PairedGain:

@@ -102,9 +102,46 @@ def metric_columns(network: metrics.MetricNetwork) -> list[str]:
                                            for m in ("IS", "precision", "recall", "class_consistency")]
 
 
-def seed_summary(runs: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
-    """Mean (and sd, with several seeds) over seeds of each metric column `runs` has, per variant."""
-    return mean_and_spread(runs, [c for c in metric_columns(network) if c in runs.columns])
+def seed_summary(runs: pd.DataFrame, network: metrics.MetricNetwork, by: str = "variant") -> pd.DataFrame:
+    """Per row name `by`, in the runs' order: the mean over seeds of every numeric column but `seed`, and the
+    sd beside each metric column (`metric_columns`) when there are several seeds."""
+    numeric = [c for c in runs.select_dtypes("number").columns if c != "seed"]
+    grouped = runs.groupby(by, sort=False)
+    out = grouped[numeric].mean()
+    if grouped.size().max() > 1:
+        out = out.join(grouped[[c for c in metric_columns(network) if c in numeric]].std().add_suffix(" sd"))
+    return out.reset_index()
+
+
+def seeded_table(report: results.Report, cfg: Config, spec: TableSpec, network: metrics.MetricNetwork, *,
+                 generator: bool = False, note: str | None = None, extra: list[dict] | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run `spec`'s variants over `cfg.study.seeds` at the study budget and write both of its tables:
+    `spec.runs`, one row per (variant, seed), which the ledger judges, and `spec.name`, the mean ± sd over
+    seeds with what each row ran (`spec.describe`), the rows of `extra` (e.g. the full-budget models, named
+    in the `spec.key` column) and the paper's number beside ours. Returns (runs, summary)."""
+    seeds = cfg.study.seeds
+    runs = run_table(cfg, spec.variants(cfg), network, generator=generator, seeds=seeds).rename(
+        columns={"variant": spec.key})
+    if spec.settings:
+        runs.insert(0, spec.setting_column, runs[spec.key].map(dict(zip(spec.variants(cfg), spec.settings))))
+    n = sample_sizes(runs)
+    budget = (f"{cfg.study.tokenizer_steps} tokenizer" + (f" + {cfg.study.generator_steps} generator" if generator
+                                                           else "") + " steps per run")
+    report.table(runs, spec.runs, title=f"{spec.title}, one row per seed", network=network.describe(), n=n,
+                 note=budget, show=False)
+    summary = seed_summary(runs.drop(columns=[spec.setting_column], errors="ignore"), network, by=spec.key)
+    if extra:
+        summary = pd.concat([summary, pd.DataFrame(extra)], ignore_index=True)
+    if spec.describe:
+        summary.insert(1, "ours", summary[spec.key].map(spec.describe(cfg)))
+    for i, column in enumerate(spec.paper_text, start=2):
+        summary.insert(i, paper_label(column), [results.paper_value(spec.paper, spec.paper_key(k), column)
+                                                for k in summary[spec.key].astype(str)])
+    summary = with_paper(spec, summary, network)
+    report.table(summary, spec.name, title=f"{spec.title}, mean ± sd over seeds {seeds}", network=network.describe(),
+                 n=n, note="; ".join(filter(None, (budget, note))))
+    return runs, summary
 
 
 def seed_noise(runs: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
@@ -116,13 +153,3 @@ def seed_noise(runs: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFra
         rows.append({"metric": col, "seed sd (mean over variants)": sd.mean(), "min": sd.min(), "max": sd.max(),
                      "seeds": runs["seed"].nunique(), "variants": len(sd)})
     return pd.DataFrame(rows)
-
-
-def mean_and_spread(df: pd.DataFrame, columns: list[str], by: str = "variant") -> pd.DataFrame:
-    """Mean and standard deviation over seeds of each column, in the variants' order."""
-    grouped = df.groupby(by, sort=False)[columns]
-    out = grouped.mean()
-    if df.groupby(by).size().max() > 1:
-        spread = grouped.std().add_suffix(" sd")
-        out = out.join(spread)
-    return out.reset_index()

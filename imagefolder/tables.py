@@ -21,9 +21,15 @@ from . import config, stats
 from .config import Config
 from .results import paper_fact, paper_tables, paper_value
 
-VERDICT_RULE = f"""- **comparisons**: {stats.RULE}
+USAGE_LEVEL = 0.95  # "uses its whole codebook": at least this fraction of every branch's entries in use
+
+VERDICT_RULE = f"""- **comparisons**: {stats.RULE} Latency is paired by interleaved timing round instead of seed.
+- **levels** (codebook usage): the same interval, of the mean over seeds of the value minus the level
+  ({USAGE_LEVEL:.0%} of the codebook's entries used on the val split for "its whole codebook"): **holds** above
+  0, **does not hold** below 0, **does not show** otherwise.
 - **ratios** (FLOPs): **holds** if our ratio is nearer (in log) the paper's ratio than twice it, else
   **does not hold: nearer** twice the paper's ratio (named as a fraction).
+- **reported**: a headline number with nothing at this scale to compare it with (one run).
 - **not run**: a table the claim needs has not been written for this profile."""
 
 Ref = tuple[str, ...]  # (paper table, row, column) for a cell of paper_reference.yaml, (paper table, key) for a fact
@@ -68,7 +74,6 @@ class _Claim:
     table: str  # the `TableSpec.name` whose written table judges it
     paper: str  # the paper's side, "{}" where each of `refs` goes
     refs: tuple[Ref, ...] = ()
-    ledger: bool = True  # False: judged in its notebook only (not yet a row of claims.md)
 
     def paper_text(self) -> str:
         return self.paper.format(*(paper_number(r) for r in self.refs))
@@ -98,18 +103,21 @@ class Claim(_Claim):
         return self.better, self.worse
 
     def judge(self, df: pd.DataFrame) -> tuple[str, str]:
-        """(ours, verdict) from a written table: with a `seed` column, the two rows are paired by seed (one
-        gain per seed both ran), else each row is one observation; `stats.paired_gain` gives the verdict."""
+        """(ours, verdict) from a written table: with a `seed` (or timing `round`) column, the two rows are
+        paired by it (one gain per seed both ran), else each row is one observation; `stats.paired_gain`
+        gives the verdict."""
         if self.where:
             df = df[df[self.where[0]].astype(str) == self.where[1]]
         col = _metric_column(df, self.metric)
         a, b = (_rows(df, self.by or self.spec.key, r) for r in self.rows)
-        if "seed" in df.columns:
-            pairs = a[["seed", col]].merge(b[["seed", col]], on="seed", suffixes=("_a", "_b"))
+        pair = next((c for c in ("seed", "round") if c in df.columns), None)
+        if pair:
+            pairs = a[[pair, col]].merge(b[[pair, col]], on=pair, suffixes=("_a", "_b"))
             va, vb = pairs[f"{col}_a"], pairs[f"{col}_b"]
         else:
             va, vb = a[col].iloc[:1], b[col].iloc[:1]
         diff = va.to_numpy() - vb.to_numpy()  # by position: the pairs' indices differ
+        unit = "rounds" if pair == "round" else "seeds"
         gain = stats.paired_gain((diff if self.higher else -diff).tolist())
         names = self.labels or (str(a.iloc[0][self.spec.key]), str(b.iloc[0][self.spec.key]))
         label = col + (f", {self.where[1]}" if self.where else "")
@@ -117,8 +125,44 @@ class Claim(_Claim):
         extra = [f"{c} {first_a[c]}" if first_a[c] == first_b[c] else f"{c} {first_a[c]} vs {first_b[c]}"
                  for c in self.context]
         ours = (f"{names[0]} {_mean_sd(va)} vs {names[1]} {_mean_sd(vb)} ({label}, "
-                f"{'higher' if self.higher else 'lower'} is better; {gain.describe()})")
+                f"{'higher' if self.higher else 'lower'} is better; {gain.describe(unit)})")
         return "; ".join([ours] + extra), gain.verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class LevelClaim(_Claim):
+    """Row `row` reaches `level` on the metric whose column starts with `metric` (one gain per seed: value − level)."""
+
+    row: str
+    metric: str
+    level: float
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        return (self.row,)
+
+    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
+        col = _metric_column(df, self.metric)
+        values = _rows(df, self.spec.key, self.row)[col]
+        gain = stats.paired_gain((values - self.level).tolist())
+        verdict = "does not hold" if gain.verdict == "reversed" else gain.verdict
+        return f"{self.row} {_mean_sd(values)} ({col}, level {self.level:.0%}; {gain.describe()})", verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reported(_Claim):
+    """A headline number with nothing at this scale to compare it with: ours beside the paper's."""
+
+    row: str
+    metrics: tuple[str, ...]
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        return (self.row,)
+
+    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
+        row = _row(df, self.spec.key, self.row)
+        return ", ".join(f"{c} {row[c]:.3g}" for c in (_metric_column(df, m) for m in self.metrics)), "reported"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,18 +221,26 @@ class TableSpec:
     columns: dict[str, str] = field(default_factory=dict)  # ours ("r{FD}", "{IS}") → the paper's column
     settings: tuple[str, ...] = ()  # the paper's setting of each variant, in order (its row or column key)
     setting_column: str = "paper setting"
-    runs: str | None = None  # its companion table of one row per (variant, seed), which the ledger judges
     rows: tuple[str, ...] = ()  # rows written by other code than study.run_table (e.g. bench)
     aliases: dict[str, str] = field(default_factory=dict)  # our row → the paper's row key; others have none
     # ours → (the paper's name for it, {paper row key: fact key}): numbers the paper states in its text
     facts: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     # cfg → {our row: what it ran}, where the paper's label for the row would not describe ours
     describe: Callable[[Config], dict[str, str]] | None = None
+    paper_text: tuple[str, ...] = ()  # the paper's columns that describe its rows (e.g. "method"), shown beside ours
 
     def __post_init__(self):
         for ours, (_, stated) in self.facts.items():
             for fact in stated.values():
                 paper_fact(self.paper, fact)  # KeyError naming the fact when paper_reference.yaml lacks it
+
+    repeated: bool = False  # its rows are measured in repeated rounds (timings): `runs` holds one row per round
+
+    @property
+    def runs(self) -> str | None:
+        """Its companion table of one row per (variant, seed) or per (row, round), which the ledger judges
+        (None: one measurement per row)."""
+        return f"{self.name}_runs" if self.variants is not _no_variants or self.repeated else None
 
     def row_names(self, cfg: Config) -> set[str]:
         """Every name a claim may use for a row of this table under `cfg`."""
@@ -270,9 +322,9 @@ TABLE2 = TableSpec(
 TABLE3_ROWS12 = TableSpec(
     "table3_rows1-2", "Table 3 rows 1–2: VAR-style multi-scale residual quantization, ± dropout", "table3",
     lambda cfg: {k: v for k, v in _ladder(cfg).items() if k in ("1", "2")}, columns=RECON_GEN,
-    describe=lambda cfg: {k: v for k, v in _ladder_rows(cfg).items() if k in ("1", "2")}, runs="table3_rows1-2_runs")
+    describe=lambda cfg: {k: v for k, v in _ladder_rows(cfg).items() if k in ("1", "2")}, paper_text=("method",))
 TABLE3 = TableSpec("table3_ablation_ladder", "Table 3: each row adds to the one above", "table3", _ladder,
-                   columns=RECON_GEN, describe=_ladder_rows)
+                   columns=RECON_GEN, describe=_ladder_rows, paper_text=("method",))
 TABLE4 = TableSpec(
     "table4_comparison", "Table 4 (our rows): class-conditional generation at equal budget", "table4",
     lambda cfg: {"raster (LlamaGen-like)": var_style(cfg, scales=[cfg.patch_grid])
@@ -280,7 +332,18 @@ TABLE4 = TableSpec(
                  "VAR-style": var_style(cfg), "ImageFolder": {}},
     key="method", columns={"r{FD}": "rFID", "g{FD}": "gFID", "{IS}": "IS", "{precision}": "Pre", "{recall}": "Rec"},
     # our generators share the profile's width and depth: the paper's rows they stand for, not its models
-    aliases={"raster (LlamaGen-like)": "LlamaGen-L", "VAR-style": "VAR (d16)", "ImageFolder": "ImageFolder"})
+    aliases={"raster (LlamaGen-like)": "LlamaGen-L", "VAR-style": "VAR (d16)", "ImageFolder": "ImageFolder",
+             "ImageFolder (main, full budget)": "ImageFolder"},
+    rows=("ImageFolder (main, full budget)", "real val images (baseline)"),  # beside the variants (notebook 05)
+    describe=lambda cfg: {
+        "raster (LlamaGen-like)": f"next-token over the {cfg.patch_grid}×{cfg.patch_grid} patch grid, one branch",
+        "VAR-style": "next-scale, one branch of feature-map tokens", "ImageFolder": "next-scale, two folded branches",
+        "ImageFolder (main, full budget)": f"the main models: {cfg.train_tokenizer.steps} tokenizer + "
+                                           f"{cfg.train_generator.steps} generator steps, one seed",
+        "real val images (baseline)": "val images scored as if generated"})
+GENERATOR_MAIN = TableSpec(
+    "generator_main", "Main folded generator: class-balanced samples against the train split", "table4",
+    key="model", rows=("ImageFolder (main)",), aliases={"ImageFolder (main)": "ImageFolder"})
 TABLE4_LP = TableSpec(
     "table4_linear_probe", "Table 4, L.P.: linear probe on frozen features", "table4",
     lambda cfg: {"ImageFolder (study budget)": {}, "VAR-style (study budget)": var_style(cfg)},
@@ -304,25 +367,29 @@ TABLE5D = TableSpec(
     lambda cfg: {"0": {"tokenizer.semantic_mode": "none"}, "0.01": {"tokenizer.semantic_weight": 0.01},
                  "0.1": {"tokenizer.semantic_weight": 0.1}}, columns=RECON, settings=_header("table5d"))
 TABLE6 = TableSpec("table6_latency_flops", "Table 6: batch-1 sampling latency and FLOPs, measured in one run",
-                   "table6", key="layout", rows=("folded", "unfolded", "VAR-style", "raster"),
+                   "table6", key="layout", rows=("folded", "unfolded", "VAR-style", "raster"), repeated=True,
                    columns={"latency_s": "time (s)"},
                    aliases={"folded": "ImageFolder", "VAR-style": "VAR", "raster": "LlamaGen"})
 TABLE6_PAPER = TableSpec("table6_paper_config_flops", "FLOPs per image of the paper's configurations, with CFG",
                          "table6", key="model", rows=("ImageFolder", "VAR d16"),
                          facts={"flops_vs_VAR": ("FLOPs vs VAR", {"ImageFolder": "flops_ratio_to_var"})})
+def _last_scales(cfg: Config) -> dict[str, dict]:
+    """As the paper's Table 7: only the last scale changes (K − 1, K, K + 1)."""
+    return {f"last scale {k}": {"quantizer.scales": cfg.quantizer.scales[:-1] + [k]}
+            for k in (cfg.grid - 1, cfg.grid, cfg.grid + 1)}
+
+
 TABLE7 = TableSpec(
-    "table7_token_length", "Table 7: token length", "table7",
-    lambda cfg: {f"last scale {k}": {"quantizer.scales": cfg.quantizer.scales[:-1] + [k]}
-                 for k in (cfg.grid - 1, cfg.grid, cfg.grid + 1)},  # as the paper: only the last scale changes
-    columns=RECON_GEN, settings=tuple(paper_tables()["table7"]["rows"]), setting_column="paper length")
+    "table7_token_length", "Table 7: token length", "table7", _last_scales, columns=RECON_GEN,
+    settings=tuple(paper_tables()["table7"]["rows"]), setting_column="paper length",
+    describe=lambda cfg: {name: "scales " + ",".join(map(str, v["quantizer.scales"]))
+                          for name, v in _last_scales(cfg).items()})
 TABLE8 = TableSpec(
     "table8_codebook_size", "Table 8: codebook size (×1, ×2, ×4 of the profile's)", "table8",
     lambda cfg: {str(v): {"quantizer.codebook_size": v} for v in (cfg.quantizer.codebook_size * m for m in (1, 2, 4))},
     columns=RECON, settings=_header("table8"))
 TABLE9 = TableSpec("table9_branch_settings", "Table 9: branch settings", "table9", lambda cfg: dict(BRANCH_SETTINGS),
-                   columns=RECON_GEN, runs="table9_runs")
-TABLE9_RUNS = TableSpec("table9_runs", "Table 9 runs, one row per seed", "table9", lambda cfg: dict(BRANCH_SETTINGS),
-                        columns=RECON_GEN)
+                   columns=RECON_GEN)
 TOKEN_COUNTS = TableSpec(
     "token_counts", "Tokens and autoregressive steps per image (computed from the schedules)", "table4",
     key="design", rows=("LlamaGen (raster, 16×16)", "VAR (16×16 latent)", "ImageFolder, unfolded", "ImageFolder, folded"),
@@ -334,11 +401,11 @@ TOKENIZER_MAIN = TableSpec(
     aliases={"ImageFolder (main)": "ImageFolder", "VAR-style single branch, same budget": "VAR (d16)"})
 FOLDED_VS_UNFOLDED = TableSpec(
     "folded_vs_unfolded", "Folded vs unfolded generation from the same tokenizer",
-    variants=lambda cfg: {m: {"generator.mode": m} for m in ("folded", "unfolded")}, runs="folded_vs_unfolded_runs")
+    variants=lambda cfg: {m: {"generator.mode": m} for m in ("folded", "unfolded")})
 
-SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, TABLE3_ROWS12, TABLE3, TABLE4, TABLE4_LP,
+SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, GENERATOR_MAIN, TABLE3_ROWS12, TABLE3, TABLE4, TABLE4_LP,
                              TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7, TABLE8, TABLE9,
-                             TABLE9_RUNS, FOLDED_VS_UNFOLDED)}
+                             FOLDED_VS_UNFOLDED)}
 
 CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
     Claim(text="Two branches beat one at equal length (product quantization)", table="table9_branch_settings",
@@ -368,14 +435,72 @@ CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
           better="ImageFolder (study budget)", worse="VAR-style (study budget)", metric="L.P.", higher=True,
           where=("label", "category"), labels=("ImageFolder", "VAR-style"), paper="L.P. {} vs {}",
           refs=(("table4", "ImageFolder", "L.P."), ("table4", "VAR (d16)", "L.P."))),
-    # judged in their notebooks; issue 17 brings them into the ledger
+    Claim(text="ImageFolder generates better than VAR-style at equal budget", table="table4_comparison",
+          better="ImageFolder", worse="VAR-style", metric="gFD", paper="gFID {} vs {} (VAR d16)",
+          refs=(("table4", "ImageFolder", "gFID"), ("table4", "VAR (d16)", "gFID"))),
+    Claim(text="ImageFolder generates better than raster next-token generation at equal budget",
+          table="table4_comparison", better="ImageFolder", worse="raster (LlamaGen-like)", metric="gFD",
+          paper="gFID {} vs {} (LlamaGen-L)", refs=(("table4", "ImageFolder", "gFID"), ("table4", "LlamaGen-L", "gFID"))),
     Claim(text="A larger final scale reconstructs better", table="table1_final_scale", by="paper setting",
-          better="14×14", worse="10×10", metric="rFD", paper="rFID {} vs {}", ledger=False,
+          better="14×14", worse="10×10", metric="rFD", paper="rFID {} (14×14) vs {} (10×10)",
           refs=(("table1", "rFID", "14×14"), ("table1", "rFID", "10×10"))),
     Claim(text="A smaller final scale generates better, the trade-off that motivates folding",
           table="table1_final_scale", by="paper setting", better="10×10", worse="14×14", metric="gFD",
-          paper="gFID {} vs {}", ledger=False, refs=(("table1", "gFID", "10×10"), ("table1", "gFID", "14×14"))),
-    Claim(text="ImageFolder beats VAR-style at equal budget", table="table4_comparison", better="ImageFolder",
-          worse="VAR-style", metric="gFD", paper="gFID {} vs {} (VAR d16)", ledger=False,
-          refs=(("table4", "ImageFolder", "gFID"), ("table4", "VAR (d16)", "gFID"))),
+          paper="gFID {} (10×10) vs {} (14×14)", refs=(("table1", "gFID", "10×10"), ("table1", "gFID", "14×14"))),
+    Claim(text="A longer token sequence (last scale +1) reconstructs better", table="table7_token_length",
+          by="paper length", better="309", worse="265", metric="rFD", paper="rFID {} (309 tokens) vs {} (265)",
+          refs=(("table7", "309", "rFID"), ("table7", "265", "rFID"))),
+    Claim(text="The paper's token length generates better than a shorter one", table="table7_token_length",
+          by="paper length", better="286", worse="265", metric="gFD", paper="gFID {} (286 tokens) vs {} (265)",
+          refs=(("table7", "286", "gFID"), ("table7", "265", "gFID"))),
+    Claim(text="Fully tuning the pretrained encoder reconstructs better than LoRA", table="table2_encoder_tuning",
+          by="paper setting", better="full", worse="LoRA", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table2", "rFID", "full"), ("table2", "rFID", "LoRA"))),
+    Claim(text="LoRA-tuning the pretrained encoder reconstructs better than a linear head", table="table2_encoder_tuning",
+          by="paper setting", better="LoRA", worse="linear", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table2", "rFID", "LoRA"), ("table2", "rFID", "linear"))),
+    Claim(text="A 4× larger codebook reconstructs better", table="table8_codebook_size", by="paper setting",
+          better="16384", worse="4096", metric="rFD", paper="rFID {} (16384) vs {} (4096)",
+          refs=(("table8", "rFID", "16384"), ("table8", "rFID", "4096"))),
+    Claim(text="Dropout from N_start = 3 reconstructs better than from 1", table="table5a_n_start",
+          by="paper setting", better="3", worse="1", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table5a", "rFID", "3"), ("table5a", "rFID", "1"))),
+    Claim(text="Dropout from N_start = 3 reconstructs better than from 5", table="table5a_n_start",
+          by="paper setting", better="3", worse="5", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table5a", "rFID", "3"), ("table5a", "rFID", "5"))),
+    Claim(text="Dropout ratio p = 0.1 reconstructs better than no dropout", table="table5b_dropout_ratio",
+          by="paper setting", better="0.1", worse="0", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table5b", "rFID", "0.1"), ("table5b", "rFID", "0"))),
+    Claim(text="Dropout ratio p = 0.1 reconstructs better than p = 0.5", table="table5b_dropout_ratio",
+          by="paper setting", better="0.1", worse="0.5", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table5b", "rFID", "0.1"), ("table5b", "rFID", "0.5"))),
+    Claim(text="More branches reconstruct better: 2 vs 1", table="table5c_branches", by="paper setting",
+          better="2", worse="1", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table5c", "rFID", "2"), ("table5c", "rFID", "1"))),
+    Claim(text="More branches reconstruct better: 4 vs 2", table="table5c_branches", by="paper setting",
+          better="4", worse="2", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table5c", "rFID", "4"), ("table5c", "rFID", "2"))),
+    Claim(text="Two branches generate better than four", table="table5c_branches", by="paper setting",
+          better="2", worse="4", metric="gFD", paper="gFID {} vs {}",
+          refs=(("table5c", "gFID_2_branches"), ("table5c", "gFID_4_branches"))),
+    Claim(text="The semantic loss (λ_clip = 0.1) reconstructs better than none", table="table5d_lambda_clip",
+          by="paper setting", better="0.1", worse="0", metric="rFD", paper="rFID {} vs {}",
+          refs=(("table5d", "rFID", "0.1"), ("table5d", "rFID", "0"))),
+    Claim(text="The DINO discriminator improves reconstruction", table="table3_ablation_ladder", better="7",
+          worse="6", metric="rFD", labels=("with", "PatchGAN"), paper="rFID {} vs {}",
+          refs=(("table3", "7", "rFID"), ("table3", "6", "rFID"))),
+    Claim(text="The DINO discriminator improves generation", table="table3_ablation_ladder", better="7",
+          worse="6", metric="gFD", labels=("with", "PatchGAN"), paper="gFID {} vs {}",
+          refs=(("table3", "7", "gFID"), ("table3", "6", "gFID"))),
+    Claim(text="At the full budget ImageFolder's tokenizer reconstructs better than a VAR-style one",
+          table="tokenizer_main", better="ImageFolder (main)", worse="VAR-style single branch, same budget",
+          metric="rFD", labels=("ImageFolder", "VAR-style"), paper="rFID {} vs {} (VAR d16)",
+          refs=(("table4", "ImageFolder", "rFID"), ("table4", "VAR (d16)", "rFID"))),
+    Reported(text="The main generator (headline)", table="generator_main", row="ImageFolder (main)",
+             metrics=("FD", "IS", "precision", "recall", "class_consistency"),
+             paper="gFID {}, IS {}, precision {}, recall {}", refs=tuple(("table4", "ImageFolder", c) for c in
+                                                                  ("gFID", "IS", "Pre", "Rec"))),
+    LevelClaim(text="The main tokenizer uses its whole codebook", table="tokenizer_main", row="ImageFolder (main)",
+               metric="usage", level=USAGE_LEVEL, paper="{:.0%} codebook utilization",
+               refs=(("table4", "codebook_utilization"),)),
 )

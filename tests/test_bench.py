@@ -10,7 +10,7 @@ from imagefolder.config import GeneratorConfig, QuantizerConfig
 
 @pytest.fixture(scope="module")
 def sampling():
-    return bench.sampling_benchmark(config.profile("smoke"), warmup=0, repeats=1).set_index("layout")
+    return bench.sampling_benchmark(config.profile("smoke"), warmup=0, repeats=1)[0].set_index("layout")
 
 
 def test_sampling_benchmark_layouts(sampling):

@@ -12,7 +12,7 @@ def test_ledger_from_tables(tmp_path):
     gfd = {"single detail branch": [9.0, 9.2, 8.8], "two detail branches": [7.0, 7.1, 6.9],
            "two semantic branches": [6.5, 6.6, 6.4], "one semantic, one detail": [4.9, 5.0, 5.1]}
     pd.DataFrame([{"variant": v, "seed": s, "gFD_evaluator": g[s]} for v, g in gfd.items() for s in range(3)]).to_csv(
-        tables / "table9_runs.csv", index=False)  # the per-seed rows the ledger judges
+        tables / "table9_branch_settings_runs.csv", index=False)  # the per-seed rows the ledger judges
     pd.DataFrame({"model": ["ImageFolder", "VAR d16"], "flops_vs_VAR": [0.49, 1.0]}).to_csv(
         tables / "table6_paper_config_flops.csv", index=False)
     text = claims.write_ledger("cpu", tmp_path).read_text()

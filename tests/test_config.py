@@ -128,3 +128,15 @@ def test_study_variant_scales_the_adversarial_start():
     frac = cfg.tokenizer.disc_start / cfg.train_tokenizer.steps
     assert abs(v.tokenizer.disc_start / v.train_tokenizer.steps - frac) < 0.01
     assert pipeline.variant(cfg, {}, study=False).tokenizer.disc_start == cfg.tokenizer.disc_start
+
+
+def test_study_variant_scales_the_ema_horizon_with_the_run():
+    from imagefolder import pipeline
+    cfg = config.profile("cpu")
+    v = pipeline.variant(cfg, {})
+    horizon = lambda t: 1 / (1 - t.ema_decay)
+    assert horizon(v.train_tokenizer) / v.train_tokenizer.steps == pytest.approx(
+        horizon(cfg.train_tokenizer) / cfg.train_tokenizer.steps, rel=1e-3)
+    assert v.train_generator.ema_decay == cfg.train_generator.ema_decay == 0  # no EMA stays none
+    short = pipeline.shorter_run(cfg.train_tokenizer, 2)  # a horizon shorter than one step: no EMA
+    assert short == {"steps": 2, "warmup_steps": 2, "ema_decay": 0.0}

@@ -356,3 +356,13 @@ def test_class_consistency_is_the_evaluators_accuracy_on_real_images():
     assert M.class_consistency(val.uint8_images(), val.labels, network, "no such head") is None
     shifted = (val.labels + 1) % int(val.labels.max() + 1)
     assert M.class_consistency(val.uint8_images(), shifted, network, cfg.data.label) < got
+
+
+def test_patch_edge_ratio_finds_a_patch_grid():
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(8, 3, 5, 5), size=32, mode="bicubic", align_corners=True)
+    ramps = smooth + torch.linspace(0, 0.5, 4).repeat(8)  # the same ramp in every 4-px patch: steps at its borders
+    assert M.patch_edge_ratio(smooth, 4) == pytest.approx(1, abs=0.1)
+    assert M.patch_edge_ratio(ramps, 4) > 2 and M.patch_edge_ratio(ramps.transpose(-1, -2), 4) > 2
+    with pytest.raises(ValueError, match="multiples of 4"):
+        M.patch_edge_ratio(torch.rand(2, 3, 30, 30), 4)

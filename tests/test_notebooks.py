@@ -17,17 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))  # the six below, and any copy a user adds
 KERNEL = "imagefolder"
 EXPECTED = {  # notebook → tables and figures it must write
-    "01_token_length": ["tables/table7_token_length.csv", "tables/table1_final_scale.csv", "figures/token_counts.png"],
+    "01_token_length": ["tables/table7_token_length.csv", "tables/table7_token_length_runs.csv",
+                        "tables/table1_final_scale.csv", "tables/table1_final_scale_runs.csv", "figures/token_counts.png"],
     "02_pq_tokenizer": ["tables/tokenizer_main.csv", "tables/table2_encoder_tuning.csv", "tables/table5c_branches.csv",
-                        "tables/table8_codebook_size.csv", "figures/fig6_branch_zeroing.png"],
-    "03_quantizer_dropout": ["tables/table5a_n_start.csv", "tables/table5b_dropout_ratio.csv",
-                             "tables/table3_rows1-2.csv", "figures/fig7_first_n_scales.png"],
-    "04_semantic_branch": ["tables/table9_branch_settings.csv", "tables/table5d_lambda_clip.csv",
-                           "tables/table3_ablation_ladder.csv"],
-    "05_ar_training": ["tables/table4_comparison.csv", "tables/folded_vs_unfolded.csv", "figures/fig9_samples.png",
-                       "figures/fig8_zero_shot.png", "figures/fig10_topk_topp.png"],
-    "06_latency_linear_probe": ["tables/table6_latency_flops.csv", "tables/table6_paper_config_flops.csv",
-                                "tables/table4_linear_probe.csv"],
+                        "tables/table8_codebook_size.csv", "tables/table8_codebook_size_runs.csv",
+                        "figures/fig6_branch_zeroing.png", "figures/tokenizer_training_curve.png"],
+    "03_quantizer_dropout": ["tables/table5a_n_start.csv", "tables/table5a_n_start_runs.csv",
+                             "tables/table5b_dropout_ratio.csv", "tables/table3_rows1-2.csv",
+                             "tables/table3_rows1-2_runs.csv", "figures/fig7_first_n_scales.png"],
+    "04_semantic_branch": ["tables/table9_branch_settings.csv", "tables/table9_branch_settings_runs.csv",
+                           "tables/seed_noise.csv", "tables/table5d_lambda_clip.csv",
+                           "tables/table3_ablation_ladder.csv", "tables/table3_ablation_ladder_runs.csv"],
+    "05_ar_training": ["tables/generator_main.csv", "tables/generator_main_curve.csv", "tables/table4_comparison.csv",
+                       "tables/table4_comparison_runs.csv", "tables/folded_vs_unfolded.csv", "figures/fig9_samples.png",
+                       "figures/fig8_zero_shot.png", "figures/fig10_topk_topp.png", "tables/fig10_sampling_sweep.csv",
+                       "figures/generator_training_curve.png"],
+    "06_latency_linear_probe": ["tables/table6_latency_flops.csv", "tables/table6_latency_flops_runs.csv",
+                                "tables/table6_paper_config_flops.csv", "tables/table4_linear_probe.csv",
+                                "tables/table4_linear_probe_runs.csv"],
 }
 
 
@@ -72,9 +79,11 @@ def test_notebook_runs_under_smoke(path, smoke_run):
 
 def test_claims_ledger_from_the_smoke_tables(smoke_run):
     from imagefolder.claims import write_ledger
+    from imagefolder.tables import CLAIMS
     text = write_ledger("smoke", smoke_run / "results").read_text()
     verdicts = [line.rsplit("|", 2)[-2].strip() for line in text.splitlines() if line.startswith("| ") and "**" in line]
-    assert len(verdicts) == 8 and "**not run**" not in verdicts  # every claim found the tables it needs
+    assert len(verdicts) == len(CLAIMS) and "**not run**" not in verdicts  # every claim found the tables it needs
+    assert "over 2 seeds" in text  # the smoke profile's two seeds are paired
 
 
 def _readme_example() -> tuple[str, str, dict]:

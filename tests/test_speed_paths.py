@@ -71,3 +71,16 @@ def test_configure_runtime_prints_and_returns_the_thread_count(capsys):
         assert "1 torch threads (threads=1" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_evaluation_amp_reconstructs_close_to_float32(tmp_path):
+    """`evaluation.amp` (off on CPU by default) runs reconstruction under bf16 and returns the same kind of
+    uint8 images, close to the float32 ones."""
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path), "train_tokenizer.steps": 2})
+    tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg))
+    real = pipeline.val_subset(cfg, 8).uint8_images()
+    fp32 = pipeline.reconstruct_all(tokenizer, real, 4)
+    bf16 = pipeline.reconstruct_all(tokenizer, real, 4, amp="bf16")
+    assert bf16.dtype == fp32.dtype == torch.uint8 and bf16.shape == fp32.shape
+    assert (bf16.float() - fp32.float()).abs().mean() < 3  # grey levels out of 255
+    assert not uses_bf16(torch.device("cpu"), config.profile("cpu").evaluation.amp)  # the cpu profile evaluates in fp32

@@ -91,8 +91,43 @@ def test_one_observation_per_row_has_no_interval():
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
-def test_row_descriptions_cover_exactly_the_variants(profile):
+def test_row_descriptions_cover_exactly_the_rows(profile):
     cfg = config.profile(profile)
     for spec in SPECS.values():
         if spec.describe is not None:
-            assert set(spec.describe(cfg)) == set(spec.variants(cfg)), spec.name
+            assert set(spec.describe(cfg)) == set(spec.variants(cfg)) | set(spec.rows), spec.name
+
+
+def test_latency_is_paired_by_timing_round():
+    rounds = pd.DataFrame({"layout": ["folded"] * 3 + ["unfolded"] * 3, "round": [0, 1, 2] * 2,
+                           "latency_s": [0.10, 0.11, 0.09, 0.20, 0.22, 0.19], "positions": [10] * 3 + [20] * 3,
+                           "device": ["cpu"] * 6})
+    text = tables.TABLE6.verdicts(rounds)
+    assert tables.TABLE6.runs == "table6_latency_flops_runs"
+    assert "**holds**" in text and "over 3 rounds" in text and "positions 10 vs 20" in text
+
+
+def _usage(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"tokenizer": ["ImageFolder (main)"] * len(values), "seed": range(len(values)),
+                         "usage": values})
+
+
+@pytest.mark.parametrize("values, verdict", [([0.99, 0.98, 0.995], "holds"), ([0.80, 0.78, 0.82], "does not hold"),
+                                             ([0.99, 0.80, 0.97], "does not show"), ([0.99], "does not show")])
+def test_level_claim(values, verdict):
+    claim = next(c for c in CLAIMS if isinstance(c, tables.LevelClaim))
+    ours, got = claim.judge(_usage(values))
+    assert got == verdict and f"level {tables.USAGE_LEVEL:.0%}" in ours
+
+
+def test_reported_claim_states_ours_without_a_comparison():
+    claim = next(c for c in CLAIMS if isinstance(c, tables.Reported))
+    df = pd.DataFrame([{"model": "ImageFolder (main)", "FD_evaluator": 11.5, "IS_evaluator": 3.2,
+                        "precision_evaluator": 0.7, "recall_evaluator": 0.5, "class_consistency_evaluator": 0.8}])
+    ours, verdict = claim.judge(df)
+    assert verdict == "reported" and ours.startswith("FD_evaluator 11.5, IS_evaluator 3.2")
+
+
+def test_runs_tables_exist_for_the_specs_with_variants():
+    assert tables.TABLE9.runs == "table9_branch_settings_runs" and tables.TOKENIZER_MAIN.runs is None
+    assert all(s.runs for s in SPECS.values() if s.variants(config.profile("smoke")))
