@@ -407,6 +407,20 @@ SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, GENER
                              TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7, TABLE8, TABLE9,
                              FOLDED_VS_UNFOLDED)}
 
+def _by_setting(text: str, spec: TableSpec, better: str, worse: str, metric: str = "rFD",
+                label: bool = False) -> Claim:
+    """A claim between two of `spec`'s rows named by the paper's setting, its numbers from the paper's table
+    (`label`: the paper's text names the two settings, e.g. "rFID 2.4 (14×14) vs 4.15 (10×10)")."""
+    theirs = {"rFD": "rFID", "gFD": "gFID"}[metric]
+    table = paper_tables()[spec.paper]
+    tokens = {"paper length": " tokens"}.get(spec.setting_column, "")
+    ref = ((lambda k: (spec.paper, theirs, k)) if better in map(str, table["columns"])
+           else (lambda k: (spec.paper, k, theirs)))
+    paper = (f"{theirs} {{}} ({better}{tokens}) vs {{}} ({worse})" if label else f"{theirs} {{}} vs {{}}")
+    return Claim(text=text, table=spec.name, by=spec.setting_column, better=better, worse=worse, metric=metric,
+                 paper=paper, refs=(ref(better), ref(worse)))
+
+
 CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
     Claim(text="Two branches beat one at equal length (product quantization)", table="table9_branch_settings",
           better="two detail branches", worse="single detail branch", metric="gFD",
@@ -441,51 +455,25 @@ CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
     Claim(text="ImageFolder generates better than raster next-token generation at equal budget",
           table="table4_comparison", better="ImageFolder", worse="raster (LlamaGen-like)", metric="gFD",
           paper="gFID {} vs {} (LlamaGen-L)", refs=(("table4", "ImageFolder", "gFID"), ("table4", "LlamaGen-L", "gFID"))),
-    Claim(text="A larger final scale reconstructs better", table="table1_final_scale", by="paper setting",
-          better="14×14", worse="10×10", metric="rFD", paper="rFID {} (14×14) vs {} (10×10)",
-          refs=(("table1", "rFID", "14×14"), ("table1", "rFID", "10×10"))),
-    Claim(text="A smaller final scale generates better, the trade-off that motivates folding",
-          table="table1_final_scale", by="paper setting", better="10×10", worse="14×14", metric="gFD",
-          paper="gFID {} (10×10) vs {} (14×14)", refs=(("table1", "gFID", "10×10"), ("table1", "gFID", "14×14"))),
-    Claim(text="A longer token sequence (last scale +1) reconstructs better", table="table7_token_length",
-          by="paper length", better="309", worse="265", metric="rFD", paper="rFID {} (309 tokens) vs {} (265)",
-          refs=(("table7", "309", "rFID"), ("table7", "265", "rFID"))),
-    Claim(text="The paper's token length generates better than a shorter one", table="table7_token_length",
-          by="paper length", better="286", worse="265", metric="gFD", paper="gFID {} (286 tokens) vs {} (265)",
-          refs=(("table7", "286", "gFID"), ("table7", "265", "gFID"))),
-    Claim(text="Fully tuning the pretrained encoder reconstructs better than LoRA", table="table2_encoder_tuning",
-          by="paper setting", better="full", worse="LoRA", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table2", "rFID", "full"), ("table2", "rFID", "LoRA"))),
-    Claim(text="LoRA-tuning the pretrained encoder reconstructs better than a linear head", table="table2_encoder_tuning",
-          by="paper setting", better="LoRA", worse="linear", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table2", "rFID", "LoRA"), ("table2", "rFID", "linear"))),
-    Claim(text="A 4× larger codebook reconstructs better", table="table8_codebook_size", by="paper setting",
-          better="16384", worse="4096", metric="rFD", paper="rFID {} (16384) vs {} (4096)",
-          refs=(("table8", "rFID", "16384"), ("table8", "rFID", "4096"))),
-    Claim(text="Dropout from N_start = 3 reconstructs better than from 1", table="table5a_n_start",
-          by="paper setting", better="3", worse="1", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table5a", "rFID", "3"), ("table5a", "rFID", "1"))),
-    Claim(text="Dropout from N_start = 3 reconstructs better than from 5", table="table5a_n_start",
-          by="paper setting", better="3", worse="5", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table5a", "rFID", "3"), ("table5a", "rFID", "5"))),
-    Claim(text="Dropout ratio p = 0.1 reconstructs better than no dropout", table="table5b_dropout_ratio",
-          by="paper setting", better="0.1", worse="0", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table5b", "rFID", "0.1"), ("table5b", "rFID", "0"))),
-    Claim(text="Dropout ratio p = 0.1 reconstructs better than p = 0.5", table="table5b_dropout_ratio",
-          by="paper setting", better="0.1", worse="0.5", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table5b", "rFID", "0.1"), ("table5b", "rFID", "0.5"))),
-    Claim(text="More branches reconstruct better: 2 vs 1", table="table5c_branches", by="paper setting",
-          better="2", worse="1", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table5c", "rFID", "2"), ("table5c", "rFID", "1"))),
-    Claim(text="More branches reconstruct better: 4 vs 2", table="table5c_branches", by="paper setting",
-          better="4", worse="2", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table5c", "rFID", "4"), ("table5c", "rFID", "2"))),
+    _by_setting("A larger final scale reconstructs better", TABLE1, "14×14", "10×10", label=True),
+    _by_setting("A smaller final scale generates better, the trade-off that motivates folding", TABLE1,
+                "10×10", "14×14", "gFD", label=True),
+    _by_setting("A longer token sequence (last scale +1) reconstructs better", TABLE7, "309", "265", label=True),
+    _by_setting("The paper's token length generates better than a shorter one", TABLE7, "286", "265", "gFD",
+                label=True),
+    _by_setting("Fully tuning the pretrained encoder reconstructs better than LoRA", TABLE2, "full", "LoRA"),
+    _by_setting("LoRA-tuning the pretrained encoder reconstructs better than a linear head", TABLE2, "LoRA", "linear"),
+    _by_setting("A 4× larger codebook reconstructs better", TABLE8, "16384", "4096", label=True),
+    _by_setting("Dropout from N_start = 3 reconstructs better than from 1", TABLE5A, "3", "1"),
+    _by_setting("Dropout from N_start = 3 reconstructs better than from 5", TABLE5A, "3", "5"),
+    _by_setting("Dropout ratio p = 0.1 reconstructs better than no dropout", TABLE5B, "0.1", "0"),
+    _by_setting("Dropout ratio p = 0.1 reconstructs better than p = 0.5", TABLE5B, "0.1", "0.5"),
+    _by_setting("More branches reconstruct better: 2 vs 1", TABLE5C, "2", "1"),
+    _by_setting("More branches reconstruct better: 4 vs 2", TABLE5C, "4", "2"),
     Claim(text="Two branches generate better than four", table="table5c_branches", by="paper setting",
           better="2", worse="4", metric="gFD", paper="gFID {} vs {}",
           refs=(("table5c", "gFID_2_branches"), ("table5c", "gFID_4_branches"))),
-    Claim(text="The semantic loss (λ_clip = 0.1) reconstructs better than none", table="table5d_lambda_clip",
-          by="paper setting", better="0.1", worse="0", metric="rFD", paper="rFID {} vs {}",
-          refs=(("table5d", "rFID", "0.1"), ("table5d", "rFID", "0"))),
+    _by_setting("The semantic loss (λ_clip = 0.1) reconstructs better than none", TABLE5D, "0.1", "0"),
     Claim(text="The DINO discriminator improves reconstruction", table="table3_ablation_ladder", better="7",
           worse="6", metric="rFD", labels=("with", "PatchGAN"), paper="rFID {} vs {}",
           refs=(("table3", "7", "rFID"), ("table3", "6", "rFID"))),
