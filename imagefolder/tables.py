@@ -130,16 +130,22 @@ class Claim(_Claim):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LevelClaim(_Claim):
-    """Row `row` reaches `level` on the metric whose column starts with `metric` (one gain per seed: value − level)."""
+class _OneRowClaim(_Claim):
+    """A claim about one row, `row`, of its table."""
 
     row: str
-    metric: str
-    level: float
 
     @property
     def rows(self) -> tuple[str, ...]:
         return (self.row,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LevelClaim(_OneRowClaim):
+    """Row `row` reaches `level` on the metric whose column starts with `metric` (one gain per seed: value − level)."""
+
+    metric: str
+    level: float
 
     def judge(self, df: pd.DataFrame) -> tuple[str, str]:
         col = _metric_column(df, self.metric)
@@ -150,15 +156,10 @@ class LevelClaim(_Claim):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Reported(_Claim):
+class Reported(_OneRowClaim):
     """A headline number with nothing at this scale to compare it with: ours beside the paper's."""
 
-    row: str
     metrics: tuple[str, ...]
-
-    @property
-    def rows(self) -> tuple[str, ...]:
-        return (self.row,)
 
     def judge(self, df: pd.DataFrame) -> tuple[str, str]:
         row = _row(df, self.spec.key, self.row)
@@ -166,17 +167,12 @@ class Reported(_Claim):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RatioClaim(_Claim):
+class RatioClaim(_OneRowClaim):
     """Our ratio in (`row`, `column`) is nearer (in log) the paper's `target` than twice it."""
 
-    row: str
     column: str
     target: Ref
     measured: str  # how the ledger states our ratio, "{}" where it goes
-
-    @property
-    def rows(self) -> tuple[str, ...]:
-        return (self.row,)
 
     def judge(self, df: pd.DataFrame) -> tuple[str, str]:
         ratio = float(_row(df, self.spec.key, self.row)[self.column])
