@@ -140,9 +140,10 @@ def _ledger(folder: Path, sections: dict[str, dict]) -> str:
             verdict = f'<a href="reports/{nb}.html#{VERDICT_SECTION}">{verdict}</a>'
         rows.append(f"<tr><td>{html.escape(c['claim'])}</td><td>{html.escape(c['paper'])}</td>"
                     f"<td>{html.escape(c['ours'])}</td><td><b>{verdict}</b></td></tr>")
-    rule = html.escape(VERDICT_RULE).replace("\n", "<br>").replace("**", "")
+    rules = [" ".join(item.split()) for item in VERDICT_RULE.removeprefix("- ").split("\n- ")]
+    rule = "".join("<li>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(item)) + "</li>" for item in rules)
     return ("<table class='ledger'><tr><th>claim</th><th>paper</th><th>ours</th><th>verdict</th></tr>"
-            + "".join(rows) + f"</table><p style='font-size:12px'>{rule}</p>")
+            + "".join(rows) + f"</table><ul style='font-size:12px'>{rule}</ul>")
 
 
 def _cards(folder: Path, sections: dict[str, dict]) -> str:
