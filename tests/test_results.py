@@ -284,3 +284,13 @@ def test_make_html_cleans_reports_and_writes_the_index(tmp_path):
     assert index.count("<li><b>") == VERDICT_RULE.count("\n- ") + 1 and "<br>" not in index  # one item per rule
     with pytest.raises(FileNotFoundError, match="no executed notebooks"):
         reports.render("cpu", tmp_path)
+
+
+def test_compare_results_flags_means_beyond_the_committed_sd(tmp_path):
+    import runpy
+    compare = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "compare_results.py"))["compare"]
+    for folder, rfd in (("a", [10.0, 20.0]), ("b", [10.5, 23.0])):
+        (tmp_path / folder).mkdir()
+        pd.DataFrame({"variant": ["x", "y"], "rFD": rfd, "rFD sd": [1.0, 2.0]}).to_csv(tmp_path / folder / "t.csv", index=False)
+    result = compare(tmp_path / "a", tmp_path / "b", [])
+    assert result["|difference| / sd"].tolist() == [0.5, 1.5] and result["difference"].tolist() == [0.5, 3.0]

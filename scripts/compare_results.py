@@ -1,0 +1,43 @@
+"""Does a re-run reproduce the committed tables? Compare two `results/<profile>/tables` folders.
+
+For every table both folders hold (or those named), every row (matched by its `variant` or first column)
+and every metric that has a seed sd beside it (`<metric> sd`), print the two means, their difference and
+the difference in units of the committed sd; a row is flagged where the difference exceeds that sd.
+Usage: python scripts/compare_results.py results/cpu/tables OTHER/results/cpu/tables [table ...]
+"""
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def compare(committed: Path, rerun: Path, names: list[str]) -> pd.DataFrame:
+    """One row per (table, row, metric): committed mean, re-run mean, difference, |difference| / sd."""
+    names = names or sorted(p.stem for p in committed.glob("*.csv") if (rerun / p.name).exists())
+    out = []
+    for name in names:
+        a, b = (pd.read_csv(folder / f"{name}.csv", dtype=str) for folder in (committed, rerun))
+        key = "variant" if "variant" in a.columns else a.columns[0]
+        b = b.set_index(key)
+        for metric in (c.removesuffix(" sd") for c in a.columns if c.endswith(" sd")):
+            for _, row in a.iterrows():
+                if row[key] not in b.index or pd.isna(row[metric]):
+                    continue
+                ours, theirs, sd = float(row[metric]), float(b.at[row[key], metric]), float(row[f"{metric} sd"])
+                out.append({"table": name, "row": row[key], "metric": metric, "committed": ours,
+                            "re-run": theirs, "difference": theirs - ours, "committed sd": sd,
+                            "|difference| / sd": abs(theirs - ours) / sd if sd > 0 else float("nan")})
+    return pd.DataFrame(out)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    result = compare(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:])
+    if result.empty:
+        sys.exit("no table with a seed sd in both folders")
+    pd.set_option("display.width", 200, "display.max_rows", None)
+    print(result.to_string(index=False, float_format="%.4g"))
+    beyond = result[result["|difference| / sd"] > 1]
+    print(f"\n{len(result)} means compared, {len(beyond)} differ by more than the committed sd; "
+          f"largest |difference| / sd {result['|difference| / sd'].max():.3g}")
