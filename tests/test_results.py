@@ -291,6 +291,8 @@ def test_compare_results_flags_means_beyond_the_committed_sd(tmp_path):
     compare = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "compare_results.py"))["compare"]
     for folder, rfd in (("a", [10.0, 20.0]), ("b", [10.5, 23.0])):
         (tmp_path / folder).mkdir()
-        pd.DataFrame({"variant": ["x", "y"], "rFD": rfd, "rFD sd": [1.0, 2.0]}).to_csv(tmp_path / folder / "t.csv", index=False)
+        table = pd.DataFrame({"variant": ["x", "y"], "rFD": rfd, "rFD sd": [1.0, 2.0]})
+        table.to_csv(tmp_path / folder / "t.csv", index=False)
     result = compare(tmp_path / "a", tmp_path / "b", [])
-    assert result["|difference| / sd"].tolist() == [0.5, 1.5] and result["difference"].tolist() == [0.5, 3.0]
+    assert result["difference"].tolist() == [0.5, 3.0] and result["|difference| / sd"].tolist() == [0.5, 1.5]
+    assert result["beyond sd"].tolist() == [False, True]
