@@ -17,6 +17,7 @@ from typing import Any
 import nbformat
 from jinja2 import DictLoader
 from nbconvert import HTMLExporter
+from nbconvert.filters import markdown2html
 from nbconvert.preprocessors import Preprocessor
 
 from .checkpoint import atomic_write_text
@@ -140,10 +141,8 @@ def _ledger(folder: Path, sections: dict[str, dict]) -> str:
             verdict = f'<a href="reports/{nb}.html#{VERDICT_SECTION}">{verdict}</a>'
         rows.append(f"<tr><td>{html.escape(c['claim'])}</td><td>{html.escape(c['paper'])}</td>"
                     f"<td>{html.escape(c['ours'])}</td><td><b>{verdict}</b></td></tr>")
-    rules = [" ".join(item.split()) for item in VERDICT_RULE.removeprefix("- ").split("\n- ")]
-    rule = "".join("<li>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(item)) + "</li>" for item in rules)
     return ("<table class='ledger'><tr><th>claim</th><th>paper</th><th>ours</th><th>verdict</th></tr>"
-            + "".join(rows) + f"</table><ul style='font-size:12px'>{rule}</ul>")
+            + "".join(rows) + f"</table><div style='font-size:12px'>{markdown2html(VERDICT_RULE)}</div>")
 
 
 def _cards(folder: Path, sections: dict[str, dict]) -> str:

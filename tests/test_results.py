@@ -281,7 +281,7 @@ def test_make_html_cleans_reports_and_writes_the_index(tmp_path):
     assert 'href="reports/01_token_length.html"' in index and 'src="figures/token_counts.png"' in index
     assert "reports/01_token_length.html#What-this-run-shows" in index  # Table 9 claims
     assert index.count("<tr>") >= 2 and "1.0 min" in index
-    assert index.count("<li><b>") == VERDICT_RULE.count("\n- ") + 1 and "<br>" not in index  # one item per rule
+    assert index.count("<li><strong>") == VERDICT_RULE.count("\n- ") + 1 and "<br>" not in index  # one item per rule
     with pytest.raises(FileNotFoundError, match="no executed notebooks"):
         reports.render("cpu", tmp_path)
 
