@@ -84,7 +84,7 @@ claims: $(STAMP) ## re-write the claims ledger results/<profile>/claims.md from 
 html: $(STAMP) ## the HTML reports and index.html from the executed notebooks (runs nothing)
 	$(PY) -m imagefolder html --profile $(PROFILE)
 
-bench: $(STAMP) ## latency / FLOPs of the token layouts; tokenizer throughput
+bench: data ## the fast paths against fp32 eager as ratios; latency / FLOPs of the token layouts; tokenizer throughput
 	$(PY) -m imagefolder bench --profile $(PROFILE) threads=$(THREADS)
 
 clean: ## remove the smoke runs and results and the caches

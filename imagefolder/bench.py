@@ -8,7 +8,8 @@
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
 - `speed_benchmark`: the profile's adopted fast path against float32 eager, as ratios: tokenizer and
   generator training (the profile's `amp`), reconstruction, batch-1 sampling of the four layouts and
-  batch-64 sampling (bf16 autocast, `EVAL_CANDIDATE`).
+  batch-64 sampling (bf16 autocast, `EVAL_CANDIDATE`), and a study variant's evaluation with the train
+  split's features cached against computed anew.
 
 Variants being compared are timed interleaved (`interleaved`: round-robin, A B A B …, in one process), so a
 drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import config, pipeline, tables
+from . import config, metrics, pipeline, tables
 from .config import Config, GeneratorConfig, QuantizerConfig
 from .generator import Generator, GeneratorObjective, parameter_counts
 from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
@@ -285,6 +286,22 @@ def _reconstruction(cfg: Config, amp: str, device: torch.device, seed: int = 0) 
     return _under(amp, tokenizer, device, lambda: tokenizer.reconstruct(images))
 
 
+def _study_evaluation(cfg: Config, cached: bool, device: torch.device, seed: int = 0) -> Callable[[], object]:
+    """The evaluation of one study variant, as `study.tokenizer_row` runs it once both models are trained:
+    reconstruction metrics (`evaluation.num_recon` val images), then `study.num_samples` samples scored
+    against the train split, whose features are read from their cache (`cached`) or computed anew, as
+    before the cache; a random tokenizer and generator, the profile's own evaluator and data."""
+    tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
+    generator = Generator(cfg.generator, cfg.quantizer, pipeline.class_count(cfg)).to(device).eval()
+    network = metrics.metric_network(cfg)
+
+    def run():
+        pipeline.evaluate_tokenizer(cfg, tokenizer, network)
+        pipeline.evaluate_generator(cfg, generator, tokenizer, network, cfg.study.num_samples, seed,
+                                    train_images=None if cached else pipeline.reference_set(cfg))
+    return run
+
+
 def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, amps: dict[str, str],
                 times: dict[str, list[float]]) -> list[dict]:
     """One row per variant of a workload: time spread, throughput (`per_call` units per call) and the
@@ -304,10 +321,14 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     """The profile's adopted path against float32 eager, each workload timed `interleaved` over its variants.
 
     Workloads: tokenizer training step (img/s, `train_tokenizer.amp`), generator training step (tokens/s,
-    `train_generator.amp`), reconstruction of one evaluation batch (img/s), batch-1 sampling latency of the
-    four `layouts` (all eight variants in one round-robin) and batch-64 folded sampling (img/s), the last
-    three against bf16 autocast (`EVAL_CANDIDATE`). `speedup` = float32 eager time / variant time, per round
-    (median, p10, p90); 1 for the float32 row. Random weights throughout (speed depends on shapes only).
+    `train_generator.amp`), reconstruction of one evaluation batch (img/s), the evaluation of one study
+    variant (`_study_evaluation`: the train split's features computed anew, as before their cache, against
+    cached; a fifth of the rounds, since one call takes the better part of a minute on the cpu profile),
+    batch-1 sampling latency of the four `layouts` (all eight variants in one round-robin) and batch-64
+    folded sampling (img/s); reconstruction and sampling against bf16 autocast (`EVAL_CANDIDATE`).
+    `speedup` = the first variant's time / variant time, per round (median, p10, p90); 1 for the first row.
+    Random weights throughout (speed depends on shapes only), but the study evaluation reads the profile's
+    data and evaluator (`make data`).
     """
     device = torch.device(device)
     ev, rows = EVAL_CANDIDATE, []
@@ -329,6 +350,11 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     amps, B = adopted(ev), cfg.evaluation.batch_size
     times = interleaved({v: _reconstruction(cfg, a, device, seed) for v, a in amps.items()}, warmup, repeats, device)
     rows += _ratio_rows("reconstruction (encode + decode)", "img/s", B, B, amps, times)
+
+    cached = {"train features recomputed": False, "train features cached": True}
+    times = interleaved({v: _study_evaluation(cfg, c, device, seed) for v, c in cached.items()},
+                        min(1, warmup), max(1, repeats // 5), device)
+    rows += _ratio_rows("study evaluation (rFD + gFD)", "variants/s", 1, 1, dict.fromkeys(cached, FP32), times)
 
     samplers, variants = {}, {}
     for name, (gcfg, qcfg) in layouts(cfg).items():

@@ -129,18 +129,10 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, cfg: DataConfig, split: str, train: bool | None = None):
         root = resolve_root(cfg)
-        folder = root / split
-        if not folder.is_dir():
-            hint = "run `make data`" if cfg.name == "emoji" else "check the path (or set IMAGEFOLDER_IMAGENET)"
-            raise DataError(f"data split not found: {folder} — {hint}")
+        split_folder(cfg, split)
         self.cfg, self.split = cfg, split
         self.classes = class_names(root, split)
-        files = [(f, ci) for ci, c in enumerate(self.classes) for f in sorted((folder / c).iterdir())
-                 if is_visible_image(f.name)]
-        if cfg.max_per_split is not None:
-            files = _spread(files, cfg.max_per_split)
-        if not files:
-            raise DataError(f"no images in {folder}")
+        files = split_files(cfg, split, self.classes)
         self.files = [f for f, _ in files]
         self.target_names = {"category": self.classes}
         self.targets = {"category": torch.tensor([ci for _, ci in files])}
@@ -254,6 +246,29 @@ class MultiLabelView(Dataset):
     def __getitem__(self, i: int) -> tuple:
         image, _ = self.base[i]
         return (image, *(int(self.base.targets[name][i]) for name in self.names))
+
+
+def split_folder(cfg: DataConfig, split: str) -> Path:
+    """The folder of a split, or DataError saying how to get it."""
+    folder = resolve_root(cfg) / split
+    if not folder.is_dir():
+        hint = "run `make data`" if cfg.name == "emoji" else "check the path (or set IMAGEFOLDER_IMAGENET)"
+        raise DataError(f"data split not found: {folder} — {hint}")
+    return folder
+
+
+def split_files(cfg: DataConfig, split: str, classes: list[str] | None = None) -> list[tuple[Path, int]]:
+    """The (file, class index) pairs of a split that `ImageFolderDataset` reads, in its order and capped at
+    `max_per_split` (spread over classes), without decoding any image; `classes` defaults to `class_names`."""
+    folder = split_folder(cfg, split)
+    classes = class_names(resolve_root(cfg), split) if classes is None else classes
+    files = [(f, ci) for ci, c in enumerate(classes) for f in sorted((folder / c).iterdir())
+             if is_visible_image(f.name)]
+    if cfg.max_per_split is not None:
+        files = _spread(files, cfg.max_per_split)
+    if not files:
+        raise DataError(f"no images in {folder}")
+    return files
 
 
 def _spread(files: list, n: int) -> list:

@@ -1,7 +1,8 @@
 """Evaluation: generation metrics through torch-fidelity, reconstruction, linear probing, latency, FLOPs.
 
-Generation metrics (FID/FD, IS, precision, recall, KID) run through `torch_fidelity.calculate_metrics`
-with one feature network for all of them: torch-fidelity's `inception-v3-compat` (paper profile,
+Generation metrics (FID/FD, IS, precision, recall, KID) are torch-fidelity's, computed from its feature
+extraction (a set's features can be kept and passed again: `set_features`) with one feature network
+for all of them: torch-fidelity's `inception-v3-compat` (paper profile,
 loaded from a local file only) or a compendium reference network wrapped by `ReferenceFeatureExtractor`
 (small profiles). Keys are renamed after the network (`FD_evaluator`, `IS_evaluator`, ...; `FID`, `IS`,
 ... for Inception) and every result carries N, the network name and its hash.
@@ -21,13 +22,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch_fidelity
 from PIL import Image
 from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from torch_fidelity.datasets import ImagesPathDataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from . import pretrained, reference
 from .checkpoint import state_dict_hash
@@ -295,6 +300,48 @@ def metric_key(metric: str, network: str) -> str:
     return f"{metric}_{network}"
 
 
+@dataclass(frozen=True)
+class SetFeatures:
+    """A checked image set's features under one metric network, as torch-fidelity extracts them: {layer:
+    (N, D)}, with the images' (H, W) and the network's hash (features of another network are refused)."""
+
+    layers: dict[str, torch.Tensor]
+    size: tuple[int, int]
+    network_sha256: str
+
+    def __len__(self) -> int:
+        return len(next(iter(self.layers.values())))
+
+
+def feature_layers(network: MetricNetwork, metrics: Sequence[str]) -> list[str]:
+    """The network's feature layers that the torch-fidelity `metrics` read, sorted."""
+    extractor = FEATURE_EXTRACTORS_REGISTRY[network.extractor]
+    return sorted({extractor.get_default_feature_layer_for_metric(m) for m in metrics})
+
+
+def set_features(source, network: MetricNetwork, layers: Sequence[str], *, n: int | None = None,
+                 batch_size: int = 64, device: str | torch.device = "cpu", what: str = "images") -> SetFeatures:
+    """`layers` (`feature_layers`) of the first `n` (default all) images of a sample set, as
+    `generation_metrics` reads one, checked first (ValueError naming `what`)."""
+    data, _, size = _check_images(source, what, n)
+    return _extract(data, size, network, layers, batch_size, device)
+
+
+def _extract(data: Dataset, size: tuple[int, int], network: MetricNetwork, layers: Sequence[str],
+             batch_size: int, device: str | torch.device) -> SetFeatures:
+    """Features of a checked Dataset of uint8 (3,H,W) through torch-fidelity's extraction, batch by batch in order."""
+    device = torch.device(device)
+    if network.extractor == INCEPTION_EXTRACTOR and not network.weights_path:
+        raise MissingWeightsError("Inception-v3 needs a local weights file: build the network with inception_network()")
+    if network.extractor in _NETWORKS:
+        _NETWORKS[network.extractor][0].to(device)
+    cuda, verbose = device.type == "cuda", sys.stderr.isatty()  # torch-fidelity's bars only on a terminal
+    extractor = create_feature_extractor(network.extractor, list(layers), cuda=cuda, verbose=verbose,
+                                         feature_extractor_weights_path=network.weights_path)
+    out = get_featuresdict_from_dataset(data, extractor, batch_size, cuda, save_cpu_ram=True, verbose=verbose)
+    return SetFeatures(out, tuple(size), network.sha256)
+
+
 def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_reference: int | None = None,
                        metrics: Sequence[str] = ("fid", "isc", "prc", "kid"), batch_size: int = 64,
                        kid_subset_size: int = 1000, isc_splits: int = 10, prc_neighborhood: int = 3,
@@ -302,12 +349,13 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     """FD/FID, IS, precision, recall and KID of `samples` against `reference`, all on one network.
 
     samples, reference: uint8 tensor (N,3,H,W), Dataset of uint8 (3,H,W) (or tuples led by one), or a
-    folder. The first `n` samples and the first `n_reference` (default all) reference images are used;
-    fewer images, mixed sizes or a non-uint8 dtype raise ValueError before any network runs.
-    A reference network is moved to `device`. Nothing is cached (torch-fidelity's cache is a pickle).
-    KID's subset size is capped at the smaller set. IS uses the samples only.
-    Returns keys named by `metric_key` plus N, N_reference, network, network_sha256, network_file,
-    KID_subset_size.
+    folder; `reference` may also be its `SetFeatures` under `network` (e.g. `pipeline.reference_features`,
+    which caches them). The first `n` samples and the first `n_reference` (default all) reference images are
+    used; fewer images, mixed sizes or a non-uint8 dtype raise ValueError before any network runs.
+    Features come from torch-fidelity's extraction and every metric from torch-fidelity's functions on
+    them (its own feature cache, a pickle, is not used). KID's subset size is capped at the smaller set.
+    IS uses the samples only. Returns keys named by `metric_key` plus N, N_reference, network,
+    network_sha256, network_file, KID_subset_size.
     """
     unknown = set(metrics) - {"fid", "isc", "prc", "kid"}
     if unknown or not metrics:
@@ -315,7 +363,15 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     if n < 2:
         raise ValueError(f"n={n}: need at least 2 samples")
     input1, n1, size1 = _check_images(samples, "samples", n)
-    input2, n2, size2 = _check_images(reference, "reference", n_reference)
+    if isinstance(reference, SetFeatures):
+        if reference.network_sha256 != network.sha256:
+            raise ValueError(f"reference features were computed by network {reference.network_sha256}, "
+                             f"not {network.describe()}")
+        if n_reference is not None and n_reference != len(reference):
+            raise ValueError(f"reference: {len(reference)} precomputed features, n_reference={n_reference}")
+        input2, n2, size2 = None, len(reference), reference.size
+    else:
+        input2, n2, size2 = _check_images(reference, "reference", n_reference)
     if network.resolution is not None:
         for what, size in (("samples", size1), ("reference", size2)):
             if size != (network.resolution, network.resolution):
@@ -328,21 +384,28 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     if "prc" in metrics and min(n1, n2) <= prc_neighborhood:
         raise ValueError(f"precision/recall need more than prc_neighborhood={prc_neighborhood} images per set")
     kid_size = min(kid_subset_size, n1, n2)
-    device = torch.device(device)
-    if network.extractor == INCEPTION_EXTRACTOR and not network.weights_path:
-        raise MissingWeightsError("Inception-v3 needs a local weights file: build the network with inception_network()")
-    if network.extractor in _NETWORKS:
-        _NETWORKS[network.extractor][0].to(device)
-    kwargs = dict(
-        input1=input1, input2=input2, feature_extractor=network.extractor,
-        fid="fid" in metrics, isc="isc" in metrics, prc="prc" in metrics, kid="kid" in metrics,
-        cuda=device.type == "cuda", batch_size=batch_size, kid_subset_size=kid_size, isc_splits=isc_splits,
-        prc_neighborhood=prc_neighborhood, rng_seed=seed, save_cpu_ram=True,
-        verbose=sys.stderr.isatty(),  # torch-fidelity's bars and steps, only on a terminal (as the trainer's)
-        cache=False,
-        feature_extractor_weights_path=network.weights_path,
-    )
-    raw = torch_fidelity.calculate_metrics(**kwargs)
+    binary = [m for m in metrics if m != "isc"]
+    missing = set(feature_layers(network, binary)) - set(reference.layers) if input2 is None else set()
+    if missing:
+        raise ValueError(f"reference features lack the layer(s) {sorted(missing)} that {binary} read")
+    feats1 = _extract(input1, size1, network, feature_layers(network, metrics), batch_size, device).layers
+    feats2 = None
+    if binary:
+        feats2 = (reference if input2 is None else
+                  _extract(input2, size2, network, feature_layers(network, binary), batch_size, device)).layers
+    options = dict(isc_splits=isc_splits, kid_subset_size=kid_size, prc_neighborhood=prc_neighborhood,
+                   rng_seed=seed, save_cpu_ram=True, verbose=sys.stderr.isatty())
+    layer = {m: feature_layers(network, [m])[0] for m in metrics}
+    raw = {}
+    if "isc" in metrics:
+        raw |= isc_featuresdict_to_metric(feats1, layer["isc"], **options)
+    if "fid" in metrics:
+        raw |= fid_statistics_to_metric(*(fid_featuresdict_to_statistics(f, layer["fid"]) for f in (feats1, feats2)),
+                                        options["verbose"])
+    if "kid" in metrics:
+        raw |= kid_featuresdict_to_metric(feats1, feats2, layer["kid"], **options)
+    if "prc" in metrics:
+        raw |= prc_featuresdict_to_metric(feats1, feats2, layer["prc"], **options)
     out = {metric_key(_KEYS[k], network.name): float(v) for k, v in raw.items() if k in _KEYS}
     out.update(N=n1, N_reference=n2, network=network.name, network_sha256=network.sha256,
                network_file=network.file)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -17,13 +18,14 @@ from typing import Any
 
 import timm
 import torch
-from safetensors.torch import load_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint, metrics, pretrained, reference, results
-from .config import Config, TrainConfig, apply_overrides, from_dict, to_dict, validate
-from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, to_uint8
+from .config import Config, TrainConfig, apply_overrides, diff, from_dict, to_dict, validate
+from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, split_files, to_uint8
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
@@ -208,14 +210,20 @@ def _on(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruct_all(tokenizer: ImageFolderTokenizer, images_u8: torch.Tensor, batch_size: int,
-                    n_scales: int | None = None, amp: str = "off") -> torch.Tensor:
-    """uint8 (N, 3, H, W) → reconstructions as uint8, keeping the first `n_scales` scales; `amp` as the
-    trainer's (`train.forward_precision`)."""
+                    n_scales: int | None = None, amp: str = "off",
+                    usage: metrics.CodebookUsage | None = None) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → reconstructions as uint8 (`tokenizer.reconstruct`), keeping the first `n_scales`
+    scales; `amp` as the trainer's (`train.forward_precision`); `usage`, when given, counts the codes of
+    every scale that the encoding chose."""
+    n = tokenizer.scales_kept(n_scales)
     device = next(tokenizer.parameters()).device
     out = []
     with progress(len(images_u8), "reconstructing") as bar, forward_precision(tokenizer, device, amp):
         for batch in images_u8.split(batch_size):
-            out.append(to_uint8(tokenizer.reconstruct(_on(batch, device), n_scales).float()).cpu())
+            indices = tokenizer.encode(_on(batch, device))
+            if usage is not None:
+                usage.update(indices)
+            out.append(to_uint8(tokenizer.decode(indices[:n]).float()).cpu())
             bar.update(len(batch))
     return torch.cat(out)
 
@@ -229,7 +237,8 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
     real = val.uint8_images()
     device = next(tokenizer.parameters()).device
     bs = cfg.evaluation.batch_size
-    recon = reconstruct_all(tokenizer, real, bs, amp=cfg.evaluation.amp)
+    usage = metrics.CodebookUsage(cfg.quantizer.codebook_size, cfg.quantizer.branches)
+    recon = reconstruct_all(tokenizer, real, bs, amp=cfg.evaluation.amp, usage=usage)
     perceptual = build_perceptual(cfg, frozen_vit(cfg, cfg.tokenizer.teacher_network)
                                   if cfg.evaluation.perceptual_network == "teacher" else None).to(device)
     # the perceptual loss averages over its batch: each image of a batch gets that mean, so the mean over
@@ -240,9 +249,6 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
                                          batch_size=bs)
     fid = metrics.generation_metrics(recon, real, network, n=len(real), metrics=("fid",), batch_size=bs,
                                      device=str(device))
-    usage = metrics.CodebookUsage(cfg.quantizer.codebook_size, cfg.quantizer.branches)
-    for batch in real.split(bs):
-        usage.update(tokenizer.encode(_on(batch, device)))
     key = metrics.metric_key("FD", network.name)
     patch = cfg.tokenizer.decoder.patch_size
     return rec | {key: fid[key], "N": len(real), "network": network.name, "usage": usage.fractions(),
@@ -369,29 +375,100 @@ def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels:
 
 
 def evaluate_generator(cfg: Config, generator: Generator, tokenizer: ImageFolderTokenizer,
-                       network: metrics.MetricNetwork, n: int, seed: int, **sampling) -> dict:
-    """gFID / IS / precision / recall / KID of n class-balanced samples against the train split, and their
-    class consistency (`class_consistency_<network>`: the network's top-1 class agrees with the label the
-    sample was generated for)."""
+                       network: metrics.MetricNetwork, n: int, seed: int, train_images=None, **sampling) -> dict:
+    """gFID / IS / precision / recall / KID of n class-balanced samples against the train split
+    (`score_against_train`), and their class consistency (`class_consistency_<network>`: the network's top-1
+    class agrees with the label the sample was generated for)."""
     labels = metrics.balanced_labels(n, generator.num_classes)
     images = sample_images(generator, tokenizer, labels, cfg, seed, **sampling)
-    return score_against_train(cfg, images, network, labels)
+    return score_against_train(cfg, images, network, labels, train_images)
 
 
 def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.MetricNetwork,
-                        labels: torch.Tensor | None = None) -> dict:
-    """FD / IS / precision / recall / KID of uint8 images against the train split, streamed (never held in
-    RAM unless the data set is), spread over classes and capped at `evaluation.num_reference`. Reference
-    features are recomputed each time: torch-fidelity's feature cache is a pickle. With `labels` (the class
-    of each image), also their class consistency (`metrics.class_consistency`; None where not computed)."""
-    reference = ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=cfg.evaluation.num_reference),
-                                   "train", train=False)
+                        labels: torch.Tensor | None = None, train_images=None) -> dict:
+    """FD / IS / precision / recall / KID of uint8 images against the train split: its cached features
+    (`reference_features`), or `train_images` when given (e.g. `reference_set(cfg)`, whose features are then
+    computed anew). With `labels` (the class of each image), also their class consistency
+    (`metrics.class_consistency`; None where not computed)."""
+    against = reference_features(cfg, network) if train_images is None else train_images
     n = len(images_u8)
-    result = metrics.generation_metrics(images_u8, UInt8View(reference), network, n=n, n_reference=len(reference),
-                                        batch_size=cfg.evaluation.batch_size,
+    result = metrics.generation_metrics(images_u8, against, network, n=n, batch_size=cfg.evaluation.batch_size,
                                         kid_subset_size=min(cfg.evaluation.kid_subset_size, n),
                                         device=str(device_of(cfg)))
     if labels is not None:
         result[metrics.metric_key("class_consistency", network.name)] = metrics.class_consistency(
             images_u8, labels, network, cfg.data.label, cfg.evaluation.batch_size, device_of(cfg))
     return result
+
+
+REFERENCE_LAYERS = ("fid", "kid", "prc")  # the metrics that read the reference set (IS reads the samples alone)
+
+
+def reference_features(cfg: Config, network: metrics.MetricNetwork) -> metrics.SetFeatures:
+    """The train split's features under `network`: the reference every generated set is scored against,
+    `evaluation.num_reference` images spread over classes, streamed (never held in RAM unless the data set is).
+
+    Kept in `<run_dir>/<profile>/cache/` as safetensors, under a hash of all they depend on (`_reference_key`:
+    the network, the names and bytes of the files, how they are decoded, the batch, the device and the library
+    versions), so a changed file or network makes a new entry, never a stale one. Under `data.skip_corrupt`
+    they are recomputed every time, so that the skipped files are counted and reported each time."""
+    layers = metrics.feature_layers(network, REFERENCE_LAYERS)
+
+    def compute() -> metrics.SetFeatures:
+        return metrics.set_features(reference_set(cfg), network, layers, batch_size=cfg.evaluation.batch_size,
+                                    device=device_of(cfg), what=f"reference ({resolve_root(cfg.data) / 'train'})")
+
+    if cfg.data.skip_corrupt:
+        return compute()
+    key = _reference_key(cfg, network, layers)
+    path = Path(cfg.run_dir) / cfg.profile / "cache" / f"reference-{_short_hash(key)}.safetensors"
+    if path.exists():
+        return _load_features(path, key, network)
+    features = compute()
+    checkpoint.save_tensors(features.layers, path, {"key": json.dumps(key, sort_keys=True),
+                                                    "size": json.dumps(list(features.size))})
+    return features
+
+
+def reference_set(cfg: Config) -> UInt8View:
+    """The train images generated sets are scored against, as uint8: `evaluation.num_reference` of them
+    spread over classes (all when None), decoded on access unless the data set is held in memory."""
+    return UInt8View(ImageFolderDataset(_reference_data(cfg), "train", train=False))
+
+
+def _reference_data(cfg: Config):
+    return dataclasses.replace(cfg.data, max_per_split=cfg.evaluation.num_reference)
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _reference_key(cfg: Config, network: metrics.MetricNetwork, layers: list[str]) -> dict[str, Any]:
+    """What the reference features depend on; its hash names their cache file."""
+    data = _reference_data(cfg)
+    root = resolve_root(data)
+    files = hashlib.sha256()
+    for f, label in split_files(data, "train"):
+        files.update(f"{f.relative_to(root).as_posix()}:{label}\n".encode())
+        files.update(hashlib.sha256(f.read_bytes()).digest())
+    versions = {lib: importlib.metadata.version(lib) for lib in ("torch", "torchvision", "torch-fidelity", "pillow")}
+    return {"network": network.sha256, "extractor": network.extractor, "layers": layers, "files": files.hexdigest(),
+            "resolution": data.resolution, "background": data.background, "batch_size": cfg.evaluation.batch_size,
+            "device": device_of(cfg).type, "versions": versions, "model_code_version": MODEL_CODE_VERSION}
+
+
+def _load_features(path: Path, key: dict[str, Any], network: metrics.MetricNetwork) -> metrics.SetFeatures:
+    """Cached reference features, checked against the key they were saved under."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        layers = load_file(str(path))
+        saved, size = json.loads(meta["key"]), tuple(json.loads(meta["size"]))
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise checkpoint.CheckpointError(f"{path} is not a readable reference-feature cache ({err}); delete it "
+                                         f"to recompute") from err
+    if saved != key:
+        raise checkpoint.CheckpointError(f"{path} was saved for other inputs ({'; '.join(diff(saved, key))}); "
+                                         f"delete it to recompute")
+    return metrics.SetFeatures(layers, size, network.sha256)

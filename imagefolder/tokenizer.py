@@ -294,14 +294,18 @@ class ImageFolderTokenizer(nn.Module):
         """Indices S × (B, P, s, s), or their first n scales → images (B, 3, H, W) clamped to [-1, 1]."""
         return self.decode_fhat(self.indices_to_fhat(indices)).clamp(-1, 1)
 
+    def scales_kept(self, n_scales: int | None) -> int:
+        """`n_scales` checked against the quantizer's scales (None: all of them)."""
+        total = self.quantizer.num_scales
+        if n_scales is not None and not 1 <= n_scales <= total:
+            raise ValueError(f"n_scales: {n_scales} is not in [1, {total}]")
+        return total if n_scales is None else n_scales
+
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, n_scales: int | None = None) -> torch.Tensor:
         """Encode and decode, keeping the first `n_scales` scales (all if None) → images in [-1, 1]."""
-        indices = self.encode(images)
-        n = len(indices) if n_scales is None else n_scales
-        if not 1 <= n <= len(indices):
-            raise ValueError(f"n_scales: {n_scales} is not in [1, {len(indices)}]")
-        return self.decode(indices[:n])
+        n = self.scales_kept(n_scales)
+        return self.decode(self.encode(images)[:n])
 
     @torch.no_grad()
     def decode_with_branches_zeroed(self, indices: list[torch.Tensor], zero_branch: int | list[int]) -> torch.Tensor:

@@ -228,6 +228,7 @@ def test_missing_inception_file_names_file_and_folder(tmp_path, monkeypatch):
 
 def test_metric_network_of_a_small_profile_is_its_evaluator(smoke_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(M, "_NETWORKS", dict(M._NETWORKS))  # its random evaluator-smoke leaves with the test
     with pytest.raises(M.MissingWeightsError, match="evaluator-gpu"):  # the smoke and cpu evaluators ship
         M.metric_network(dataclasses.replace(smoke_cfg, profile="gpu"))
     res = smoke_cfg.data.resolution
@@ -343,6 +344,32 @@ def test_samples_are_scored_against_a_capped_class_spread_train_set(image_folder
     spread = ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=6), "train")
     assert set(spread.labels.tolist()) == {0, 1}
 
+
+
+def test_train_features_are_cached_and_score_as_computed_anew(image_folder, net, tmp_path):
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder", "data.root": str(image_folder),
+                                   "data.in_memory": False})
+    samples = ImageFolderDataset(cfg.data, "val").uint8_images()
+    cache = tmp_path / "runs" / "smoke" / "cache"
+    fresh = pipeline.score_against_train(cfg, samples, net, train_images=pipeline.reference_set(cfg))
+    assert not cache.exists()  # given the images, nothing is cached
+    first = pipeline.score_against_train(cfg, samples, net)
+    (entry,) = cache.iterdir()
+    assert first == fresh == pipeline.score_against_train(cfg, samples, net)  # computed, then read: equal
+    # one train image changes: a new entry, and the scores move
+    image = image_folder / "train" / "a" / "0.png"
+    original = image.read_bytes()
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(image)
+    changed = pipeline.score_against_train(cfg, samples, net)
+    assert len(list(cache.iterdir())) == 2 and changed["FD_evaluator"] != first["FD_evaluator"]
+    assert changed == pipeline.score_against_train(cfg, samples, net, train_images=pipeline.reference_set(cfg))
+    image.write_bytes(original)  # back to the first entry, now damaged
+    entry.write_bytes(b"not safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match=f"{entry.name}.*delete it"):
+        pipeline.score_against_train(cfg, samples, net)
+    skipping = config.apply_overrides(cfg, {"data.skip_corrupt": True, "run_dir": str(tmp_path / "other")})
+    assert pipeline.score_against_train(skipping, samples, net) == first  # recomputed, so skips are reported
+    assert not (tmp_path / "other").exists()
 
 
 def test_class_consistency_is_the_evaluators_accuracy_on_real_images():

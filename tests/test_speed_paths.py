@@ -57,9 +57,10 @@ def test_interleaved_timing_is_round_robin():
 def test_speed_benchmark_rows_are_ratios_to_fp32():
     df = bench.speed_benchmark(config.profile("smoke"), warmup=0, repeats=1)
     assert set(df.workload.str.split(",").str[0]) == {"tokenizer train step", "generator train step",
-                                                      "reconstruction (encode + decode)", "sampling batch 1",
+                                                      "reconstruction (encode + decode)",
+                                                      "study evaluation (rFD + gFD)", "sampling batch 1",
                                                       f"sampling batch {bench.SAMPLING_BATCH}"}
-    assert len(df) == 2 * (3 + 4 + 1) and (df.groupby("workload").size() == 2).all()
+    assert len(df) == 2 * (4 + 4 + 1) and (df.groupby("workload").size() == 2).all()
     fp32 = df[df.variant == "fp32 eager"]
     assert (fp32.amp == "off").all() and (fp32.speedup == 1.0).all() and (df.per_s > 0).all()
 
