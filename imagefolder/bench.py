@@ -248,9 +248,10 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
 # ----------------------------------------------------------------------------- fast path vs float32 eager
 
 FP32 = "off"  # the `amp` of the float32 eager path every ratio is taken against
-# reconstruction and sampling under bf16 autocast (`evaluation.amp`): faster here, but a whole study evaluation
-# (rFD + gFD of one variant, where the metric network and the reference images weigh) only ≈ 1.1×, so the
-# small profiles keep evaluating in float32
+# reconstruction and sampling under bf16 autocast (`evaluation.amp`), not adopted: with the train features
+# cached, one study variant's evaluation (rFD + gFD) took 24.5 s under bf16 against 34 s in float32 and 44 s
+# with the features recomputed (cpu profile, one thread, interleaved), but it changes every reported number,
+# so the small profiles keep evaluating in float32 until the results are re-run on it
 EVAL_CANDIDATE = "bf16"
 SAMPLING_BATCH = 64
 
