@@ -401,7 +401,7 @@ def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.M
     return result
 
 
-REFERENCE_LAYERS = ("fid", "kid", "prc")  # the metrics that read the reference set (IS reads the samples alone)
+REFERENCE_METRICS = ("fid", "kid", "prc")  # the metrics that read the reference set (IS reads the samples alone)
 
 
 def reference_features(cfg: Config, network: metrics.MetricNetwork) -> metrics.SetFeatures:
@@ -412,7 +412,7 @@ def reference_features(cfg: Config, network: metrics.MetricNetwork) -> metrics.S
     the network, the names and bytes of the files, how they are decoded, the batch, the device and the library
     versions), so a changed file or network makes a new entry, never a stale one. Under `data.skip_corrupt`
     they are recomputed every time, so that the skipped files are counted and reported each time."""
-    layers = metrics.feature_layers(network, REFERENCE_LAYERS)
+    layers = metrics.feature_layers(network, REFERENCE_METRICS)
 
     def compute() -> metrics.SetFeatures:
         return metrics.set_features(reference_set(cfg), network, layers, batch_size=cfg.evaluation.batch_size,
