@@ -18,13 +18,12 @@ from typing import Any
 
 import timm
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint, metrics, pretrained, reference, results
-from .config import Config, TrainConfig, apply_overrides, diff, from_dict, to_dict, validate
+from .config import Config, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, split_files, to_uint8
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
@@ -425,8 +424,7 @@ def reference_features(cfg: Config, network: metrics.MetricNetwork) -> metrics.S
     if path.exists():
         return _load_features(path, key, network)
     features = compute()
-    checkpoint.save_tensors(features.layers, path, {"key": json.dumps(key, sort_keys=True),
-                                                    "size": json.dumps(list(features.size))})
+    checkpoint.save_model(features.layers, path, key, {"size": list(features.size)})
     return features
 
 
@@ -459,16 +457,9 @@ def _reference_key(cfg: Config, network: metrics.MetricNetwork, layers: list[str
 
 
 def _load_features(path: Path, key: dict[str, Any], network: metrics.MetricNetwork) -> metrics.SetFeatures:
-    """Cached reference features, checked against the key they were saved under."""
+    """Cached reference features, checked against the key they were saved under (`checkpoint.load_model`)."""
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-        layers = load_file(str(path))
-        saved, size = json.loads(meta["key"]), tuple(json.loads(meta["size"]))
-    except (SafetensorError, OSError, ValueError, KeyError) as err:
-        raise checkpoint.CheckpointError(f"{path} is not a readable reference-feature cache ({err}); delete it "
-                                         f"to recompute") from err
-    if saved != key:
-        raise checkpoint.CheckpointError(f"{path} was saved for other inputs ({'; '.join(diff(saved, key))}); "
-                                         f"delete it to recompute")
-    return metrics.SetFeatures(layers, size, network.sha256)
+        layers, _, extra = checkpoint.load_model(path, expected_config=key)
+    except checkpoint.CheckpointError as err:
+        raise checkpoint.CheckpointError(f"reference-feature cache: {err}; delete it to recompute") from err
+    return metrics.SetFeatures(layers, tuple(extra["size"]), network.sha256)
