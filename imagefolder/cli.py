@@ -67,8 +67,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     report = {"tokenizer": pipeline.evaluate_tokenizer(cfg, tokenizer, network)}
     gen_path = pipeline.run_path(cfg, "generator", pipeline.generator_name(cfg)) / "model.safetensors"
     if gen_path.exists():
-        generator, tokenizer, gcfg = pipeline.load_generator(gen_path, pipeline.device_of(cfg))
-        report["generator"] = pipeline.evaluate_generator(gcfg, generator, tokenizer, network,
+        generator, tokenizer, _ = pipeline.load_generator(gen_path, pipeline.device_of(cfg))
+        report["generator"] = pipeline.evaluate_generator(cfg, generator, tokenizer, network,
                                                           n=cfg.evaluation.num_samples, seed=cfg.seed)
     print(json.dumps(report, indent=1, default=str))
 

@@ -165,6 +165,9 @@ class EvalConfig:
     num_samples: int = 1000  # generated images for gFID / IS / precision / recall
     num_recon: int = 1000  # val images for rFID / PSNR
     num_reference: int | None = None  # train images that samples are scored against, spread over classes; None = all
+    # the classes samples are generated for: "balanced", n / classes each (the paper's 50 per ImageNet class);
+    # "reference", in proportion to the classes of the reference (train) images they are scored against
+    sample_labels: Literal["balanced", "reference"] = "balanced"
     batch_size: int = 100
     kid_subset_size: int = 100
     amp: Literal["auto", "bf16", "off"] = "auto"  # reconstruction and sampling (not the metric network), as the trainer's
@@ -240,7 +243,8 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
     attends to its own cell only (`query_window=0`): without it the queries do not align spatially at
     this scale (tokenizer.py), and at 600 cpu steps it lifts val PSNR from 13.9 to 16.7 dB. The adversarial
     weight is 0.05 (the paper's 0.5): at these learning rates a full-strength term keeps the discriminator
-    at chance; guidance 1.5 (the paper's 3.25) gave the cpu main generator a lower gFD (README, Profiles)."""
+    at chance; guidance 1.5 (the paper's 3.25), chosen while samples were scored class-balanced. Samples get
+their classes in the train split's proportions: the emoji categories are far from balanced (README, Profiles)."""
     grid = resolution // patch
     vit = ViTConfig(width=width, depth=depth, heads=heads, patch_size=patch)
     return Config(
@@ -259,7 +263,8 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
                                    labels=["subcategory"], seed=1),
         evaluator=ReferenceNetConfig(arch="convnet", width=32, depth=3, labels=["category", "subcategory"],
                                      seed=2),
-        evaluation=EvalConfig(num_samples=1000, num_recon=704, batch_size=100, kid_subset_size=100),
+        evaluation=EvalConfig(num_samples=1000, num_recon=704, batch_size=100, kid_subset_size=100,
+                              sample_labels="reference"),
         study=StudyConfig(tokenizer_steps=800, generator_steps=800, num_samples=500, seeds=[0]),
     )
 
@@ -277,7 +282,8 @@ def _smoke() -> Config:
         ref.train = TrainConfig(steps=6, batch_size=16, lr=1e-3, warmup_steps=2, ema_decay=0.0,
                                 ckpt_every=3, log_every=2)
     cfg.evaluator.width = 16
-    cfg.evaluation = EvalConfig(num_samples=32, num_recon=32, batch_size=16, kid_subset_size=8)
+    cfg.evaluation = EvalConfig(num_samples=32, num_recon=32, batch_size=16, kid_subset_size=8,
+                                sample_labels="reference")
     cfg.study = StudyConfig(tokenizer_steps=4, generator_steps=4, num_samples=16, seeds=[0, 1])
     return cfg
 

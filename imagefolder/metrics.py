@@ -266,6 +266,21 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     return torch.arange(n) % num_classes
 
 
+def proportional_labels(n: int, class_counts: Sequence[int]) -> torch.Tensor:
+    """Class labels for n samples in proportion to `class_counts` (e.g. a reference set's images per class),
+    rounded by largest remainder (each class within one of n · its share; ties to the lower class), grouped by
+    class: (n,) long."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    if n < 1 or counts.ndim != 1 or not len(counts) or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError(f"proportional_labels: n={n} must be positive and class_counts={list(class_counts)} "
+                         "non-negative with a positive sum")
+    quota = n * counts / counts.sum()
+    share = quota.floor().long()
+    extra = torch.argsort(quota - share, descending=True, stable=True)[:n - int(share.sum())]
+    share[extra] += 1
+    return torch.repeat_interleave(torch.arange(len(counts)), share)
+
+
 @torch.no_grad()
 def class_consistency(images_u8: torch.Tensor, labels: torch.Tensor, network: MetricNetwork, label: str,
                       batch_size: int = 100, device: str | torch.device = "cpu") -> float | None:

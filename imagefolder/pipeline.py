@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from . import checkpoint, metrics, pretrained, reference, results
 from .config import Config, TrainConfig, apply_overrides, from_dict, to_dict, validate
-from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, split_files, to_uint8
+from .data import (ImageFolderDataset, TokenDataset, UInt8View, class_names, from_uint8, resolve_root, split_files,
+                   split_folder, to_uint8)
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
@@ -375,12 +376,34 @@ def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels:
 
 def evaluate_generator(cfg: Config, generator: Generator, tokenizer: ImageFolderTokenizer,
                        network: metrics.MetricNetwork, n: int, seed: int, train_images=None, **sampling) -> dict:
-    """gFID / IS / precision / recall / KID of n class-balanced samples against the train split
+    """gFID / IS / precision / recall / KID of n samples (classes by `sample_labels`) against the train split
     (`score_against_train`), and their class consistency (`class_consistency_<network>`: the network's top-1
     class agrees with the label the sample was generated for)."""
-    labels = metrics.balanced_labels(n, generator.num_classes)
+    labels = sample_labels(cfg, n, generator.num_classes)
     images = sample_images(generator, tokenizer, labels, cfg, seed, **sampling)
     return score_against_train(cfg, images, network, labels, train_images)
+
+
+def sample_labels(cfg: Config, n: int, num_classes: int) -> torch.Tensor:
+    """The classes of n samples, as `evaluation.sample_labels` says: n / num_classes each ("balanced"), or in
+    proportion to the classes of the listed reference images ("reference"), so that a class-conditional model
+    drawing each class as often as the data does is not scored against a class mix it was never asked for."""
+    if cfg.evaluation.sample_labels == "balanced":
+        return metrics.balanced_labels(n, num_classes)
+    data = _reference_data(cfg)
+    classes = class_names(resolve_root(data), "train")
+    if len(classes) != num_classes:
+        raise ValueError(f"sample_labels: the reference split {split_folder(data, 'train')} has {len(classes)} "
+                         f"classes, the generator {num_classes}")
+    counts = torch.bincount(torch.tensor([label for _, label in split_files(data, "train", classes)]),
+                            minlength=num_classes)
+    return metrics.proportional_labels(n, counts.tolist())
+
+
+def samples_note(cfg: Config, n: int) -> str:
+    """n and the class mix of generated samples, for a caption ("1000 samples, classes as in the train split")."""
+    mix = {"balanced": "classes balanced", "reference": "classes as in the train split"}[cfg.evaluation.sample_labels]
+    return f"{n} samples, {mix}"
 
 
 def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.MetricNetwork,

@@ -27,8 +27,8 @@ def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) 
            f"r{fd}": rec[fd], "PSNR": rec["PSNR"], "perceptual": rec[perceptual_key(rec)],
            "usage": min(rec["usage"]), "N_recon": rec["N"]}
     if generator:
-        gen, tok, gcfg = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
-        gm = pipeline.evaluate_generator(gcfg, gen, tok, network, n=cfg.study.num_samples, seed=cfg.seed)
+        gen, tok, _ = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
+        gm = pipeline.evaluate_generator(cfg, gen, tok, network, n=cfg.study.num_samples, seed=cfg.seed)
         row |= {f"g{fd}": gm[fd]} | _generation_columns(gm, network) | {
             "N_gen": gm["N"], "#Para (blocks)": parameter_counts(gen)["blocks"], "AR positions": gen.length,
             "AR steps": len(gen.steps)}
@@ -49,11 +49,14 @@ def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
                                                                             "N_reference": result["N_reference"]}
 
 
-def sample_sizes(df: pd.DataFrame) -> str:
-    """The N of a table's metrics, for its caption: generated samples (g-metrics), val images (r-metrics)."""
-    parts = [f"{int(df[col].dropna().iloc[0])} {what}" for col, what in
-             (("N_gen", "generated samples for generation metrics"), ("N_recon", "val images for reconstruction metrics"))
-             if col in df.columns and df[col].notna().any()]
+def sample_sizes(df: pd.DataFrame, cfg: Config) -> str:
+    """The N of a table's metrics, for its caption: generated samples (g-metrics, with their class mix),
+    val images (r-metrics)."""
+    parts = []
+    if "N_gen" in df.columns and df["N_gen"].notna().any():
+        parts.append(f"{pipeline.samples_note(cfg, int(df['N_gen'].dropna().iloc[0]))} for generation metrics")
+    if "N_recon" in df.columns and df["N_recon"].notna().any():
+        parts.append(f"{int(df['N_recon'].dropna().iloc[0])} val images for reconstruction metrics")
     return ", ".join(parts)
 
 
@@ -125,7 +128,7 @@ def seeded_table(report: results.Report, cfg: Config, spec: TableSpec, network: 
         columns={"variant": spec.key})
     if spec.settings:
         runs.insert(0, spec.setting_column, runs[spec.key].map(dict(zip(spec.variants(cfg), spec.settings))))
-    n = sample_sizes(runs)
+    n = sample_sizes(runs, cfg)
     budget = (f"{cfg.study.tokenizer_steps} tokenizer" + (f" + {cfg.study.generator_steps} generator" if generator
                                                            else "") + " steps per run")
     report.table(runs, spec.runs, title=f"{spec.title}, one row per seed", network=network.describe(), n=n,

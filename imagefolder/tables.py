@@ -338,7 +338,7 @@ TABLE4 = TableSpec(
                                            f"{cfg.train_generator.steps} generator steps, one seed",
         "real val images (baseline)": "val images scored as if generated"})
 GENERATOR_MAIN = TableSpec(
-    "generator_main", "Main folded generator: class-balanced samples against the train split", "table4",
+    "generator_main", "Main folded generator: samples against the train split", "table4",
     key="model", rows=("ImageFolder (main)",), aliases={"ImageFolder (main)": "ImageFolder"})
 TABLE4_LP = TableSpec(
     "table4_linear_probe", "Table 4, L.P.: linear probe on frozen features", "table4",
