@@ -244,7 +244,7 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
     this scale (tokenizer.py), and at 600 cpu steps it lifts val PSNR from 13.9 to 16.7 dB. The adversarial
     weight is 0.05 (the paper's 0.5): at these learning rates a full-strength term keeps the discriminator
     at chance; guidance 1.5 (the paper's 3.25), chosen while samples were scored class-balanced. Samples get
-their classes in the train split's proportions: the emoji categories are far from balanced (README, Profiles)."""
+    their classes in the train split's proportions: the emoji categories are far from balanced (README, Profiles)."""
     grid = resolution // patch
     vit = ViTConfig(width=width, depth=depth, heads=heads, patch_size=patch)
     return Config(
