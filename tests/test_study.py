@@ -45,3 +45,28 @@ def test_seeded_table_writes_the_runs_and_their_summary(tmp_path, monkeypatch):
     assert summary["rFD_evaluator sd"].tolist() == pytest.approx([1.0] * 3)
     assert "paper rFID (Inception, ImageNet)" in summary.columns
     assert (tmp_path / "smoke" / "tables" / "table5a_n_start.md").read_text().count("mean ± sd over seeds [0, 1, 2]") == 1
+
+
+def test_tokenizer_row_scores_the_generator_under_the_callers_evaluation(monkeypatch):
+    """The evaluation settings are the caller's, not those stored with an older model (e.g. its class mix)."""
+    from imagefolder import config, pipeline
+    from imagefolder.generator import Generator
+    cfg = config.profile("smoke")
+    stored = config.apply_overrides(cfg, {"evaluation.sample_labels": "balanced"})
+    generator = Generator(cfg.generator, cfg.quantizer, num_classes=2)
+    seen = {}
+
+    def fake_evaluate_generator(ecfg, gen, tok, network, n, seed):
+        seen.update(cfg=ecfg, n=n)
+        return {f"{m}_evaluator": 0.5 for m in ("FD", "IS", "precision", "recall", "class_consistency")} | {"N": n}
+
+    monkeypatch.setattr(pipeline, "train_tokenizer", lambda c: "tokenizer")
+    monkeypatch.setattr(pipeline, "load_tokenizer", lambda path, device: (None, stored))
+    monkeypatch.setattr(pipeline, "evaluate_tokenizer", lambda c, tok, network: {
+        "FD_evaluator": 1.0, "PSNR": 20.0, "teacher_feature_perceptual": 0.1, "usage": [0.5, 0.7], "N": 32})
+    monkeypatch.setattr(pipeline, "train_generator", lambda c: "generator")
+    monkeypatch.setattr(pipeline, "load_generator", lambda path, device: (generator, None, stored))
+    monkeypatch.setattr(pipeline, "evaluate_generator", fake_evaluate_generator)
+    row = study.tokenizer_row(cfg, NET, generator=True)
+    assert seen["cfg"] is cfg and seen["cfg"].evaluation.sample_labels == "reference"
+    assert seen["n"] == cfg.study.num_samples and row["gFD_evaluator"] == 0.5 and row["usage"] == 0.5
