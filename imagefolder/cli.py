@@ -67,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     report = {"tokenizer": pipeline.evaluate_tokenizer(cfg, tokenizer, network)}
     gen_path = pipeline.run_path(cfg, "generator", pipeline.generator_name(cfg)) / "model.safetensors"
     if gen_path.exists():
-        generator, tokenizer, _ = pipeline.load_generator(gen_path, pipeline.device_of(cfg))
+        generator, tokenizer, _ = pipeline.load_generator(gen_path, pipeline.device_of(cfg), cfg)
         report["generator"] = pipeline.evaluate_generator(cfg, generator, tokenizer, network,
                                                           n=cfg.evaluation.num_samples, seed=cfg.seed)
     print(json.dumps(report, indent=1, default=str))
@@ -79,9 +79,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from torchvision.utils import save_image
     from . import pipeline
     cfg = _cfg(args)
-    generator, tokenizer, gcfg = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
+    generator, tokenizer, _ = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg), cfg)
     labels = torch.tensor(args.classes or list(range(generator.num_classes))).repeat_interleave(args.per_class)
-    images = pipeline.sample_images(generator, tokenizer, labels, gcfg, seed=cfg.seed)
+    images = pipeline.sample_images(generator, tokenizer, labels, cfg, seed=cfg.seed)
     save_image(images.float() / 255, args.out, nrow=args.per_class)
     print(f"{len(images)} samples → {args.out}")
 

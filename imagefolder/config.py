@@ -243,8 +243,8 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
     attends to its own cell only (`query_window=0`): without it the queries do not align spatially at
     this scale (tokenizer.py), and at 600 cpu steps it lifts val PSNR from 13.9 to 16.7 dB. The adversarial
     weight is 0.05 (the paper's 0.5): at these learning rates a full-strength term keeps the discriminator
-    at chance; guidance 1.5 (the paper's 3.25), chosen while samples were scored class-balanced. Samples get
-    their classes in the train split's proportions: the emoji categories are far from balanced (README, Profiles)."""
+    at chance. Samples get their classes in the train split's proportions: the emoji categories are far from
+    balanced (README, Profiles)."""
     grid = resolution // patch
     vit = ViTConfig(width=width, depth=depth, heads=heads, patch_size=patch)
     return Config(
@@ -254,7 +254,7 @@ def _small(profile: str, resolution: int, patch: int, width: int, depth: int, he
         tokenizer=TokenizerConfig(encoder=vit, decoder=copy.deepcopy(vit), query_window=0, discriminator="patchgan",
                                   disc_width=32, disc_layers=2, disc_start=1000, adv_weight=0.05),
         generator=GeneratorConfig(depth=gen_depth, width=gen_width, heads=max(1, gen_width // 64),
-                                  top_k=max(1, codebook // 4), cfg_scale=1.5),
+                                  top_k=max(1, codebook // 4)),
         train_tokenizer=TrainConfig(steps=3000, batch_size=32, lr=3e-3, warmup_steps=50, grad_clip=1.0,
                                     ema_decay=0.999, ckpt_every=500),
         train_generator=TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, grad_clip=2.0,

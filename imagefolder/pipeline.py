@@ -46,10 +46,18 @@ def run_path(cfg: Config, kind: str, name: str) -> Path:
     return Path(cfg.run_dir) / cfg.profile / kind / name
 
 
+# Generator fields that steer sampling only, never what is trained: they leave a run's name, and a loaded
+# generator samples with the caller's (`load_generator`'s `cfg`), so a sampling change trains nothing.
+SAMPLING_FIELDS = ("cfg_scale", "top_k", "top_p")
+
+
 def run_definition(cfg: Config, sections: tuple[str, ...]) -> dict[str, Any]:
-    """What defines a trained model: the config `sections` (bookkeeping fields left out) and the model-code
-    version. Its hash names the run; resuming compares it with the checkpoint's."""
-    return {k: without_bookkeeping(getattr(cfg, k)) for k in sections} | {"model_code_version": MODEL_CODE_VERSION}
+    """What defines a trained model: the config `sections` (bookkeeping and sampling fields left out) and the
+    model-code version. Its hash names the run; resuming compares it with the checkpoint's."""
+    definition = {k: without_bookkeeping(getattr(cfg, k)) for k in sections}
+    if "generator" in definition:
+        definition["generator"] = {k: v for k, v in definition["generator"].items() if k not in SAMPLING_FIELDS}
+    return definition | {"model_code_version": MODEL_CODE_VERSION}
 
 
 def config_hash(cfg: Config, sections: tuple[str, ...]) -> str:
@@ -333,14 +341,19 @@ def train_generator(cfg: Config) -> Path:
     return _used(path)
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Generator, ImageFolderTokenizer, Config]:
-    """A frozen generator with the tokenizer it was trained on, and its config."""
+def load_generator(path: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None
+                   ) -> tuple[Generator, ImageFolderTokenizer, Config]:
+    """A frozen generator with the tokenizer it was trained on, and its config. With `cfg` (the caller's), it
+    samples with that config's `SAMPLING_FIELDS` rather than those stored with the run."""
     tensors, record, _ = checkpoint.load_model(path)
-    cfg = from_dict({k: v for k, v in record.items() if k not in ("tokenizer_file", "tokenizer_hash")})
+    stored = from_dict({k: v for k, v in record.items() if k not in ("tokenizer_file", "tokenizer_hash")})
+    if cfg is not None:
+        stored.generator = dataclasses.replace(stored.generator,
+                                               **{f: getattr(cfg.generator, f) for f in SAMPLING_FIELDS})
     tokenizer, tok_cfg = load_tokenizer(record["tokenizer_file"], device)
-    generator = Generator(cfg.generator, tok_cfg.quantizer, class_count(cfg))
+    generator = Generator(stored.generator, tok_cfg.quantizer, class_count(stored))
     generator.load_state_dict(tensors)
-    return generator.to(device).eval().requires_grad_(False), tokenizer, cfg
+    return generator.to(device).eval().requires_grad_(False), tokenizer, stored
 
 
 def generator_checkpoints(path: str | Path) -> dict[int, Path]:
@@ -348,10 +361,11 @@ def generator_checkpoints(path: str | Path) -> dict[int, Path]:
     return {int(f.name.split("_")[1]): f for f in sorted((Path(path).parent / "checkpoints").glob("step_*"))}
 
 
-def generator_at(path: str | Path, step: int, device: torch.device | str = "cpu") -> Generator:
+def generator_at(path: str | Path, step: int, device: torch.device | str = "cpu", cfg: Config | None = None
+                 ) -> Generator:
     """The generator of the finished run `path` as it was at its kept training checkpoint of `step`
-    (raw weights; the cpu generators train without EMA)."""
-    generator, _, _ = load_generator(path, device)
+    (raw weights; the cpu generators train without EMA), sampling as `load_generator` says."""
+    generator, _, _ = load_generator(path, device, cfg)
     _, tensors, _ = checkpoint.load_training(generator_checkpoints(path)[step])
     prefix = "model.generator."
     generator.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})

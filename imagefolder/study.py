@@ -27,7 +27,7 @@ def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) 
            f"r{fd}": rec[fd], "PSNR": rec["PSNR"], "perceptual": rec[perceptual_key(rec)],
            "usage": min(rec["usage"]), "N_recon": rec["N"]}
     if generator:
-        gen, tok, _ = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg))
+        gen, tok, _ = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg), cfg)
         gm = pipeline.evaluate_generator(cfg, gen, tok, network, n=cfg.study.num_samples, seed=cfg.seed)
         row |= {f"g{fd}": gm[fd]} | _generation_columns(gm, network) | {
             "N_gen": gm["N"], "#Para (blocks)": parameter_counts(gen)["blocks"], "AR positions": gen.length,

@@ -139,6 +139,20 @@ def test_bookkeeping_fields_leave_every_run_name(tmp_path):
     assert pipeline.generator_name(_cfg(tmp_path, {"train_generator.lr": 1e-4})) != names[1]
 
 
+def test_sampling_fields_leave_the_generator_name_and_a_loaded_generator_samples_as_asked(tmp_path):
+    base = _cfg(tmp_path)
+    other = _cfg(tmp_path, {"generator.cfg_scale": 0.5, "generator.top_k": 3, "generator.top_p": 0.8})
+    assert pipeline.generator_name(other) == pipeline.generator_name(base)
+    assert pipeline.generator_name(_cfg(tmp_path, {"generator.width": 48})) != pipeline.generator_name(base)
+    path = pipeline.train_generator(base)
+    assert pipeline.train_generator(other) == path  # found, not trained again
+    generator, _, stored = pipeline.load_generator(path, "cpu", other)
+    settings = (0.5, 3, 0.8)
+    assert (generator.cfg.cfg_scale, generator.cfg.top_k, generator.cfg.top_p) == settings
+    assert (stored.generator.cfg_scale, stored.generator.top_k, stored.generator.top_p) == settings
+    assert pipeline.load_generator(path)[0].cfg.cfg_scale == base.generator.cfg_scale  # without cfg: as stored
+
+
 # ----------------------------------------------------------------------------- orphans
 
 def test_stale_temporary_folders_are_removed_at_the_next_save(tmp_path):

@@ -65,7 +65,7 @@ def test_tokenizer_row_scores_the_generator_under_the_callers_evaluation(monkeyp
     monkeypatch.setattr(pipeline, "evaluate_tokenizer", lambda c, tok, network: {
         "FD_evaluator": 1.0, "PSNR": 20.0, "teacher_feature_perceptual": 0.1, "usage": [0.5, 0.7], "N": 32})
     monkeypatch.setattr(pipeline, "train_generator", lambda c: "generator")
-    monkeypatch.setattr(pipeline, "load_generator", lambda path, device: (generator, None, stored))
+    monkeypatch.setattr(pipeline, "load_generator", lambda path, device, cfg: (generator, None, stored))
     monkeypatch.setattr(pipeline, "evaluate_generator", fake_evaluate_generator)
     row = study.tokenizer_row(cfg, NET, generator=True)
     assert seen["cfg"] is cfg and seen["cfg"].evaluation.sample_labels == "reference"
