@@ -83,8 +83,8 @@ def test_bad_dict_value_is_refused_naming_field_and_value(dotted, value, message
 
 
 # sha256 of each profile's `to_dict` as JSON, recorded before the type checks came in (plus the new
-# `data.background: white`, the cpu profile's bf16 training, `tokenizer.adaptive_adv_weight: true`, `tokenizer.adv_ramp_steps: 0`
-# `evaluation.sample_labels`, and the small profiles' guidance back at the paper's 3.25: neither names a run):
+# `data.background: white`, the cpu profile's bf16 training, `tokenizer.adaptive_adv_weight: true`, `tokenizer.adv_ramp_steps: 0`,
+# and, naming no run, `evaluation.sample_labels` and the small profiles' guidance back at the paper's 3.25):
 # runs are named by a hash of most of it, so a refactor must not move these
 PROFILE_DIGESTS = {
     "smoke": "ba1497588d5a98ef",
