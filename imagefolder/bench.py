@@ -6,10 +6,10 @@
 - `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
   positions) and VAR d16 (w1024, 680 positions); `tables.TABLE6_PAPER`'s claim judges their ratio.
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
-- `speed_benchmark`: the profile's adopted fast path against float32 eager, as ratios: tokenizer and
-  generator training (the profile's `amp`), reconstruction, batch-1 sampling of the four layouts and
-  batch-64 sampling (bf16 autocast, `EVAL_CANDIDATE`), and a study variant's evaluation with the train
-  split's features cached against computed anew.
+- `speed_benchmark`: the profile's adopted fast paths against float32 eager, as ratios: tokenizer and
+  generator training (the profile's `amp` and `compile`, compilation time counted), reconstruction, a
+  study variant's evaluation, batch-1 sampling of the four layouts and batch-64 sampling (`evaluation.amp`,
+  and for the study evaluation the splits' features cached against computed anew).
 
 Variants being compared are timed interleaved (`interleaved`: round-robin, A B A B …, in one process), so a
 drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from . import config, metrics, pipeline, tables
-from .config import Config, GeneratorConfig, QuantizerConfig
+from .config import Config, GeneratorConfig, QuantizerConfig, TrainConfig
 from .generator import Generator, GeneratorObjective, parameter_counts
 from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
 from .quantize import ProductQuantizer
@@ -207,16 +207,17 @@ def _random_tokenizer_objective(cfg: Config, device: torch.device, seed: int):
     return pipeline.tokenizer_objective(cfg, trained=False).to(device)
 
 
-def _tokenizer_step(cfg: Config, amp: str, device: torch.device, batch: int, seed: int = 0) -> Callable[[], object]:
-    """A no-argument `train.train_step` of the profile's tokenizer objective under `amp`, at step
+def _tokenizer_step(cfg: Config, tcfg: TrainConfig, device: torch.device, batch: int, seed: int = 0
+                    ) -> Callable[[], object]:
+    """A no-argument `train.train_step` of the profile's tokenizer objective as `tcfg` runs it, at step
     `disc_start` (adversarial terms on), on a fixed batch of random images."""
     objective = _random_tokenizer_objective(cfg, device, seed)
-    tcfg = dataclasses.replace(cfg.train_tokenizer, amp=amp)
     images = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
     labels = torch.zeros(batch, dtype=torch.long, device=device)
     opt = build_optimisation(objective, tcfg, device)
     objective.train()
-    return lambda: train_step(objective, opt, [images, labels], cfg.tokenizer.disc_start, tcfg, device)
+    model = _compiled(objective, tcfg)
+    return lambda: train_step(model, opt, [images, labels], cfg.tokenizer.disc_start, tcfg, device)
 
 
 def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: int | None = None,
@@ -235,10 +236,10 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
     indices = tokenizer.encode(images)
     timings = {"encode": measure_latency(lambda: tokenizer.encode(images), warmup, repeats, device),
                "decode": measure_latency(lambda: tokenizer.decode(indices), warmup, repeats, device),
-               "train step": measure_latency(_tokenizer_step(cfg, cfg.train_tokenizer.amp, device, batch, seed),
+               "train step": measure_latency(_tokenizer_step(cfg, cfg.train_tokenizer, device, batch, seed),
                                              warmup, repeats, device)}
     notes = {"encode": "tokenizer.encode (eval, no grad)", "decode": "tokenizer.decode (eval, no grad)",
-             "train step": f"train.train_step (amp {cfg.train_tokenizer.amp}): every phase forward, backward, "
+             "train step": f"train.train_step ({path_name(cfg.train_tokenizer)}): every phase forward, backward, "
                            "grad clip, AdamW, EMA; adversarial on; frozen networks with random weights"}
     return pd.DataFrame([dict(stage=stage, batch=batch, median_s=t["median"], images_per_s=batch / t["median"],
                               p10_s=t["p10"], p90_s=t["p90"], repeats=repeats, device=t["device"], what=notes[stage])
@@ -247,29 +248,42 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
 
 # ----------------------------------------------------------------------------- fast path vs float32 eager
 
-FP32 = "off"  # the `amp` of the float32 eager path every ratio is taken against
-# reconstruction and sampling under bf16 autocast (`evaluation.amp`), not adopted: with the train features
-# cached, one study variant's evaluation (rFD + gFD) took 24.5 s under bf16 against 34 s in float32 and 44 s
-# with the features recomputed (cpu profile, one thread, interleaved), but it changes every reported number,
-# so the small profiles keep evaluating in float32 until the results are re-run on it
-EVAL_CANDIDATE = "bf16"
+FP32 = TrainConfig(amp="off", compile=False)  # the float32 eager path every ratio is taken against
 SAMPLING_BATCH = 64
 
 
-def _generator_step(cfg: Config, amp: str, device: torch.device, seed: int = 0) -> tuple[Callable[[], object], int]:
-    """A no-argument `train.train_step` of the profile's generator (random weights, random tokens) under
-    `amp`, and the tokens it trains on per step."""
+def path_name(tcfg: TrainConfig) -> str:
+    """How a training step runs: "fp32 eager", "bf16", "bf16 + compile", …"""
+    precision = {"off": "fp32", "bf16": "bf16", "auto": "amp auto"}[tcfg.amp]
+    return f"{precision} + compile" if tcfg.compile else f"{precision} eager" if tcfg.amp == "off" else precision
+
+
+def _paths(tcfg: TrainConfig) -> dict[str, TrainConfig]:
+    """The float32 eager path and the profile's adopted one (`amp`, `compile`), by name."""
+    return {path_name(FP32): dataclasses.replace(tcfg, amp=FP32.amp, compile=FP32.compile),
+            f"adopted: {path_name(tcfg)}": tcfg}
+
+
+def _compiled(objective: torch.nn.Module, tcfg: TrainConfig) -> torch.nn.Module:
+    """What `train.train` runs the forward through: the objective, compiled where `tcfg.compile`."""
+    return torch.compile(objective) if tcfg.compile else objective
+
+
+def _generator_step(cfg: Config, tcfg: TrainConfig, device: torch.device, seed: int = 0
+                    ) -> tuple[Callable[[], object], int]:
+    """A no-argument `train.train_step` of the profile's generator (random weights, random tokens) as `tcfg`
+    runs it, and the tokens it trains on per step."""
     torch.manual_seed(seed)
     quantizer = ProductQuantizer(cfg.quantizer).to(device)
     generator = Generator(cfg.generator, cfg.quantizer, num_classes=10).to(device)
     objective = GeneratorObjective(generator, quantizer)
-    tcfg = dataclasses.replace(cfg.train_generator, amp=amp)
     B, T = tcfg.batch_size, cfg.quantizer.branches * cfg.tokens_per_branch
     tokens = torch.randint(0, cfg.quantizer.codebook_size, (B, T), device=device)
     labels = torch.randint(0, 10, (B,), device=device)
     opt = build_optimisation(objective, tcfg, device)
     objective.train()
-    return lambda: train_step(objective, opt, [tokens, labels], tcfg.warmup_steps, tcfg, device), B * T
+    model = _compiled(objective, tcfg)
+    return lambda: train_step(model, opt, [tokens, labels], tcfg.warmup_steps, tcfg, device), B * T
 
 
 def _under(amp: str, model: torch.nn.Module, device: torch.device, fn: Callable[[], object]) -> Callable[[], object]:
@@ -287,92 +301,114 @@ def _reconstruction(cfg: Config, amp: str, device: torch.device, seed: int = 0) 
     return _under(amp, tokenizer, device, lambda: tokenizer.reconstruct(images))
 
 
-def _study_evaluation(cfg: Config, cached: bool, device: torch.device, seed: int = 0) -> Callable[[], object]:
+def _study_evaluation(cfg: Config, adopted: bool, device: torch.device, seed: int = 0) -> Callable[[], object]:
     """The evaluation of one study variant, as `study.tokenizer_row` runs it once both models are trained:
     reconstruction metrics (`evaluation.num_recon` val images), then `study.num_samples` samples scored
-    against the train split, whose features are read from their cache (`cached`) or computed anew, as
-    before the cache; a random tokenizer and generator, the profile's own evaluator and data."""
+    against the train split. `adopted`: under `evaluation.amp` with the splits' features read from their
+    cache; else in float32 with them computed anew, as before either. A random tokenizer and generator,
+    the profile's own evaluator and data."""
+    cfg = cfg if adopted else config.apply_overrides(cfg, {"evaluation.amp": FP32.amp})
     tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
     generator = Generator(cfg.generator, cfg.quantizer, pipeline.class_count(cfg)).to(device).eval()
     network = metrics.metric_network(cfg)
 
     def run():
-        pipeline.evaluate_tokenizer(cfg, tokenizer, network)
+        pipeline.evaluate_tokenizer(cfg, tokenizer, network, cached=adopted)
         pipeline.evaluate_generator(cfg, generator, tokenizer, network, cfg.study.num_samples, seed,
-                                    train_images=None if cached else pipeline.reference_set(cfg))
+                                    train_images=None if adopted else pipeline.reference_set(cfg))
     return run
 
 
-def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, amps: dict[str, str],
-                times: dict[str, list[float]]) -> list[dict]:
-    """One row per variant of a workload: time spread, throughput (`per_call` units per call) and the
-    per-round speed-up over the first (float32 eager) variant with its spread."""
-    base = times[next(iter(amps))]
+def _first_calls(fns: dict[str, Callable[[], object]], device: torch.device) -> dict[str, float]:
+    """Each function called once, timed: the warm-up a run pays once (compilation included)."""
+    return {name: interleaved({name: fn}, 0, 1, device)[name][0] for name, fn in fns.items()}
+
+
+def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, times: dict[str, list[float]],
+                first: dict[str, float] | None = None, calls: int | None = None) -> list[dict]:
+    """One row per variant of a workload (the keys of `times`, each variant's timed calls): time spread,
+    throughput (`per_call` units per call) and the per-round speed-up over the first (float32 eager)
+    variant with its spread. With `first` (each variant's
+    first call, timed) and `calls` (the calls of the profile's run): `run_speedup`, the run's time in
+    float32 eager over its time on the variant, the first call's extra time (compilation) included."""
+    base = times[next(iter(times))]
     rows = []
-    for variant, amp in amps.items():
-        t, up = _spread(times[variant]), _spread([b / v for b, v in zip(base, times[variant])])
-        rows.append(dict(workload=workload, variant=variant, amp=amp, batch=batch, median_s=t["median"],
-                         p10_s=t["p10"], p90_s=t["p90"], unit=unit, per_s=per_call / t["median"],
-                         speedup=up["median"], speedup_p10=up["p10"], speedup_p90=up["p90"]))
+    for variant, ts in times.items():
+        t, up = _spread(ts), _spread([b / v for b, v in zip(base, ts)])
+        row = dict(workload=workload, variant=variant, batch=batch, median_s=t["median"],
+                   p10_s=t["p10"], p90_s=t["p90"], unit=unit, per_s=per_call / t["median"],
+                   speedup=up["median"], speedup_p10=up["p10"], speedup_p90=up["p90"])
+        if first is not None:
+            b0 = _spread(base)["median"]
+            row |= dict(first_call_s=first[variant], run_calls=calls,
+                        run_speedup=calls * b0 / (calls * t["median"] + max(0.0, first[variant] - t["median"])))
+        rows.append(row)
     return rows
+
+
+def _training_rows(workload: str, unit: str, fns: dict[str, Callable[[], object]], per_call: float,
+                   tcfg: TrainConfig, warmup: int, repeats: int, device: torch.device) -> list[dict]:
+    """`_ratio_rows` of training steps: first calls timed, then the steps interleaved."""
+    first = _first_calls(fns, device)
+    times = interleaved(fns, warmup, repeats, device)
+    return _ratio_rows(workload, unit, tcfg.batch_size, per_call, times, first, tcfg.steps)
 
 
 def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: torch.device | str = "cpu",
                     seed: int = 0) -> pd.DataFrame:
-    """The profile's adopted path against float32 eager, each workload timed `interleaved` over its variants.
+    """The profile's adopted paths against float32 eager, each workload timed `interleaved` over its variants.
 
-    Workloads: tokenizer training step (img/s, `train_tokenizer.amp`), generator training step (tokens/s,
-    `train_generator.amp`), reconstruction of one evaluation batch (img/s), the evaluation of one study
-    variant (`_study_evaluation`: the train split's features computed anew, as before their cache, against
-    cached; a fifth of the rounds, since one call takes the better part of a minute on the cpu profile),
-    batch-1 sampling latency of the four `layouts` (all eight variants in one round-robin) and batch-64
-    folded sampling (img/s); reconstruction and sampling against bf16 autocast (`EVAL_CANDIDATE`).
+    Training: the tokenizer's and the generator's steps (img/s, tokens/s) as the profile trains them
+    (`amp`, `compile`), with each variant's first call timed and the speed-up over the profile's whole run
+    with it (`run_speedup`: compilation counts against the gain). Evaluation under `evaluation.amp`:
+    reconstruction of one evaluation batch (img/s); the evaluation of one study variant (`_study_evaluation`:
+    float32 with the splits' features computed anew against the adopted path; a fifth of the rounds, since
+    one call takes the better part of a minute on the cpu profile); batch-1 sampling latency of the four
+    `layouts` (all eight variants in one round-robin) and batch-64 folded sampling (img/s).
     `speedup` = the first variant's time / variant time, per round (median, p10, p90); 1 for the first row.
     Random weights throughout (speed depends on shapes only), but the study evaluation reads the profile's
     data and evaluator (`make data`).
     """
     device = torch.device(device)
-    ev, rows = EVAL_CANDIDATE, []
+    rows = []
 
-    def adopted(amp: str) -> dict[str, str]:
-        return {"fp32 eager": FP32, f"amp {amp}": amp}
-
-    amps = adopted(cfg.train_tokenizer.amp)
+    paths = _paths(cfg.train_tokenizer)
     B = cfg.train_tokenizer.batch_size
-    times = interleaved({v: _tokenizer_step(cfg, a, device, B, seed) for v, a in amps.items()}, warmup, repeats, device)
-    rows += _ratio_rows("tokenizer train step", "img/s", B, B, amps, times)
+    fns = {v: _tokenizer_step(cfg, t, device, B, seed) for v, t in paths.items()}
+    rows += _training_rows("tokenizer train step", "img/s", fns, B, cfg.train_tokenizer, warmup, repeats, device)
 
-    amps = adopted(cfg.train_generator.amp)
-    steps = {v: _generator_step(cfg, a, device, seed) for v, a in amps.items()}
-    times = interleaved({v: fn for v, (fn, _) in steps.items()}, warmup, repeats, device)
-    rows += _ratio_rows("generator train step", "tokens/s", cfg.train_generator.batch_size,
-                        next(iter(steps.values()))[1], amps, times)
+    paths = _paths(cfg.train_generator)
+    steps = {v: _generator_step(cfg, t, device, seed) for v, t in paths.items()}
+    rows += _training_rows("generator train step", "tokens/s", {v: fn for v, (fn, _) in steps.items()},
+                           next(iter(steps.values()))[1], cfg.train_generator, warmup, repeats, device)
 
-    amps, B = adopted(ev), cfg.evaluation.batch_size
+    ev = cfg.evaluation.amp
+    amps = {path_name(FP32): FP32.amp, f"adopted: {path_name(TrainConfig(amp=ev))} (evaluation.amp)": ev}
+    B = cfg.evaluation.batch_size
     times = interleaved({v: _reconstruction(cfg, a, device, seed) for v, a in amps.items()}, warmup, repeats, device)
-    rows += _ratio_rows("reconstruction (encode + decode)", "img/s", B, B, amps, times)
+    rows += _ratio_rows("reconstruction (encode + decode)", "img/s", B, B, times)
 
-    cached = {"train features recomputed": False, "train features cached": True}
-    times = interleaved({v: _study_evaluation(cfg, c, device, seed) for v, c in cached.items()},
+    variants = {path_name(FP32) + ", features computed anew": False,
+                f"adopted: {path_name(TrainConfig(amp=ev))}, features cached": True}
+    times = interleaved({v: _study_evaluation(cfg, a, device, seed) for v, a in variants.items()},
                         min(1, warmup), max(1, repeats // 5), device)
-    rows += _ratio_rows("study evaluation (rFD + gFD)", "variants/s", 1, 1, dict.fromkeys(cached, FP32), times)
+    rows += _ratio_rows("study evaluation (rFD + gFD)", "variants/s", 1, 1, times)
 
-    samplers, variants = {}, {}
+    samplers, built = {}, {}
     for name, (gcfg, qcfg) in layouts(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, 10, device, seed)
         for v, a in amps.items():
             samplers[f"{name} | {v}"] = _under(a, generator, device, _sampler(generator, quantizer, 1, device, seed))
-        variants[name] = generator, quantizer
+        built[name] = generator, quantizer
     times = interleaved(samplers, warmup, repeats, device)
-    for name in variants:
-        rows += _ratio_rows(f"sampling batch 1, {name}", "img/s", 1, 1, amps,
-                            {v: times[f"{name} | {v}"] for v in amps})
+    for name in built:
+        rows += _ratio_rows(f"sampling batch 1, {name}", "img/s", 1, 1, {v: times[f"{name} | {v}"] for v in amps})
 
-    generator, quantizer = variants["folded"]
+    generator, quantizer = built["folded"]
     fns = {v: _under(a, generator, device, _sampler(generator, quantizer, SAMPLING_BATCH, device, seed))
            for v, a in amps.items()}
     times = interleaved(fns, max(1, warmup // 2), max(1, repeats // 2), device)
-    rows += _ratio_rows(f"sampling batch {SAMPLING_BATCH}, folded", "img/s", SAMPLING_BATCH, SAMPLING_BATCH, amps, times)
+    rows += _ratio_rows(f"sampling batch {SAMPLING_BATCH}, folded", "img/s", SAMPLING_BATCH, SAMPLING_BATCH, times)
     return pd.DataFrame(rows)
 
 
@@ -388,8 +424,11 @@ def main(cfg: Config, quick: bool = False) -> None:
           f"{warmup} warm-up + {repeats} timed rounds, variants interleaved")
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 40,
                            "display.float_format", "{:.4g}".format):
-        print("\n## Speed: the adopted path vs float32 eager (speedup = fp32 time / time, per round: median [p10, p90])")
-        print(speed_benchmark(cfg, warmup, repeats, device).to_string(index=False))
+        print("\n## Speed: the adopted paths vs float32 eager (speedup = fp32 time / time, per round: median [p10, p90])")
+        print(speed_benchmark(cfg, warmup, repeats, device).to_string(index=False, na_rep=""))
+        print("first_call_s: a variant's first step, compilation included (inductor's on-disk cache may make it "
+              "warm); run_speedup: the profile's run of run_calls steps in fp32 eager over the same run on the "
+              "variant, its first step included")
         print("\n## Sampling, batch 1, KV cache, CFG (ratios to folded, same run)")
         print(sampling_benchmark(cfg, warmup, repeats, device)[0].drop(columns="flops_counted").to_string(index=False))
         print(f"FLOPs: {FLOPS_NOTE}")

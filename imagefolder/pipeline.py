@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint, metrics, pretrained, reference, results
-from .config import Config, TrainConfig, apply_overrides, from_dict, to_dict, validate
+from .config import Config, DataConfig, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import (ImageFolderDataset, TokenDataset, UInt8View, class_names, from_uint8, resolve_root, split_files,
                    split_folder, to_uint8)
 from .generator import Generator, GeneratorObjective
@@ -75,9 +75,10 @@ def generator_name(cfg: Config) -> str:
 
 def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
     """Overrides (relative to a `TrainConfig`) that shorten its run to `steps`: the warm-up capped at the run,
-    and the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold
-    a fifth of the first weights after 500 steps)."""
-    out = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps)}
+    the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold a fifth
+    of the first weights after 500 steps), and no compiling (a few hundred steps do not repay the 1–3 min
+    that inductor takes per model shape on 2 cores)."""
+    out = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps), "compile": False}
     if tcfg.ema_decay > 0:
         out["ema_decay"] = max(0.0, round(1 - (1 - tcfg.ema_decay) * tcfg.steps / steps, 6))  # 0: no EMA
     return out
@@ -237,10 +238,12 @@ def reconstruct_all(tokenizer: ImageFolderTokenizer, images_u8: torch.Tensor, ba
 
 
 @torch.no_grad()
-def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: metrics.MetricNetwork) -> dict:
-    """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`),
-    codebook usage per branch and the blockiness of the reconstructions and of the originals
-    (`metrics.patch_edge_ratio` at the decoder's patch size)."""
+def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: metrics.MetricNetwork,
+                       cached: bool = True) -> dict:
+    """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`; the
+    val images' features from their cache, `split_features`, unless not `cached`), codebook usage per branch
+    and the blockiness of the reconstructions and of the originals (`metrics.patch_edge_ratio` at the
+    decoder's patch size)."""
     val = val_subset(cfg, cfg.evaluation.num_recon)
     real = val.uint8_images()
     device = next(tokenizer.parameters()).device
@@ -255,7 +258,8 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
                                          perceptual=lambda a, b: perceptual(a, b).expand(len(a)),
                                          perceptual_name=perceptual.name,
                                          batch_size=bs)
-    fid = metrics.generation_metrics(recon, real, network, n=len(real), metrics=("fid",), batch_size=bs,
+    against = split_features(cfg, val.cfg, "val", network, ("fid",)) if cached else real
+    fid = metrics.generation_metrics(recon, against, network, n=len(real), metrics=("fid",), batch_size=bs,
                                      device=str(device))
     key = metrics.metric_key("FD", network.name)
     patch = cfg.tokenizer.decoder.patch_size
@@ -442,22 +446,31 @@ REFERENCE_METRICS = ("fid", "kid", "prc")  # the metrics that read the reference
 
 def reference_features(cfg: Config, network: metrics.MetricNetwork) -> metrics.SetFeatures:
     """The train split's features under `network`: the reference every generated set is scored against,
-    `evaluation.num_reference` images spread over classes, streamed (never held in RAM unless the data set is).
+    `evaluation.num_reference` images spread over classes (`split_features`)."""
+    return split_features(cfg, _reference_data(cfg), "train", network, REFERENCE_METRICS)
 
-    Kept in `<run_dir>/<profile>/cache/` as safetensors, under a hash of all they depend on (`_reference_key`:
+
+def split_features(cfg: Config, data: DataConfig, split: str, network: metrics.MetricNetwork,
+                   which: tuple[str, ...]) -> metrics.SetFeatures:
+    """The features under `network` that the metrics `which` read, of a split's images as `data` selects
+    them, streamed (never held in RAM unless the data set is).
+
+    Kept in `<run_dir>/<profile>/cache/` as safetensors, under a hash of all they depend on (`_features_key`:
     the network, the names and bytes of the files, how they are decoded, the batch, the device and the library
     versions), so a changed file or network makes a new entry, never a stale one. Under `data.skip_corrupt`
     they are recomputed every time, so that the skipped files are counted and reported each time."""
-    layers = metrics.feature_layers(network, REFERENCE_METRICS)
+    layers = metrics.feature_layers(network, which)
 
     def compute() -> metrics.SetFeatures:
-        return metrics.set_features(reference_set(cfg), network, layers, batch_size=cfg.evaluation.batch_size,
-                                    device=device_of(cfg), what=f"reference ({resolve_root(cfg.data) / 'train'})")
+        return metrics.set_features(UInt8View(ImageFolderDataset(data, split, train=False)), network, layers,
+                                    batch_size=cfg.evaluation.batch_size, device=device_of(cfg),
+                                    what=f"{split} split ({resolve_root(data) / split})")
 
     if cfg.data.skip_corrupt:
         return compute()
-    key = _reference_key(cfg, network, layers)
-    path = Path(cfg.run_dir) / cfg.profile / "cache" / f"reference-{_short_hash(key)}.safetensors"
+    key = _features_key(cfg, data, split, network, layers)
+    name = "reference" if split == "train" else split
+    path = Path(cfg.run_dir) / cfg.profile / "cache" / f"{name}-{_short_hash(key)}.safetensors"
     if path.exists():
         return _load_features(path, key, network)
     features = compute()
@@ -479,12 +492,12 @@ def _short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _reference_key(cfg: Config, network: metrics.MetricNetwork, layers: list[str]) -> dict[str, Any]:
-    """What the reference features depend on; its hash names their cache file."""
-    data = _reference_data(cfg)
+def _features_key(cfg: Config, data: DataConfig, split: str, network: metrics.MetricNetwork,
+                  layers: list[str]) -> dict[str, Any]:
+    """What a split's features depend on; its hash names their cache file."""
     root = resolve_root(data)
     files = hashlib.sha256()
-    for f, label in split_files(data, "train"):
+    for f, label in split_files(data, split):
         files.update(f"{f.relative_to(root).as_posix()}:{label}\n".encode())
         files.update(hashlib.sha256(f.read_bytes()).digest())
     versions = {lib: importlib.metadata.version(lib) for lib in ("torch", "torchvision", "torch-fidelity", "pillow")}
@@ -498,5 +511,5 @@ def _load_features(path: Path, key: dict[str, Any], network: metrics.MetricNetwo
     try:
         layers, _, extra = checkpoint.load_model(path, expected_config=key)
     except checkpoint.CheckpointError as err:
-        raise checkpoint.CheckpointError(f"reference-feature cache: {err}; delete it to recompute") from err
+        raise checkpoint.CheckpointError(f"feature cache: {err}; delete it to recompute") from err
     return metrics.SetFeatures(layers, tuple(extra["size"]), network.sha256)

@@ -38,15 +38,17 @@ from . import checkpoint
 from .config import TrainConfig
 
 
-# TrainConfig fields that change only when the trainer logs and saves, never what it trains: they leave
-# a run's name and its resume check (pipeline.run_definition).
+# TrainConfig fields that change only when the trainer logs and saves, never what it trains, and those that
+# change only how a step is executed, not what it computes (compiled and eager steps agree to float
+# rounding, as threads and devices do): they leave a run's name and its resume check (pipeline.run_definition).
 BOOKKEEPING_FIELDS = frozenset({"ckpt_every", "keep_ckpts", "log_every"})
+EXECUTION_FIELDS = frozenset({"compile"})
 
 
 def without_bookkeeping(node: Any) -> Any:
-    """A config node as plain data, without the bookkeeping fields of every TrainConfig in it."""
+    """A config node as plain data, without the bookkeeping and execution fields of every TrainConfig in it."""
     if dataclasses.is_dataclass(node):
-        skip = BOOKKEEPING_FIELDS if isinstance(node, TrainConfig) else ()
+        skip = BOOKKEEPING_FIELDS | EXECUTION_FIELDS if isinstance(node, TrainConfig) else ()
         return {f.name: without_bookkeeping(getattr(node, f.name)) for f in dataclasses.fields(node)
                 if f.name not in skip}
     return [without_bookkeeping(v) for v in node] if isinstance(node, (list, tuple)) else node
@@ -334,6 +336,7 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
         print(f"{desc}: resuming from {latest} (step {start} of {tcfg.steps})")
 
     model = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1 else objective)
+    model = torch.compile(model) if tcfg.compile else model
     loader = step_loader(dataset, tcfg, seed, start, info)
     objective.train()
     # counts images, so its rate is img/s; disable=None: drawn only on a terminal (tqdm's rule), never into a

@@ -128,11 +128,11 @@ def test_resume_ignores_what_does_not_define_the_run(killed, tmp_path, capsys, c
     assert not any(k.startswith("model.teacher.") for k in saved)  # the frozen teacher is never saved
 
 
-def test_bookkeeping_fields_leave_every_run_name(tmp_path):
+def test_bookkeeping_and_execution_fields_leave_every_run_name(tmp_path):
     base = _cfg(tmp_path)
     names = (pipeline.tokenizer_name(base), pipeline.generator_name(base))
     for section in ("train_tokenizer", "train_generator", "teacher.train"):
-        for name, value in (("ckpt_every", 7), ("keep_ckpts", 9), ("log_every", 11)):
+        for name, value in (("ckpt_every", 7), ("keep_ckpts", 9), ("log_every", 11), ("compile", True)):
             cfg = _cfg(tmp_path, {f"{section}.{name}": value})
             assert (pipeline.tokenizer_name(cfg), pipeline.generator_name(cfg)) == names, f"{section}.{name}"
     assert pipeline.tokenizer_name(_cfg(tmp_path, {"train_tokenizer.lr": 1e-4})) != names[0]

@@ -400,6 +400,22 @@ def test_train_features_are_cached_and_score_as_computed_anew(image_folder, net,
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow  # ≈ 10 s: a 2-step smoke tokenizer, evaluated three times
+def test_val_features_are_cached_and_score_as_computed_anew(tmp_path):
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path), "train_tokenizer.steps": 2})
+    tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg))
+    network = M.metric_network(cfg)
+    cache = tmp_path / "smoke" / "cache"
+    fresh = pipeline.evaluate_tokenizer(cfg, tokenizer, network, cached=False)
+    assert not list(cache.glob("val-*"))
+    first = pipeline.evaluate_tokenizer(cfg, tokenizer, network)
+    (entry,) = cache.glob("val-*.safetensors")
+    assert first == fresh == pipeline.evaluate_tokenizer(cfg, tokenizer, network)  # computed, then read: equal
+    entry.write_bytes(b"not safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match=f"{entry.name}.*delete it"):
+        pipeline.evaluate_tokenizer(cfg, tokenizer, network)
+
+
 def test_class_consistency_is_the_evaluators_accuracy_on_real_images():
     cfg = config.profile("smoke")
     path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
