@@ -8,8 +8,9 @@
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
 - `speed_benchmark`: the profile's adopted fast paths against float32 eager, as ratios: tokenizer and
   generator training (the profile's `amp` and `compile`, compilation time counted), reconstruction, a
-  study variant's evaluation, batch-1 sampling of the four layouts and batch-64 sampling (`evaluation.amp`,
-  and for the study evaluation the splits' features cached against computed anew).
+  study variant's evaluation, batch-1 sampling of the four layouts and batch-64 sampling (bf16 autocast,
+  adopted or a candidate as `evaluation.amp` says, and for the study evaluation the splits' features
+  cached against computed anew).
 
 Variants being compared are timed interleaved (`interleaved`: round-robin, A B A B …, in one process), so a
 drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
@@ -33,7 +34,7 @@ from .config import Config, GeneratorConfig, QuantizerConfig, TrainConfig
 from .generator import Generator, GeneratorObjective, parameter_counts
 from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
 from .quantize import ProductQuantizer
-from .train import build_optimisation, forward_precision, train_step
+from .train import build_optimisation, forward_precision, train_step, uses_bf16
 
 # warm-up and timed rounds per profile (a round times every variant being compared once, round-robin)
 REPEATS = {"smoke": (1, 3), "cpu": (2, 10)}
@@ -301,21 +302,22 @@ def _reconstruction(cfg: Config, amp: str, device: torch.device, seed: int = 0) 
     return _under(amp, tokenizer, device, lambda: tokenizer.reconstruct(images))
 
 
-def _study_evaluation(cfg: Config, adopted: bool, device: torch.device, seed: int = 0) -> Callable[[], object]:
+def _study_evaluation(cfg: Config, amp: str, cached: bool, device: torch.device, seed: int = 0
+                      ) -> Callable[[], object]:
     """The evaluation of one study variant, as `study.tokenizer_row` runs it once both models are trained:
     reconstruction metrics (`evaluation.num_recon` val images), then `study.num_samples` samples scored
-    against the train split. `adopted`: under `evaluation.amp` with the splits' features read from their
-    cache; else in float32 with them computed anew, as before either. A random tokenizer and generator,
-    the profile's own evaluator and data."""
-    cfg = cfg if adopted else config.apply_overrides(cfg, {"evaluation.amp": FP32.amp})
+    against the train split; reconstruction and sampling under `amp`, the splits' features read from their
+    cache (`cached`) or computed anew, as before the cache. A random tokenizer and generator, the profile's
+    own evaluator and data."""
+    cfg = config.apply_overrides(cfg, {"evaluation.amp": amp})
     tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
     generator = Generator(cfg.generator, cfg.quantizer, pipeline.class_count(cfg)).to(device).eval()
     network = metrics.metric_network(cfg)
 
     def run():
-        pipeline.evaluate_tokenizer(cfg, tokenizer, network, cached=adopted)
+        pipeline.evaluate_tokenizer(cfg, tokenizer, network, cached=cached)
         pipeline.evaluate_generator(cfg, generator, tokenizer, network, cfg.study.num_samples, seed,
-                                    train_images=None if adopted else pipeline.reference_set(cfg))
+                                    train_images=None if cached else pipeline.reference_set(cfg))
     return run
 
 
@@ -360,11 +362,12 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
 
     Training: the tokenizer's and the generator's steps (img/s, tokens/s) as the profile trains them
     (`amp`, `compile`), with each variant's first call timed and the speed-up over the profile's whole run
-    with it (`run_speedup`: compilation counts against the gain). Evaluation under `evaluation.amp`:
-    reconstruction of one evaluation batch (img/s); the evaluation of one study variant (`_study_evaluation`:
-    float32 with the splits' features computed anew against the adopted path; a fifth of the rounds, since
-    one call takes the better part of a minute on the cpu profile); batch-1 sampling latency of the four
-    `layouts` (all eight variants in one round-robin) and batch-64 folded sampling (img/s).
+    with it (`run_speedup`: compilation counts against the gain). Evaluation in float32 against bf16
+    autocast, the adopted path where `evaluation.amp` says bf16 and a candidate otherwise: reconstruction of
+    one evaluation batch (img/s); the evaluation of one study variant (`_study_evaluation`: float32 with the
+    splits' features computed anew against the adopted path, and the bf16 candidate; a fifth of the rounds,
+    since one call takes the better part of a minute on the cpu profile); batch-1 sampling latency of the
+    four `layouts` (all eight variants in one round-robin) and batch-64 folded sampling (img/s).
     `speedup` = the first variant's time / variant time, per round (median, p10, p90); 1 for the first row.
     Random weights throughout (speed depends on shapes only), but the study evaluation reads the profile's
     data and evaluator (`make data`).
@@ -383,14 +386,18 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
                            next(iter(steps.values()))[1], cfg.train_generator, warmup, repeats, device)
 
     ev = cfg.evaluation.amp
-    amps = {path_name(FP32): FP32.amp, f"adopted: {path_name(TrainConfig(amp=ev))} (evaluation.amp)": ev}
+    adopted = uses_bf16(device, ev)
+    bf16 = "adopted: bf16 (evaluation.amp)" if adopted else "bf16 (candidate, not adopted)"
+    amps = {path_name(FP32): FP32.amp, bf16: "bf16"}
     B = cfg.evaluation.batch_size
     times = interleaved({v: _reconstruction(cfg, a, device, seed) for v, a in amps.items()}, warmup, repeats, device)
     rows += _ratio_rows("reconstruction (encode + decode)", "img/s", B, B, times)
 
-    variants = {path_name(FP32) + ", features computed anew": False,
-                f"adopted: {path_name(TrainConfig(amp=ev))}, features cached": True}
-    times = interleaved({v: _study_evaluation(cfg, a, device, seed) for v, a in variants.items()},
+    variants = {path_name(FP32) + ", features computed anew": (FP32.amp, False),
+                f"adopted: {'bf16' if adopted else path_name(FP32)}, features cached": (ev, True)}
+    if not adopted:
+        variants[bf16 + ", features cached"] = ("bf16", True)
+    times = interleaved({v: _study_evaluation(cfg, a, c, device, seed) for v, (a, c) in variants.items()},
                         min(1, warmup), max(1, repeats // 5), device)
     rows += _ratio_rows("study evaluation (rFD + gFD)", "variants/s", 1, 1, times)
 
