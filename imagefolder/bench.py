@@ -330,10 +330,14 @@ def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, times: di
                 first: dict[str, float] | None = None, calls: int | None = None) -> list[dict]:
     """One row per variant of a workload (the keys of `times`, each variant's timed calls): time spread,
     throughput (`per_call` units per call) and the per-round speed-up over the first (float32 eager)
-    variant with its spread. With `first` (each variant's
-    first call, timed) and `calls` (the calls of the profile's run): `run_speedup`, the run's time in
-    float32 eager over its time on the variant, the first call's extra time (compilation) included."""
+    variant with its spread. With `first` (each variant's first call, timed) and `calls` (the calls of the
+    profile's run): `run_speedup`, the run's time in float32 eager over its time on the variant, each with
+    its first call (compilation included) in place of one median call."""
     base = times[next(iter(times))]
+
+    def run_time(variant: str) -> float:
+        return (calls - 1) * _spread(times[variant])["median"] + first[variant]
+
     rows = []
     for variant, ts in times.items():
         t, up = _spread(ts), _spread([b / v for b, v in zip(base, ts)])
@@ -341,9 +345,8 @@ def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, times: di
                    p10_s=t["p10"], p90_s=t["p90"], unit=unit, per_s=per_call / t["median"],
                    speedup=up["median"], speedup_p10=up["p10"], speedup_p90=up["p90"])
         if first is not None:
-            b0 = _spread(base)["median"]
             row |= dict(first_call_s=first[variant], run_calls=calls,
-                        run_speedup=calls * b0 / (calls * t["median"] + max(0.0, first[variant] - t["median"])))
+                        run_speedup=run_time(next(iter(times))) / run_time(variant))
         rows.append(row)
     return rows
 
@@ -435,7 +438,7 @@ def main(cfg: Config, quick: bool = False) -> None:
         print(speed_benchmark(cfg, warmup, repeats, device).to_string(index=False, na_rep=""))
         print("first_call_s: a variant's first step, compilation included (inductor's on-disk cache may make it "
               "warm); run_speedup: the profile's run of run_calls steps in fp32 eager over the same run on the "
-              "variant, its first step included")
+              "variant, each with its first step")
         print("\n## Sampling, batch 1, KV cache, CFG (ratios to folded, same run)")
         print(sampling_benchmark(cfg, warmup, repeats, device)[0].drop(columns="flops_counted").to_string(index=False))
         print(f"FLOPs: {FLOPS_NOTE}")
