@@ -26,7 +26,9 @@ from .results import results_dir
 from .tables import VERDICT_RULE
 
 VERDICT_SECTION = "What-this-run-shows"  # the id nbconvert gives the heading under which each notebook judges
-WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ", re.MULTILINE)  # how `warnings` prints one
+# how `warnings` prints one, and how torch's own log does (e.g. inductor's "W1202 02:10:19.118000 5570
+# …/cpp_extension.py:183] No CUDA runtime is found")
+WARNING = re.compile(r"^(\S.*:\d+: \w*Warning: |[WE]\d{4} [\d:.]+ +\d+ \S+:\d+\] )", re.MULTILINE)
 
 CSS = """
 body.jp-Notebook main, body.index { max-width: 1240px; margin: 0 auto; padding: 0 8px; }

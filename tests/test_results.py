@@ -253,6 +253,8 @@ def _executed_notebook(path: Path) -> Path:
         nbformat.v4.new_output("stream", name="stderr", text="\rtok:  10%|█ | 5/50 [00:01<00:09, 5img/s]"),
         nbformat.v4.new_output("stream", name="stderr",
                                text="/home/me/.venv/lib/x.py:21: UserWarning: something\n  import y\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="W1202 02:10:19.118000 5570 /home/me/.venv/lib/torch/"
+                               "utils/cpp_extension.py:183] [0/0] No CUDA runtime is found\n"),
         nbformat.v4.new_output("stream", name="stderr", text="tok-123: 50 steps in 9 s, 44 img/s, loss_model 1.2\n"),
         nbformat.v4.new_output("execute_result", data={"text/plain": "PosixPath('results/x.png')"}, execution_count=1),
         nbformat.v4.new_output("display_data", data={"text/markdown": "| a |\n|---|\n| 1 |", "text/plain": "<Markdown>"}),
@@ -276,6 +278,7 @@ def test_make_html_cleans_reports_and_writes_the_index(tmp_path):
     assert paths == [folder / "reports" / "01_token_length.html", folder / "index.html"]
     page = paths[0].read_text()
     assert "5/50" not in page and "UserWarning" not in page and "/home/me" not in page and "PosixPath" not in page
+    assert "CUDA runtime" not in page
     assert "44 img/s" in page and 'href="../index.html"' in page and 'id="What-this-run-shows"' in page
     index = paths[1].read_text()
     assert 'href="reports/01_token_length.html"' in index and 'src="figures/token_counts.png"' in index
