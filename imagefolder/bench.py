@@ -34,7 +34,7 @@ from .config import Config, GeneratorConfig, QuantizerConfig, TrainConfig
 from .generator import Generator, GeneratorObjective, parameter_counts
 from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
 from .quantize import ProductQuantizer
-from .train import build_optimisation, forward_precision, train_step, uses_bf16
+from .train import build_optimisation, compiled, forward_precision, train_step, uses_bf16
 
 # warm-up and timed rounds per profile (a round times every variant being compared once, round-robin)
 REPEATS = {"smoke": (1, 3), "cpu": (2, 10)}
@@ -217,7 +217,7 @@ def _tokenizer_step(cfg: Config, tcfg: TrainConfig, device: torch.device, batch:
     labels = torch.zeros(batch, dtype=torch.long, device=device)
     opt = build_optimisation(objective, tcfg, device)
     objective.train()
-    model = _compiled(objective, tcfg)
+    model = compiled(objective, tcfg)
     return lambda: train_step(model, opt, [images, labels], cfg.tokenizer.disc_start, tcfg, device)
 
 
@@ -265,11 +265,6 @@ def _paths(tcfg: TrainConfig) -> dict[str, TrainConfig]:
             f"adopted: {path_name(tcfg)}": tcfg}
 
 
-def _compiled(objective: torch.nn.Module, tcfg: TrainConfig) -> torch.nn.Module:
-    """What `train.train` runs the forward through: the objective, compiled where `tcfg.compile`."""
-    return torch.compile(objective) if tcfg.compile else objective
-
-
 def _generator_step(cfg: Config, tcfg: TrainConfig, device: torch.device, seed: int = 0
                     ) -> tuple[Callable[[], object], int]:
     """A no-argument `train.train_step` of the profile's generator (random weights, random tokens) as `tcfg`
@@ -283,7 +278,7 @@ def _generator_step(cfg: Config, tcfg: TrainConfig, device: torch.device, seed: 
     labels = torch.randint(0, 10, (B,), device=device)
     opt = build_optimisation(objective, tcfg, device)
     objective.train()
-    model = _compiled(objective, tcfg)
+    model = compiled(objective, tcfg)
     return lambda: train_step(model, opt, [tokens, labels], tcfg.warmup_steps, tcfg, device), B * T
 
 

@@ -169,6 +169,11 @@ def forward_precision(model: nn.Module, device: torch.device, amp: str) -> Itera
             m.fused_attn = True
 
 
+def compiled(model: nn.Module, tcfg: TrainConfig) -> nn.Module:
+    """What a training step runs its forward through: `model`, compiled by inductor where `tcfg.compile`."""
+    return torch.compile(model) if tcfg.compile else model
+
+
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """State dict without frozen parameters (frozen teachers are not ours to save)."""
     frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
@@ -336,7 +341,7 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
         print(f"{desc}: resuming from {latest} (step {start} of {tcfg.steps})")
 
     model = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1 else objective)
-    model = torch.compile(model) if tcfg.compile else model
+    model = compiled(model, tcfg)
     loader = step_loader(dataset, tcfg, seed, start, info)
     objective.train()
     # counts images, so its rate is img/s; disable=None: drawn only on a terminal (tqdm's rule), never into a
