@@ -469,8 +469,7 @@ def split_features(cfg: Config, data: DataConfig, split: str, network: metrics.M
     if cfg.data.skip_corrupt:
         return compute()
     key = _features_key(cfg, data, split, network, layers)
-    name = "reference" if split == "train" else split
-    path = Path(cfg.run_dir) / cfg.profile / "cache" / f"{name}-{_short_hash(key)}.safetensors"
+    path = Path(cfg.run_dir) / cfg.profile / "cache" / f"{split}-{_short_hash(key)}.safetensors"
     if path.exists():
         return _load_features(path, key, network)
     features = compute()
