@@ -283,9 +283,9 @@ def _generator_step(cfg: Config, tcfg: TrainConfig, device: torch.device, seed: 
 
 
 def _under(amp: str, model: torch.nn.Module, device: torch.device, fn: Callable[[], object]) -> Callable[[], object]:
-    """`fn` as a call under `train.forward_precision(model, device, amp)`."""
+    """`fn` as an evaluation call: without gradients, under `train.forward_precision(model, device, amp)`."""
     def run():
-        with forward_precision(model, device, amp):
+        with torch.no_grad(), forward_precision(model, device, amp):
             return fn()
     return run
 

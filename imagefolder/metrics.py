@@ -109,15 +109,15 @@ class ReferenceFeatureExtractor(FeatureExtractorBase):
             raise ValueError(f"expected uint8 (B,3,H,W) images, got {x.dtype} {tuple(x.shape)}")
         net, label, _ = _NETWORKS[self.name]
         device = next(net.parameters()).device
-        x = from_uint8(x.to(device))  # (B,3,H,W) in [-1,1]
-        out = {"features": lambda: net.features(x), "logits": lambda: net.logits(x, label)}
+        features_BD = net.features(from_uint8(x.to(device)))  # one pass serves both layers
+        out = {"features": lambda: features_BD, "logits": lambda: net.classify(features_BD, label)}
         return tuple(out[f]().float() for f in self.features_list)
 
 
 def reference_network(module: nn.Module, name: str = "evaluator", *, label: str | None = None,
                       file: str | Path | None = None, resolution: int | None = None,
                       extractor: str | None = None) -> MetricNetwork:
-    """Register a reference net (`features(x)`, `logits(x, label)`) with torch-fidelity; idempotent.
+    """Register a reference net (`features(x)`, `classify(features, label)`) with torch-fidelity; idempotent.
 
     The network is put in eval mode; `resolution` defaults to `module.resolution` when it has one.
     `extractor` is the registry name (default `<name>-<hash[:12]>`);
@@ -281,18 +281,25 @@ def proportional_labels(n: int, class_counts: Sequence[int]) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts)), share)
 
 
-@torch.no_grad()
 def class_consistency(images_u8: torch.Tensor, labels: torch.Tensor, network: MetricNetwork, label: str,
                       batch_size: int = 100, device: str | torch.device = "cpu") -> float | None:
     """Fraction of uint8 `images_u8` (N,3,H,W) that `network`'s head for `label` classifies as their class in
     `labels` (N,): the class a sample was generated for, or a real image's own. None when the network has
-    no head over that label (Inception: not computed)."""
-    if network.extractor not in _NETWORKS or _NETWORKS[network.extractor][1] != label:
+    no head over that label (Inception: not computed). `generation_metrics(labels=...)` gives the same
+    from the pass that computes IS."""
+    if not _classifies(network, label):
         return None
-    net = _NETWORKS[network.extractor][0].to(device)
-    hits = sum(int((net.logits(from_uint8(x.to(device)), label).argmax(-1).cpu() == y).sum())
-               for x, y in zip(images_u8.split(batch_size), labels.split(batch_size)))
-    return hits / len(images_u8)
+    logits = set_features(images_u8, network, ["logits"], batch_size=batch_size, device=device).layers["logits"]
+    return _agreement(logits, labels)
+
+
+def _classifies(network: MetricNetwork, label: str) -> bool:
+    """Whether the logits `network` gives IS are over `label` (only then is class consistency defined)."""
+    return network.extractor in _NETWORKS and _NETWORKS[network.extractor][1] == label
+
+
+def _agreement(logits_NC: torch.Tensor, labels_N: torch.Tensor) -> float:
+    return float((logits_NC.argmax(-1) == labels_N.to(logits_NC.device)).float().mean())
 
 
 # ----------------------------------------------------------------------------- generation metrics
@@ -360,7 +367,8 @@ def _extract(data: Dataset, size: tuple[int, int], network: MetricNetwork, layer
 def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_reference: int | None = None,
                        metrics: Sequence[str] = ("fid", "isc", "prc", "kid"), batch_size: int = 64,
                        kid_subset_size: int = 1000, isc_splits: int = 10, prc_neighborhood: int = 3,
-                       device: str | torch.device = "cpu", seed: int = 2020) -> dict:
+                       device: str | torch.device = "cpu", seed: int = 2020, labels: torch.Tensor | None = None,
+                       label: str | None = None) -> dict:
     """FD/FID, IS, precision, recall and KID of `samples` against `reference`, all on one network.
 
     samples, reference: uint8 tensor (N,3,H,W), Dataset of uint8 (3,H,W) (or tuples led by one), or a
@@ -369,7 +377,9 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     used; fewer images, mixed sizes or a non-uint8 dtype raise ValueError before any network runs.
     Features come from torch-fidelity's extraction and every metric from torch-fidelity's functions on
     them (its own feature cache, a pickle, is not used). KID's subset size is capped at the smaller set.
-    IS uses the samples only. Returns keys named by `metric_key` plus N, N_reference, network,
+    IS uses the samples only. With `labels` (the class each sample was generated for, under the data's
+    `label`), also their class consistency from the same network pass (`class_consistency`; None where
+    the network has no head over `label`). Returns keys named by `metric_key` plus N, N_reference, network,
     network_sha256, network_file, KID_subset_size.
     """
     unknown = set(metrics) - {"fid", "isc", "prc", "kid"}
@@ -403,7 +413,11 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     missing = set(feature_layers(network, binary)) - set(reference.layers) if input2 is None else set()
     if missing:
         raise ValueError(f"reference features lack the layer(s) {sorted(missing)} that {binary} read")
-    feats1 = _extract(input1, size1, network, feature_layers(network, metrics), batch_size, device).layers
+    if labels is not None and len(labels) != n1:
+        raise ValueError(f"labels: {len(labels)} for {n1} samples")
+    consistency = labels is not None and _classifies(network, label)
+    feats1 = _extract(input1, size1, network, feature_layers(network, [*metrics, *["isc"] * consistency]),
+                      batch_size, device).layers
     feats2 = None
     if binary:
         feats2 = (reference if input2 is None else
@@ -426,6 +440,9 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
                network_file=network.file)
     if "kid" in metrics:
         out["KID_subset_size"] = kid_size
+    if labels is not None:
+        logits = feature_layers(network, ["isc"])[0]
+        out[metric_key("class_consistency", network.name)] = _agreement(feats1[logits], labels) if consistency else None
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -377,6 +378,7 @@ def generator_at(path: str | Path, step: int, device: torch.device | str = "cpu"
 
 
 @torch.no_grad()
+@torch.no_grad()
 def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels: torch.Tensor, cfg: Config,
                   seed: int, batch_size: int | None = None, **sampling) -> torch.Tensor:
     """Class-conditional samples as uint8 (N, 3, H, W); `sampling` overrides cfg_scale / top_k / top_p."""
@@ -432,13 +434,9 @@ def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.M
     (`metrics.class_consistency`; None where not computed)."""
     against = reference_features(cfg, network) if train_images is None else train_images
     n = len(images_u8)
-    result = metrics.generation_metrics(images_u8, against, network, n=n, batch_size=cfg.evaluation.batch_size,
-                                        kid_subset_size=min(cfg.evaluation.kid_subset_size, n),
-                                        device=str(device_of(cfg)))
-    if labels is not None:
-        result[metrics.metric_key("class_consistency", network.name)] = metrics.class_consistency(
-            images_u8, labels, network, cfg.data.label, cfg.evaluation.batch_size, device_of(cfg))
-    return result
+    return metrics.generation_metrics(images_u8, against, network, n=n, batch_size=cfg.evaluation.batch_size,
+                                      kid_subset_size=min(cfg.evaluation.kid_subset_size, n),
+                                      device=str(device_of(cfg)), labels=labels, label=cfg.data.label)
 
 
 REFERENCE_METRICS = ("fid", "kid", "prc")  # the metrics that read the reference set (IS reads the samples alone)
@@ -498,11 +496,19 @@ def _features_key(cfg: Config, data: DataConfig, split: str, network: metrics.Me
     files = hashlib.sha256()
     for f, label in split_files(data, split):
         files.update(f"{f.relative_to(root).as_posix()}:{label}\n".encode())
-        files.update(hashlib.sha256(f.read_bytes()).digest())
+        stat = f.stat()
+        files.update(_file_digest(str(f), stat.st_size, stat.st_mtime_ns))
     versions = {lib: importlib.metadata.version(lib) for lib in ("torch", "torchvision", "torch-fidelity", "pillow")}
     return {"network": network.sha256, "extractor": network.extractor, "layers": layers, "files": files.hexdigest(),
             "resolution": data.resolution, "background": data.background, "batch_size": cfg.evaluation.batch_size,
             "device": device_of(cfg).type, "versions": versions, "model_code_version": MODEL_CODE_VERSION}
+
+
+@functools.lru_cache(maxsize=200_000)
+def _file_digest(path: str, size: int, mtime_ns: int) -> bytes:
+    """sha256 of a file's bytes, read once per process while its size and modification time stay the same
+    (a study evaluates many variants against the same splits)."""
+    return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
 def _load_features(path: Path, key: dict[str, Any], network: metrics.MetricNetwork) -> metrics.SetFeatures:

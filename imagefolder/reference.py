@@ -70,8 +70,12 @@ class ReferenceNet(nn.Module):
             return self.vit.forward_features(x)[:, 0]
         return self.trunk(x)
 
+    def classify(self, features_BD: torch.Tensor, label: str) -> torch.Tensor:
+        """`features` → (B, n) logits of the head for `label`."""
+        return self.heads[label](features_BD)
+
     def logits(self, x: torch.Tensor, label: str) -> torch.Tensor:
-        return self.heads[label](self.features(x))
+        return self.classify(self.features(x), label)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

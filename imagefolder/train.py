@@ -149,16 +149,19 @@ def uses_bf16(device: torch.device, amp: str) -> bool:
 
 @contextmanager
 def forward_precision(model: nn.Module, device: torch.device, amp: str) -> Iterator[None]:
-    """The numerics of a training forward: bf16 autocast where `uses_bf16`, else float32 as it is.
+    """The numerics of a forward: bf16 autocast where `uses_bf16`, else float32 as it is.
 
-    On CPU under bf16 every submodule with a `fused_attn` switch (timm's Attention, the generator's
-    SelfAttention) computes attention as two matmuls and a softmax for the duration: the fused CPU kernel is
-    slower in bf16 than in float32 (its backward 6×), the matmul form runs on the bf16 units (cpu
-    tokenizer step 1.60× vs 1.05× with the fused kernel, interleaved, one thread)."""
+    On CPU under bf16, when entered with gradients enabled (a training forward), every submodule with a
+    `fused_attn` switch (timm's Attention, the generator's SelfAttention) computes attention as two matmuls
+    and a softmax for the duration: the fused CPU kernel's bf16 backward is slow (6× its float32 one), the
+    matmul form runs on the bf16 units (cpu tokenizer step 1.60× vs 1.05× with the fused kernel,
+    interleaved, one thread). Entered without gradients (evaluation), the fused kernel stays: in a bf16
+    forward alone it is the faster one (cpu tokenizer reconstruction 1.15×)."""
     if not uses_bf16(device, amp):
         yield
         return
-    switched = [m for m in model.modules() if getattr(m, "fused_attn", False)] if device.type == "cpu" else []
+    switched = ([m for m in model.modules() if getattr(m, "fused_attn", False)]
+                if device.type == "cpu" and torch.is_grad_enabled() else [])
     for m in switched:
         m.fused_attn = False
     try:

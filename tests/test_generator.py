@@ -132,6 +132,15 @@ def test_top_p_keeps_smallest_set_reaching_p_per_branch():
     assert abs((tok[:, 0] == 0).float().mean().item() - 0.625) < 0.03
 
 
+def test_sample_tokens_draws_each_token_with_its_probability():
+    from scipy.stats import chisquare
+    n = 20_000
+    tok = sample_tokens(_two_branch_logits(n), top_k=None, generator=rng(3))
+    for branch, probs in ((0, [0.5, 0.3, 0.15, 0.05]), (1, [0.05, 0.15, 0.3, 0.5])):
+        counts = torch.bincount(tok[:, branch], minlength=4)
+        assert chisquare(counts.tolist(), [p * n for p in probs]).pvalue > 1e-3, (branch, counts)
+
+
 def test_top_k_keeps_k_largest_per_branch_then_top_p():
     n = 4000
     tok = sample_tokens(_two_branch_logits(n), top_k=3, generator=rng(2))

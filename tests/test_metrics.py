@@ -20,7 +20,7 @@ SIZE = 16
 
 
 class TinyNet(nn.Module):
-    """A random conv net with the reference-network interface (features, logits)."""
+    """A random conv net with the reference-network interface (features, classify)."""
 
     def __init__(self, seed=0):
         super().__init__()
@@ -34,8 +34,8 @@ class TinyNet(nn.Module):
     def features(self, x):
         return self.body(x)
 
-    def logits(self, x, label=None):
-        return self.head(self.body(x))
+    def classify(self, features, label=None):
+        return self.head(features)
 
 
 class ColourNet(nn.Module):
@@ -51,16 +51,17 @@ class ColourNet(nn.Module):
     def features(self, x):
         return x.mean((2, 3))
 
-    def logits(self, x, label):
+    def classify(self, features, label):
         self.seen_labels.append(label)
-        return -20 * torch.cdist(x.mean((2, 3)), self.COLOURS)
+        return -20 * torch.cdist(features, self.COLOURS)
 
 
 class ExplodingNet(TinyNet):
     def features(self, x):
         raise AssertionError("the network ran before the inputs were validated")
 
-    logits = features
+    def classify(self, features, label=None):
+        raise AssertionError("the network ran before the inputs were validated")
 
 
 class Labelled(torch.utils.data.Dataset):
@@ -427,6 +428,29 @@ def test_class_consistency_is_the_evaluators_accuracy_on_real_images():
     assert M.class_consistency(val.uint8_images(), val.labels, network, "no such head") is None
     shifted = (val.labels + 1) % int(val.labels.max() + 1)
     assert M.class_consistency(val.uint8_images(), shifted, network, cfg.data.label) < got
+
+
+def test_generation_metrics_give_class_consistency_from_the_is_pass(monkeypatch):
+    cfg = config.profile("smoke")
+    path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
+    evaluator = reference.load_from(path)
+    network = M.reference_network(evaluator, "evaluator", label=cfg.data.label, file=path,
+                                  extractor="evaluator-consistency-test")
+    val = pipeline.val_subset(cfg, 32)
+    images = val.uint8_images()
+    passes, features = [], evaluator.features
+    monkeypatch.setattr(evaluator, "features", lambda x: passes.append(len(x)) or features(x))
+    got = M.generation_metrics(images, images, network, 32, metrics=("fid", "isc"), isc_splits=2, batch_size=8,
+                               labels=val.labels, label=cfg.data.label)
+    assert passes == [8] * 8  # samples, then reference: features and logits of each batch from one pass
+    monkeypatch.undo()
+    key = M.metric_key("class_consistency", "evaluator")
+    assert got[key] == pytest.approx(M.class_consistency(images, val.labels, network, cfg.data.label))
+    none = M.generation_metrics(images, images, network, 32, metrics=("fid",), labels=val.labels, label="no such head")
+    assert none[key] is None
+    with pytest.raises(ValueError, match="labels: 31 for 32 samples"):
+        M.generation_metrics(images, images, network, 32, metrics=("fid",), labels=val.labels[:31],
+                             label=cfg.data.label)
 
 
 def test_patch_edge_ratio_finds_a_patch_grid():

@@ -27,7 +27,7 @@ def test_matmul_attention_equals_the_fused_kernel(masked):
                           F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-5)
 
 
-def test_forward_precision_switches_attention_only_under_cpu_bf16():
+def test_forward_precision_switches_attention_only_for_cpu_bf16_training():
     attn = SelfAttention(16, 2, 0.0)
     cpu = torch.device("cpu")
     assert not uses_bf16(cpu, "auto") and uses_bf16(cpu, "bf16") and uses_bf16(torch.device("cuda"), "auto")
@@ -37,6 +37,8 @@ def test_forward_precision_switches_attention_only_under_cpu_bf16():
         assert not attn.fused_attn and torch.is_autocast_enabled("cpu")
         assert attn(torch.randn(1, 4, 16)).dtype == torch.bfloat16
     assert attn.fused_attn and not torch.is_autocast_enabled("cpu")
+    with torch.no_grad(), forward_precision(attn, cpu, "bf16"):  # evaluation keeps the fused kernel
+        assert attn.fused_attn and torch.is_autocast_enabled("cpu")
 
 
 @pytest.mark.slow  # ≈ 15 s on 2 cores: a smoke tokenizer and generator, 8 steps each
@@ -99,7 +101,7 @@ def test_configure_runtime_prints_and_returns_the_thread_count(capsys):
 
 
 def test_evaluation_amp_reconstructs_close_to_float32(tmp_path):
-    """`evaluation.amp` (off on CPU by default) runs reconstruction under bf16 and returns the same kind of
+    """`evaluation.amp` (off on CPU by default, bf16 in the cpu profile) runs reconstruction under bf16 and returns the same kind of
     uint8 images, close to the float32 ones."""
     cfg = config.profile("smoke", {"run_dir": str(tmp_path), "train_tokenizer.steps": 2})
     tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg))
@@ -108,4 +110,4 @@ def test_evaluation_amp_reconstructs_close_to_float32(tmp_path):
     bf16 = pipeline.reconstruct_all(tokenizer, real, 4, amp="bf16")
     assert bf16.dtype == fp32.dtype == torch.uint8 and bf16.shape == fp32.shape
     assert (bf16.float() - fp32.float()).abs().mean() < 3  # grey levels out of 255
-    assert not uses_bf16(torch.device("cpu"), config.profile("cpu").evaluation.amp)  # the cpu profile evaluates in fp32
+    assert uses_bf16(torch.device("cpu"), config.profile("cpu").evaluation.amp)  # as the cpu profile evaluates
