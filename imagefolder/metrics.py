@@ -466,22 +466,27 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tensor,
-                           perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                           perceptual_name: str = "LPIPS", batch_size: int = 100) -> dict:
+                           perceptual: Callable[..., torch.Tensor] | None = None,
+                           perceptual_name: str = "LPIPS", batch_size: int = 100,
+                           original_features: Sequence | None = None) -> dict:
     """Mean PSNR and mean perceptual distance over images in [-1,1], (N,3,H,W) each.
 
-    `perceptual(x, y) -> (B,)` or (B,1,1,1) distances (e.g. LPIPS, or the teacher-feature distance of the
-    small profiles); reported under `perceptual_name`. rFID is `generation_metrics` on the same pairs.
+    `perceptual(reconstructions, originals) -> (B,)` or (B,1,1,1) distances per batch (e.g. LPIPS, or the
+    teacher-feature distance of the small profiles), reported under `perceptual_name`; with
+    `original_features` (one entry per batch of `batch_size`) it is called as `perceptual(reconstructions,
+    originals, features)`, so the originals' side need not be computed again. rFID is `generation_metrics`
+    on the same pairs.
     """
     if len(originals) == 0:
         raise ValueError("reconstruction_metrics: no images")
     p, d = [], []
     with torch.no_grad():
-        for i in range(0, len(originals), batch_size):
+        for k, i in enumerate(range(0, len(originals), batch_size)):
             x, y = originals[i:i + batch_size], reconstructions[i:i + batch_size]
             p.append(psnr(x, y))
             if perceptual is not None:
-                d.append(perceptual(x, y).reshape(len(x)).float().cpu())
+                known = [] if original_features is None else [original_features[k]]
+                d.append(perceptual(y, x, *known).reshape(len(x)).float().cpu())
     out = {"PSNR": torch.cat(p).mean().item(), "N": len(originals)}
     if perceptual is not None:
         out[perceptual_name] = torch.cat(d).mean().item()

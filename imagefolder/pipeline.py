@@ -28,7 +28,7 @@ from .config import Config, DataConfig, TrainConfig, apply_overrides, from_dict,
 from .data import (ImageFolderDataset, TokenDataset, UInt8View, class_names, from_uint8, resolve_root, split_files,
                    split_folder, to_uint8)
 from .generator import Generator, GeneratorObjective
-from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherViT, TokenizerObjective, build_perceptual
+from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherPerceptualLoss, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
 from .train import forward_precision, pick_device, seed_everything, train, without_bookkeeping
 
@@ -205,7 +205,54 @@ def load_tokenizer(path: str | Path, device: torch.device | str = "cpu") -> tupl
 
 def val_subset(cfg: Config, n: int) -> ImageFolderDataset:
     """The val split (n images, spread over classes when the split is larger)."""
-    return ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=min(n, cfg.data.max_per_split or n)), "val")
+    return ImageFolderDataset(_val_data(cfg, n), "val")
+
+
+def _val_data(cfg: Config, n: int | None = None) -> DataConfig:
+    """The data config of `val_subset` (n: default `evaluation.num_recon`)."""
+    n = cfg.evaluation.num_recon if n is None else n
+    return dataclasses.replace(cfg.data, max_per_split=min(n, cfg.data.max_per_split or n))
+
+
+@dataclasses.dataclass(frozen=True)
+class ValOriginals:
+    """The val images tokenizers are scored on (uint8) and, for the teacher-feature perceptual distance, the
+    teacher's features of each evaluation batch of them (else None): the same for every tokenizer."""
+
+    images: torch.Tensor
+    features: list[list[torch.Tensor]] | None
+
+
+_VAL_ORIGINALS: dict[str, ValOriginals] = {}  # the latest `val_originals`, by the hash of what it depends on
+
+
+@torch.no_grad()
+def val_originals(cfg: Config, perceptual: torch.nn.Module, cached: bool = True) -> ValOriginals:
+    """`ValOriginals` of `evaluation.num_recon` val images under `perceptual` (on its device).
+
+    With `cached`, the latest is kept for the process (a study scores many tokenizers on them) under a hash
+    of the val files' names and bytes, how they are decoded, the teacher's weights and the batch size, so a
+    changed file or network computes them anew; never for data sets not held in memory (`data.in_memory`:
+    ImageNet's val split is decoded each time) or under `data.skip_corrupt` (skips are reported each time)."""
+    teacher = perceptual.teacher if isinstance(perceptual, TeacherPerceptualLoss) else None
+    device = next(teacher.parameters()).device if teacher is not None else None
+    data, bs = _val_data(cfg), cfg.evaluation.batch_size
+    key = None
+    if cached and data.in_memory and not data.skip_corrupt:
+        key = _short_hash({"files": _files_digest(data, "val"), "resolution": data.resolution,
+                           "background": data.background, "batch_size": bs, "device": str(device),
+                           "teacher": checkpoint.state_dict_hash(teacher) if teacher is not None else None})
+        if key in _VAL_ORIGINALS:
+            return _VAL_ORIGINALS[key]
+    images = val_subset(cfg, cfg.evaluation.num_recon).uint8_images()
+    features = None
+    if teacher is not None:
+        features = [teacher.block_features(_on(batch, device), perceptual.depths) for batch in images.split(bs)]
+    originals = ValOriginals(images, features)
+    if key is not None:
+        _VAL_ORIGINALS.clear()
+        _VAL_ORIGINALS[key] = originals
+    return originals
 
 
 def progress(total: int, desc: str) -> tqdm:
@@ -245,21 +292,22 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
     val images' features from their cache, `split_features`, unless not `cached`), codebook usage per branch
     and the blockiness of the reconstructions and of the originals (`metrics.patch_edge_ratio` at the
     decoder's patch size)."""
-    val = val_subset(cfg, cfg.evaluation.num_recon)
-    real = val.uint8_images()
     device = next(tokenizer.parameters()).device
     bs = cfg.evaluation.batch_size
+    teacher = (frozen_vit(cfg, cfg.tokenizer.teacher_network).to(device)  # held by the loss, so moved here
+               if cfg.evaluation.perceptual_network == "teacher" else None)
+    perceptual = build_perceptual(cfg, teacher).to(device)
+    originals = val_originals(cfg, perceptual, cached)
+    real = originals.images
     usage = metrics.CodebookUsage(cfg.quantizer.codebook_size, cfg.quantizer.branches)
     recon = reconstruct_all(tokenizer, real, bs, amp=cfg.evaluation.amp, usage=usage)
-    perceptual = build_perceptual(cfg, frozen_vit(cfg, cfg.tokenizer.teacher_network)
-                                  if cfg.evaluation.perceptual_network == "teacher" else None).to(device)
     # the perceptual loss averages over its batch: each image of a batch gets that mean, so the mean over
     # every image is the mean of per-image distances, as batches of one would give it
     rec = metrics.reconstruction_metrics(_on(real, device), _on(recon, device),
-                                         perceptual=lambda a, b: perceptual(a, b).expand(len(a)),
-                                         perceptual_name=perceptual.name,
-                                         batch_size=bs)
-    against = split_features(cfg, val.cfg, "val", network, ("fid",)) if cached else real
+                                         perceptual=lambda r, o, *known: perceptual(r, o, *known).expand(len(r)),
+                                         perceptual_name=perceptual.name, batch_size=bs,
+                                         original_features=originals.features)
+    against = split_features(cfg, _val_data(cfg), "val", network, ("fid",)) if cached else real
     fid = metrics.generation_metrics(recon, against, network, n=len(real), metrics=("fid",), batch_size=bs,
                                      device=str(device))
     key = metrics.metric_key("FD", network.name)
@@ -492,16 +540,22 @@ def _short_hash(obj: Any) -> str:
 def _features_key(cfg: Config, data: DataConfig, split: str, network: metrics.MetricNetwork,
                   layers: list[str]) -> dict[str, Any]:
     """What a split's features depend on; its hash names their cache file."""
+    versions = {lib: importlib.metadata.version(lib) for lib in ("torch", "torchvision", "torch-fidelity", "pillow")}
+    return {"network": network.sha256, "extractor": network.extractor, "layers": layers,
+            "files": _files_digest(data, split),
+            "resolution": data.resolution, "background": data.background, "batch_size": cfg.evaluation.batch_size,
+            "device": device_of(cfg).type, "versions": versions, "model_code_version": MODEL_CODE_VERSION}
+
+
+def _files_digest(data: DataConfig, split: str) -> str:
+    """SHA-256 of a split's file names (relative to the data root), labels and bytes, as `data` selects them."""
     root = resolve_root(data)
     files = hashlib.sha256()
     for f, label in split_files(data, split):
         files.update(f"{f.relative_to(root).as_posix()}:{label}\n".encode())
         stat = f.stat()
         files.update(_file_digest(str(f), stat.st_size, stat.st_mtime_ns))
-    versions = {lib: importlib.metadata.version(lib) for lib in ("torch", "torchvision", "torch-fidelity", "pillow")}
-    return {"network": network.sha256, "extractor": network.extractor, "layers": layers, "files": files.hexdigest(),
-            "resolution": data.resolution, "background": data.background, "batch_size": cfg.evaluation.batch_size,
-            "device": device_of(cfg).type, "versions": versions, "model_code_version": MODEL_CODE_VERSION}
+    return files.hexdigest()
 
 
 @functools.lru_cache(maxsize=200_000)

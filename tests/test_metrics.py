@@ -401,6 +401,23 @@ def test_train_features_are_cached_and_score_as_computed_anew(image_folder, net,
     assert not (tmp_path / "other").exists()
 
 
+def test_val_originals_are_kept_until_a_file_or_the_teacher_changes(image_folder, tmp_path):
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder",
+                                   "data.root": str(image_folder)})
+    perceptual = pipeline.build_perceptual(cfg, pipeline.frozen_vit(cfg, "reference"))
+    first = pipeline.val_originals(cfg, perceptual)
+    assert pipeline.val_originals(cfg, perceptual) is first  # kept
+    fresh = pipeline.val_originals(cfg, perceptual, cached=False)
+    assert fresh is not first and torch.equal(fresh.images, first.images)
+    assert all(torch.equal(a, b) for fa, fb in zip(fresh.features, first.features) for a, b in zip(fa, fb))
+    image = sorted((image_folder / "val").rglob("*.png"))[0]
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(image)  # one val image changes: read anew
+    changed = pipeline.val_originals(cfg, perceptual)
+    assert changed is not first and not torch.equal(changed.images, first.images)
+    other = pipeline.build_perceptual(cfg, pipeline.frozen_vit(cfg, "reference", trained=False))
+    assert pipeline.val_originals(cfg, other) is not changed  # another teacher: its own features
+
+
 @pytest.mark.slow  # ≈ 10 s: a 2-step smoke tokenizer, evaluated three times
 def test_val_features_are_cached_and_score_as_computed_anew(tmp_path):
     cfg = config.profile("smoke", {"run_dir": str(tmp_path), "train_tokenizer.steps": 2})
