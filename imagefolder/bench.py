@@ -9,8 +9,9 @@
 - `speed_benchmark`: the profile's adopted fast paths against float32 eager, as ratios: tokenizer and
   generator training (the profile's `amp` and `compile`, compilation time counted), reconstruction, a
   study variant's evaluation, batch-1 sampling of the four layouts and batch-64 sampling (bf16 autocast,
-  adopted or a candidate as `evaluation.amp` says, and for the study evaluation the splits' features
-  cached against computed anew).
+  adopted or a candidate as `evaluation.amp` says, and for the study evaluation what every variant
+  shares cached, against computed anew: the splits' evaluator features, the val images and their
+  perceptual features).
 
 Variants being compared are timed interleaved (`interleaved`: round-robin, A B A B …, in one process), so a
 drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
@@ -301,9 +302,9 @@ def _study_evaluation(cfg: Config, amp: str, cached: bool, device: torch.device,
                       ) -> Callable[[], object]:
     """The evaluation of one study variant, as `study.tokenizer_row` runs it once both models are trained:
     reconstruction metrics (`evaluation.num_recon` val images), then `study.num_samples` samples scored
-    against the train split; reconstruction and sampling under `amp`, the splits' features read from their
-    cache (`cached`) or computed anew, as before the cache. A random tokenizer and generator, the profile's
-    own evaluator and data."""
+    against the train split; reconstruction and sampling under `amp`, what every variant shares (the splits'
+    features, the val images and their perceptual features) read from their caches (`cached`) or computed
+    anew, as before the caches. A random tokenizer and generator, the profile's own evaluator and data."""
     cfg = config.apply_overrides(cfg, {"evaluation.amp": amp})
     tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
     generator = Generator(cfg.generator, cfg.quantizer, pipeline.class_count(cfg)).to(device).eval()

@@ -289,7 +289,8 @@ def reconstruct_all(tokenizer: ImageFolderTokenizer, images_u8: torch.Tensor, ba
 def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: metrics.MetricNetwork,
                        cached: bool = True) -> dict:
     """Reconstruction metrics on the val split: PSNR, perceptual distance, rFID (named after `network`; the
-    val images' features from their cache, `split_features`, unless not `cached`), codebook usage per branch
+    val images, their perceptual and their evaluator features from their caches, `val_originals` and
+    `split_features`, unless not `cached`), codebook usage per branch
     and the blockiness of the reconstructions and of the originals (`metrics.patch_edge_ratio` at the
     decoder's patch size)."""
     device = next(tokenizer.parameters()).device
