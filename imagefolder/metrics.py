@@ -416,8 +416,8 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     if labels is not None and len(labels) != n1:
         raise ValueError(f"labels: {len(labels)} for {n1} samples")
     consistency = labels is not None and _classifies(network, label)
-    feats1 = _extract(input1, size1, network, feature_layers(network, [*metrics, *["isc"] * consistency]),
-                      batch_size, device).layers
+    read = [*metrics, "isc"] if consistency else list(metrics)  # class consistency reads the IS logits
+    feats1 = _extract(input1, size1, network, feature_layers(network, read), batch_size, device).layers
     feats2 = None
     if binary:
         feats2 = (reference if input2 is None else
