@@ -281,24 +281,13 @@ def proportional_labels(n: int, class_counts: Sequence[int]) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts)), share)
 
 
-def class_consistency(images_u8: torch.Tensor, labels: torch.Tensor, network: MetricNetwork, label: str,
-                      batch_size: int = 100, device: str | torch.device = "cpu") -> float | None:
-    """Fraction of uint8 `images_u8` (N,3,H,W) that `network`'s head for `label` classifies as their class in
-    `labels` (N,): the class a sample was generated for, or a real image's own. None when the network has
-    no head over that label (Inception: not computed). `generation_metrics(labels=...)` gives the same
-    from the pass that computes IS."""
-    if not _classifies(network, label):
-        return None
-    logits = set_features(images_u8, network, ["logits"], batch_size=batch_size, device=device).layers["logits"]
-    return _agreement(logits, labels)
-
-
 def _classifies(network: MetricNetwork, label: str) -> bool:
     """Whether the logits `network` gives IS are over `label` (only then is class consistency defined)."""
     return network.extractor in _NETWORKS and _NETWORKS[network.extractor][1] == label
 
 
 def _agreement(logits_NC: torch.Tensor, labels_N: torch.Tensor) -> float:
+    """Class consistency: the fraction of rows whose top-1 class is their label."""
     return float((logits_NC.argmax(-1) == labels_N.to(logits_NC.device)).float().mean())
 
 
@@ -377,9 +366,10 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     used; fewer images, mixed sizes or a non-uint8 dtype raise ValueError before any network runs.
     Features come from torch-fidelity's extraction and every metric from torch-fidelity's functions on
     them (its own feature cache, a pickle, is not used). KID's subset size is capped at the smaller set.
-    IS uses the samples only. With `labels` (the class each sample was generated for, under the data's
-    `label`), also their class consistency from the same network pass (`class_consistency`; None where
-    the network has no head over `label`). Returns keys named by `metric_key` plus N, N_reference, network,
+    IS uses the samples only. With `labels` (the class each sample was generated for, or a real image's own,
+    under the data's `label`), also their class consistency from the same network pass: the fraction the
+    network's head for `label` classifies as their class (None where the network has no head over `label`;
+    Inception: not computed). Returns keys named by `metric_key` plus N, N_reference, network,
     network_sha256, network_file, KID_subset_size.
     """
     unknown = set(metrics) - {"fid", "isc", "prc", "kid"}

@@ -427,7 +427,6 @@ def generator_at(path: str | Path, step: int, device: torch.device | str = "cpu"
 
 
 @torch.no_grad()
-@torch.no_grad()
 def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels: torch.Tensor, cfg: Config,
                   seed: int, batch_size: int | None = None, **sampling) -> torch.Tensor:
     """Class-conditional samples as uint8 (N, 3, H, W); `sampling` overrides cfg_scale / top_k / top_p."""
@@ -480,7 +479,7 @@ def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.M
     """FD / IS / precision / recall / KID of uint8 images against the train split: its cached features
     (`reference_features`), or `train_images` when given (e.g. `reference_set(cfg)`, whose features are then
     computed anew). With `labels` (the class of each image), also their class consistency
-    (`metrics.class_consistency`; None where not computed)."""
+    (`metrics.generation_metrics`; None where not computed)."""
     against = reference_features(cfg, network) if train_images is None else train_images
     n = len(images_u8)
     return metrics.generation_metrics(images_u8, against, network, n=n, batch_size=cfg.evaluation.batch_size,

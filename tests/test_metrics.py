@@ -434,40 +434,33 @@ def test_val_features_are_cached_and_score_as_computed_anew(tmp_path):
         pipeline.evaluate_tokenizer(cfg, tokenizer, network)
 
 
-def test_class_consistency_is_the_evaluators_accuracy_on_real_images():
-    cfg = config.profile("smoke")
-    path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
-    network = M.reference_network(reference.load_from(path), "evaluator", label=cfg.data.label, file=path,
-                                  extractor="evaluator-consistency-test")  # not the name other tests register
-    val = pipeline.val_subset(cfg, 32)
-    got = M.class_consistency(val.uint8_images(), val.labels, network, cfg.data.label, batch_size=7)
-    assert got == pytest.approx(reference.accuracy(reference.load(cfg, "evaluator"), val, cfg.data.label))
-    assert M.class_consistency(val.uint8_images(), val.labels, network, "no such head") is None
-    shifted = (val.labels + 1) % int(val.labels.max() + 1)
-    assert M.class_consistency(val.uint8_images(), shifted, network, cfg.data.label) < got
-
-
-def test_generation_metrics_give_class_consistency_from_the_is_pass(monkeypatch):
+def test_class_consistency_is_the_evaluators_accuracy_from_the_is_pass(monkeypatch):
     cfg = config.profile("smoke")
     path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
     evaluator = reference.load_from(path)
     network = M.reference_network(evaluator, "evaluator", label=cfg.data.label, file=path,
-                                  extractor="evaluator-consistency-test")
+                                  extractor="evaluator-consistency-test")  # not the name other tests register
     val = pipeline.val_subset(cfg, 32)
     images = val.uint8_images()
+    key = M.metric_key("class_consistency", "evaluator")
+
+    def consistency(labels, label):
+        return M.generation_metrics(images, images, network, 32, metrics=("fid",), batch_size=7, labels=labels,
+                                    label=label)[key]
+
+    got = consistency(val.labels, cfg.data.label)
+    assert got == pytest.approx(reference.accuracy(reference.load(cfg, "evaluator"), val, cfg.data.label))
+    assert consistency(val.labels, "no such head") is None
+    shifted = (val.labels + 1) % int(val.labels.max() + 1)
+    assert consistency(shifted, cfg.data.label) < got
+    with pytest.raises(ValueError, match="labels: 31 for 32 samples"):
+        consistency(val.labels[:31], cfg.data.label)
     passes, features = [], evaluator.features
     monkeypatch.setattr(evaluator, "features", lambda x: passes.append(len(x)) or features(x))
-    got = M.generation_metrics(images, images, network, 32, metrics=("fid", "isc"), isc_splits=2, batch_size=8,
-                               labels=val.labels, label=cfg.data.label)
-    assert passes == [8] * 8  # samples, then reference: features and logits of each batch from one pass
-    monkeypatch.undo()
-    key = M.metric_key("class_consistency", "evaluator")
-    assert got[key] == pytest.approx(M.class_consistency(images, val.labels, network, cfg.data.label))
-    none = M.generation_metrics(images, images, network, 32, metrics=("fid",), labels=val.labels, label="no such head")
-    assert none[key] is None
-    with pytest.raises(ValueError, match="labels: 31 for 32 samples"):
-        M.generation_metrics(images, images, network, 32, metrics=("fid",), labels=val.labels[:31],
-                             label=cfg.data.label)
+    with_is = M.generation_metrics(images, images, network, 32, metrics=("fid", "isc"), isc_splits=2, batch_size=7,
+                                   labels=val.labels, label=cfg.data.label)
+    assert passes == [7, 7, 7, 7, 4] * 2  # samples, then reference: features and logits from one pass per batch
+    assert with_is[key] == got
 
 
 def test_patch_edge_ratio_finds_a_patch_grid():

@@ -101,8 +101,8 @@ def test_configure_runtime_prints_and_returns_the_thread_count(capsys):
 
 
 def test_evaluation_amp_reconstructs_close_to_float32(tmp_path):
-    """`evaluation.amp` (off on CPU by default, bf16 in the cpu profile) runs reconstruction under bf16 and returns the same kind of
-    uint8 images, close to the float32 ones."""
+    """`evaluation.amp` (off on CPU by default, bf16 in the cpu profile) runs reconstruction under bf16 and
+    returns the same kind of uint8 images, close to the float32 ones."""
     cfg = config.profile("smoke", {"run_dir": str(tmp_path), "train_tokenizer.steps": 2})
     tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg))
     real = pipeline.val_subset(cfg, 8).uint8_images()
