@@ -8,7 +8,8 @@
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
 - `speed_benchmark`: the profile's adopted fast paths against float32 eager, as ratios: tokenizer and
   generator training (the profile's `amp` and `compile`, compilation time counted), reconstruction, a
-  study variant's evaluation, batch-1 sampling of the four layouts and batch-64 sampling (bf16 autocast,
+  study variant's evaluation, batch-1 sampling of the four layouts (eager, and compiled over a static KV
+  cache) and batch-64 sampling (bf16 autocast,
   adopted or a candidate as `evaluation.amp` says, and for the study evaluation what every variant
   shares cached, against computed anew: the splits' evaluator features, the val images and their
   perceptual features).
@@ -81,12 +82,13 @@ def build_generator(gcfg: GeneratorConfig, qcfg: QuantizerConfig, num_classes: i
 
 
 def _sampler(generator: Generator, quantizer: ProductQuantizer | None, batch: int, device: torch.device | str,
-             seed: int = 0):
+             seed: int = 0, compiled: bool = False):
     """A no-argument call drawing one batch of token indices with the KV cache (sampling settings and
-    guidance from the generator's config; guidance runs the batch as 2B)."""
+    guidance from the generator's config; guidance runs the batch as 2B), compiled where `compiled`
+    (`Generator.sample`: the first call of a batch size and precision compiles)."""
     labels_B = torch.zeros(batch, dtype=torch.long, device=device)
     rng = torch.Generator(device).manual_seed(seed)
-    return lambda: generator.sample(labels_B, quantizer, generator=rng, use_cache=True)
+    return lambda: generator.sample(labels_B, quantizer, generator=rng, use_cache=True, compiled=compiled)
 
 
 def sample_flops(gcfg: GeneratorConfig, qcfg: QuantizerConfig, batch: int = 1, num_classes: int = PAPER_CLASSES,
@@ -137,25 +139,28 @@ def _spread(values: list[float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- sampling latency and FLOPs
 
 def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
-                       num_classes: int = 10, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                       num_classes: int = 10, seed: int = 0, compiled: bool = False
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Batch-1 sampling latency and FLOPs per image of the four `layouts`, in one run: (summary, one row
     per layout; rounds, one row per layout and timing round, which pairs the layouts round by round).
 
     Latency: `Generator.sample` (KV cache on, CFG at the profile's cfg_scale so the batch runs as 2, the
-    profile's top-k / top-p) of the four layouts timed `interleaved`, warm-up excluded; FLOPs: one sample
-    call under the flop counter. `*_ratio` columns divide by the folded row of this run.
+    profile's top-k / top-p; `compiled`: the compiled sampler, compiled in the first, untimed call) of the
+    four layouts timed `interleaved`, warm-up excluded; FLOPs: one sample call under the flop counter.
+    `*_ratio` columns divide by the folded row of this run.
     """
     rows, samplers = [], {}
     for name, (gcfg, qcfg) in layouts(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, num_classes, device, seed)
-        samplers[name] = _sampler(generator, quantizer, 1, device, seed)
+        samplers[name] = _sampler(generator, quantizer, 1, device, seed, compiled)
         params = parameter_counts(generator)
         rows.append(dict(
             layout=name, mode=gcfg.mode, branches=qcfg.branches, scales=" ".join(map(str, qcfg.scales)),
             steps=len(generator.steps), positions=generator.length,
             tokens=generator.length * generator.tokens_per_position,
             params_blocks=params["blocks"], params_total=params["total"],
-            flops=count_flops(samplers[name])))
+            flops=count_flops(_sampler(generator, quantizer, 1, device, seed)),  # eager: the same arithmetic
+            first_call_s=_first_calls({name: samplers[name]}, device)[name]))
     times = interleaved(samplers, warmup, repeats, device)
     for row in rows:
         lat = _spread(times[row["layout"]])
@@ -164,7 +169,7 @@ def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: 
     for col, ratio in (("steps", "steps_ratio"), ("positions", "positions_ratio"),
                        ("latency_s", "latency_ratio"), ("flops", "flops_ratio")):
         df[ratio] = df[col] / df.loc[df.layout == "folded", col].item()
-    df["cfg_scale"] = cfg.generator.cfg_scale
+    df["cfg_scale"], df["compiled"] = cfg.generator.cfg_scale, compiled
     df["repeats"], df["warmup"], df["device"] = repeats, warmup, device_name(device)
     df["flops_counted"] = FLOPS_NOTE
     rounds = pd.DataFrame([{"layout": name, "round": r, "latency_s": t, "positions": row["positions"],
@@ -341,8 +346,9 @@ def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, times: di
                    p10_s=t["p10"], p90_s=t["p90"], unit=unit, per_s=per_call / t["median"],
                    speedup=up["median"], speedup_p10=up["p10"], speedup_p90=up["p90"])
         if first is not None:
-            row |= dict(first_call_s=first[variant], run_calls=calls,
-                        run_speedup=run_time(next(iter(times))) / run_time(variant))
+            row["first_call_s"] = first[variant]
+        if calls is not None:
+            row |= dict(run_calls=calls, run_speedup=run_time(next(iter(times))) / run_time(variant))
         rows.append(row)
     return rows
 
@@ -366,7 +372,9 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     one evaluation batch (img/s); the evaluation of one study variant (`_study_evaluation`: float32 with the
     splits' features computed anew against the adopted path, and the bf16 candidate; a fifth of the rounds,
     since one call takes the better part of a minute on the cpu profile); batch-1 sampling latency of the
-    four `layouts` (all eight variants in one round-robin) and batch-64 folded sampling (img/s).
+    four `layouts`, each also through the compiled sampler under bf16 (`evaluation.compile_sampler`, adopted
+    or a candidate; its first call, which compiles, timed apart), all twelve variants in one round-robin;
+    and batch-64 folded sampling (img/s).
     `speedup` = the first variant's time / variant time, per round (median, p10, p90); 1 for the first row.
     Random weights throughout (speed depends on shapes only), but the study evaluation reads the profile's
     data and evaluator (`make data`).
@@ -400,15 +408,21 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
                         min(1, warmup), max(1, repeats // 5), device)
     rows += _ratio_rows("study evaluation (rFD + gFD)", "variants/s", 1, 1, times)
 
+    sampler_variants = {v: (a, False) for v, a in amps.items()} | {
+        ("adopted: bf16 + compiled sampler (evaluation.compile_sampler)" if cfg.evaluation.compile_sampler
+         else "bf16 + compiled sampler (candidate, not adopted)"): ("bf16", True)}
     samplers, built = {}, {}
     for name, (gcfg, qcfg) in layouts(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, 10, device, seed)
-        for v, a in amps.items():
-            samplers[f"{name} | {v}"] = _under(a, generator, device, _sampler(generator, quantizer, 1, device, seed))
+        for v, (a, c) in sampler_variants.items():
+            samplers[f"{name} | {v}"] = _under(a, generator, device, _sampler(generator, quantizer, 1, device, seed, c))
         built[name] = generator, quantizer
+    first = _first_calls(samplers, device)
     times = interleaved(samplers, warmup, repeats, device)
     for name in built:
-        rows += _ratio_rows(f"sampling batch 1, {name}", "img/s", 1, 1, {v: times[f"{name} | {v}"] for v in amps})
+        rows += _ratio_rows(f"sampling batch 1, {name}", "img/s", 1, 1,
+                            {v: times[f"{name} | {v}"] for v in sampler_variants},
+                            {v: first[f"{name} | {v}"] for v in sampler_variants})
 
     generator, quantizer = built["folded"]
     fns = {v: _under(a, generator, device, _sampler(generator, quantizer, SAMPLING_BATCH, device, seed))

@@ -172,6 +172,9 @@ class EvalConfig:
     batch_size: int = 100
     kid_subset_size: int = 100
     amp: Literal["auto", "bf16", "off"] = "auto"  # reconstruction and sampling (not the metric network), as the trainer's
+    # sampling steps through torch.compile over a static KV cache (CUDA graphs on a GPU; `Generator.sample`);
+    # off in every profile: on 2 CPU cores it is slower at batch 1 (`make bench`), on a GPU not yet measured
+    compile_sampler: bool = False
 
 
 @dataclass

@@ -10,7 +10,7 @@ a null class trains classifier-free guidance. Loss: cross-entropy averaged over 
 Paper model (depth 17, width 1088, 2×4096 head): 362.5M parameters in the blocks (the paper's #Para ≈
 362M), 375.3M in total.
 
-Sampling (`Generator.sample`) uses a KV cache; guidance runs as a 2B batch with guided logits
+Sampling (`Generator.sample`) uses a KV cache (compiled: a `StaticKVCache`, for CUDA graphs); guidance runs as a 2B batch with guided logits
 cond + t·(cond − uncond), t ramped linearly from 0 at the first scale to `cfg_scale` at the last, so
 cfg_scale = 0 is no guidance (VAR / official ImageFolder convention; LlamaGen's scale is 1 + t); the
 P tokens of a position are drawn in parallel with top-k then top-p applied to each branch separately.
@@ -23,7 +23,7 @@ not in the training step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,6 +34,10 @@ from .layouts import Layout, Quantizer, build_layout, unflatten_indices
 
 
 # ----------------------------------------------------------------------------- sampling helpers
+
+# graphs a compiled sampler may hold for `Generator._blocks_and_head` (one per generator, query length, batch
+# and precision; torch's default of 8 would fall back to eager past the eighth)
+RECOMPILE_LIMIT = 256
 
 def sample_tokens(logits: torch.Tensor, top_k: int | None = None, top_p: float = 1.0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
@@ -94,6 +98,32 @@ class KVCache:
         return self.k_BHLd[:, :, :end], self.v_BHLd[:, :, :end]
 
 
+class StaticKVCache:
+    """A KV cache whose buffers keep their shapes and addresses from step to step and from call to call,
+    for the compiled sampler (`Generator.sample(compiled=True)`; CUDA graphs on a GPU replay fixed addresses).
+
+    A step writes its keys and values at positions `start` + 0..l−1, `start` being a one-element tensor the
+    sampler sets before the step (shared by the caches of all blocks), and attention reads the whole buffer,
+    the positions not yet written masked out by the block-causal mask rows of the step. So the steps of one
+    query length l have the same shapes and one compiled graph, whichever their position; the buffers start
+    at zero, so masked positions hold finite values."""
+
+    def __init__(self, batch: int, heads: int, length: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device, start: torch.Tensor):
+        self.k_BHLd = torch.zeros(batch, heads, length, head_dim, dtype=dtype, device=device)
+        self.v_BHLd = torch.zeros_like(self.k_BHLd)
+        self.start = start
+        for buffer in (self.k_BHLd, self.v_BHLd, start):
+            torch._dynamo.mark_static_address(buffer)
+
+    def extend(self, k_BHld: torch.Tensor, v_BHld: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's keys/values (B, H, l, d) at `start`..; return the whole buffers (B, H, L, d)."""
+        at_l = self.start + torch.arange(k_BHld.shape[2], device=k_BHld.device)
+        self.k_BHLd.index_copy_(2, at_l, k_BHld)
+        self.v_BHLd.index_copy_(2, at_l, v_BHld)
+        return self.k_BHLd, self.v_BHLd
+
+
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_LL: torch.Tensor | None,
                      dropout_p: float) -> torch.Tensor:
     """`F.scaled_dot_product_attention` as two matmuls and a softmax (q, k, v (B, H, l | n, d)): under CPU
@@ -118,7 +148,7 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, x_BLW: torch.Tensor, mask_LL: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
         B, L, W = x_BLW.shape
         q, k, v = self.qkv(x_BLW).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # 3×(B,H,L,d)
         if cache is not None:
@@ -147,7 +177,7 @@ class Block(nn.Module):
         return self.ada(cond_BW)[:, None]
 
     def forward(self, x_BLW: torch.Tensor, mod_B1X: torch.Tensor, mask_LL: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
         g1, g2, a1, a2, b1, b2 = mod_B1X.chunk(6, dim=-1)  # 6×(B, 1, W)
         x_BLW = x_BLW + g1 * self.attn(self.norm(x_BLW) * (1 + a1) + b1, mask_LL, cache)
         return x_BLW + g2 * self.mlp(self.norm(x_BLW) * (1 + a2) + b2)
@@ -163,10 +193,12 @@ class SamplingSettings:
     n_steps: int  # AR steps to run (those of the first n_scales scales)
     use_cache: bool = True  # KV cache; False recomputes the whole prefix at every step (a check)
     keep_logits: bool = False  # also return each step's guided logits
+    compiled: bool = False  # blocks and head through torch.compile, over a StaticKVCache
 
     @classmethod
     def resolve(cls, gcfg: GeneratorConfig, layout: Layout, cfg_scale: float | None, top_k: int | None,
-                top_p: float | None, n_scales: int | None, use_cache: bool, keep_logits: bool) -> SamplingSettings:
+                top_p: float | None, n_scales: int | None, use_cache: bool, keep_logits: bool,
+                compiled: bool = False) -> SamplingSettings:
         """Settings from `sample`'s arguments, None taken from the config; ValueError names a bad one."""
         cfg_scale = gcfg.cfg_scale if cfg_scale is None else cfg_scale
         if cfg_scale < 0:
@@ -183,7 +215,9 @@ class SamplingSettings:
         n_scales = S if n_scales is None else n_scales
         if not 1 <= n_scales <= S:
             raise ValueError(f"n_scales must be in [1, {S}], got {n_scales}")
-        return cls(cfg_scale, top_k, top_p, layout.n_steps(n_scales), use_cache, keep_logits)
+        if compiled and not use_cache:
+            raise ValueError("compiled sampling runs over the KV cache: it needs use_cache=True")
+        return cls(cfg_scale, top_k, top_p, layout.n_steps(n_scales), use_cache, keep_logits, compiled)
 
 
 @dataclass(frozen=True)
@@ -226,6 +260,7 @@ class Generator(nn.Module):
         self.head_ada = nn.Sequential(nn.SiLU(), nn.Linear(W, 2 * W))
         self.head = nn.Linear(W, layout.tokens_per_position * V)
         self.init_weights()
+        self._static: dict[tuple, tuple[torch.Tensor, list[StaticKVCache]]] = {}  # see `_static_caches`
 
     @property
     def length(self) -> int:
@@ -313,7 +348,7 @@ class Generator(nn.Module):
                cfg_scale: float | None = None, top_k: int | None = None, top_p: float | None = None,
                generator: torch.Generator | None = None, reference: list[torch.Tensor] | None = None,
                force_branches: Sequence[int] = (), n_scales: int | None = None, use_cache: bool = True,
-               return_logits: bool = False):
+               compiled: bool = False, return_logits: bool = False):
         """Sample token indices for class labels (B,) (moved to the model's device); the caller decodes
         them with the tokenizer.
 
@@ -328,13 +363,17 @@ class Generator(nn.Module):
             scale and only the other branches are sampled.
         n_scales: sample only the first n scales (a prefix the quantizer can decode); None = all.
         use_cache: KV cache (default); False recomputes the whole prefix at every step (a check).
+        compiled: each step's blocks and head run through `torch.compile` (CUDA graphs on a GPU:
+            mode "reduce-overhead") over a `StaticKVCache`, one graph per query length, compiled on the
+            first call of each batch size and precision. The same distribution; a seed's draws can differ
+            where the compiled arithmetic rounds otherwise.
         Returns indices [n_scales × (B, P, s, s)], and with `return_logits` also the guided logits of
         every step [(B, l, G, V)] before filtering.
         """
         labels_B = torch.as_tensor(labels_B, device=self.class_emb.weight.device)
         self._check_labels(labels_B)
         settings = SamplingSettings.resolve(self.cfg, self.layout, cfg_scale, top_k, top_p, n_scales, use_cache,
-                                            return_logits)
+                                            return_logits, compiled)
         if self.layout.uses_quantizer:
             self.layout.check_quantizer(quantizer)
         forcing = self._forcing(reference, force_branches, labels_B)
@@ -384,23 +423,27 @@ class Generator(nn.Module):
         cond_BW = self.class_emb(labels_B)
         mods = [block.modulation(cond_BW) for block in self.blocks]
         head_mod = self._head_modulation(cond_BW)
-        caches = [KVCache(self.steps[s.n_steps - 1][1]) for _ in self.blocks] if s.use_cache else None
+        if s.compiled:
+            start_t, caches = self._static_caches(len(labels_B), cond_BW.device)
+            run_step = self._compiled_blocks_and_head(cond_BW.device)
+        else:
+            caches = [KVCache(self.steps[s.n_steps - 1][1]) for _ in self.blocks] if s.use_cache else None
         x_BlW = self._start(cond_BW)
         seen_BLW = x_BlW[:, :0]  # the whole prefix, for the no-cache path
         state = self.layout.start_state(cond_BW[:B])
         tokens, step_logits = [], []
         for k, (start, end) in enumerate(self.steps[:s.n_steps]):
             x_BlW = x_BlW + self._position_terms(start, end)
-            if caches is not None:
-                h_BlW = x_BlW
-                for block, mod, cache in zip(self.blocks, mods, caches):
-                    h_BlW = block(h_BlW, mod, None, cache)
+            if s.compiled:
+                start_t.fill_(start)
+                logits_BlGV = run_step(x_BlW, mods, head_mod, caches, self.mask_LL[start:end])
+            elif caches is not None:
+                logits_BlGV = self._blocks_and_head(x_BlW, mods, head_mod, caches, None)
             else:
-                seen_BLW = h_BlW = torch.cat([seen_BLW, x_BlW], dim=1)
-                for block, mod in zip(self.blocks, mods):
-                    h_BlW = block(h_BlW, mod, self.mask_LL[:end, :end])
-                h_BlW = h_BlW[:, start:]
-            logits_BlGV = self._logits(h_BlW, head_mod).float()
+                seen_BLW = torch.cat([seen_BLW, x_BlW], dim=1)
+                logits_BlGV = self._blocks_and_head(seen_BLW, mods, head_mod, [None] * len(self.blocks),
+                                                    self.mask_LL[:end, :end])[:, start:]
+            logits_BlGV = logits_BlGV.float()
             if guided:
                 cond, uncond = logits_BlGV.chunk(2)  # cond + w·(cond − uncond), in one pass
                 logits_BlGV = torch.lerp(uncond, cond, 1 + weights[self.layout.step_scale[k]])
@@ -416,6 +459,41 @@ class Generator(nn.Module):
                 if guided:
                     x_BlW = x_BlW.repeat(2, 1, 1)
         return self.layout.indices(torch.cat(tokens, dim=1)), step_logits
+
+    def _blocks_and_head(self, x_BlW: torch.Tensor, mods: list[torch.Tensor], head_mod_B1X: torch.Tensor,
+                         caches: Sequence[KVCache | StaticKVCache | None], mask_lL: torch.Tensor | None
+                         ) -> torch.Tensor:
+        """One sampling step after the input: every block (each with its cache), then the head: (B, l, G, V)."""
+        for block, mod, cache in zip(self.blocks, mods, caches):
+            x_BlW = block(x_BlW, mod, mask_lL, cache)
+        return self._logits(x_BlW, head_mod_B1X)
+
+    def _compiled_blocks_and_head(self, device: torch.device) -> Callable[..., torch.Tensor]:
+        """`_blocks_and_head` through torch.compile, on a GPU with CUDA graphs (mode "reduce-overhead"): one
+        graph per query length, batch and precision, which torch keeps for the next call."""
+        cuda = device.type == "cuda"
+        compiled = torch.compile(self._blocks_and_head, dynamic=False, mode="reduce-overhead" if cuda else None)
+
+        def run(*args) -> torch.Tensor:
+            if cuda:
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are spent
+            with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                return compiled(*args).clone()  # a CUDA graph overwrites its output when it replays
+        return run
+
+    def _static_caches(self, batch: int, device: torch.device) -> tuple[torch.Tensor, list[StaticKVCache]]:
+        """The `StaticKVCache` of every block for this batch (2B with guidance), device and activation dtype
+        (bf16 under autocast), with their shared `start`: made once and kept, so that a compiled step (and
+        a CUDA graph) finds the same buffers at every call."""
+        dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+                 else self.head.weight.dtype)
+        key = (batch, dtype, device)
+        if key not in self._static:
+            start = torch.zeros((), dtype=torch.long, device=device)
+            H = self.cfg.heads
+            self._static[key] = start, [StaticKVCache(batch, H, self.length, self.cfg.width // H, dtype, device, start)
+                                        for _ in self.blocks]
+        return self._static[key]
 
 
 def parameter_counts(model: Generator) -> dict[str, int]:

@@ -436,7 +436,8 @@ def sample_images(generator: Generator, tokenizer: ImageFolderTokenizer, labels:
     with (progress(len(labels), "sampling") as bar, forward_precision(generator, device, cfg.evaluation.amp),
           forward_precision(tokenizer, device, cfg.evaluation.amp)):
         for chunk in labels.split(batch_size or cfg.evaluation.batch_size):
-            indices = generator.sample(chunk.to(device), tokenizer.quantizer, generator=g, **sampling)
+            indices = generator.sample(chunk.to(device), tokenizer.quantizer, generator=g,
+                                       compiled=cfg.evaluation.compile_sampler, **sampling)
             out.append(to_uint8(tokenizer.decode(indices).float()).cpu())
             bar.update(len(chunk))
     return torch.cat(out)

@@ -2,7 +2,8 @@
 # Paper-profile plumbing check on one CUDA GPU, for a machine without ImageNet or the pretrained files.
 #
 # What it runs, at the paper's model sizes (ViT-B tokenizer, 2 × 286 tokens, d17/w1088 generator), bf16:
-#   1. batch-1 sampling latency of the four token layouts (fp32 and bf16 autocast) and the paper FLOPs;
+#   1. batch-1 sampling latency of the four token layouts (fp32, bf16 autocast, and bf16 through the compiled
+#      sampler: CUDA graphs over a static KV cache, issue 13.5) and the paper FLOPs;
 #   2. tokenizer encode / decode / full training-step throughput at a per-GPU batch;
 #   3. `train-tokenizer` and `train-generator --profile paper` for a few steps.
 # Every pretrained network (DINOv2-B/S, VGG16) is a RANDOM stand-in written to a temp folder, and the data
@@ -40,12 +41,14 @@ cfg = config.profile("paper")
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 pd.set_option("display.width", 250); pd.set_option("display.max_columns", None)
 cols = ["layout", "steps", "positions", "tokens", "latency_s", "latency_p10_s", "latency_p90_s", "latency_ratio", "flops", "device"]
-for amp in ("fp32", "bf16"):
+for amp, compiled in (("fp32", False), ("bf16", False), ("bf16", True)):  # compiled: CUDA graphs, static KV cache
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp == "bf16" and dev == "cuda"):
-        df = bench.sampling_benchmark(cfg, warmup=min(3, repeats - 1), repeats=repeats, device=dev)
+        df = bench.sampling_benchmark(cfg, warmup=min(3, repeats - 1), repeats=repeats, device=dev, compiled=compiled)
     df["precision"] = amp
-    df.to_csv(f"{out}/sampling_{amp}.csv", index=False)
-    print(f"## sampling, batch 1, KV cache, CFG {cfg.generator.cfg_scale}, paper sizes, {amp}\n{df[cols].to_string(index=False)}")
+    tag = amp + ("_compiled" if compiled else "")
+    df.to_csv(f"{out}/sampling_{tag}.csv", index=False)
+    print(f"## sampling, batch 1, KV cache, CFG {cfg.generator.cfg_scale}, paper sizes, {tag}\n"
+          f"{df[cols + ['first_call_s']].to_string(index=False)}")
 paper = bench.paper_flops(device=dev)
 print(paper[["model", "positions", "gflops_per_image", "flops_vs_VAR"]].to_string(index=False)); print(paper.attrs["verdict"])
 tok = bench.tokenizer_benchmark(cfg, dev, batch=batch)

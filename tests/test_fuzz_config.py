@@ -85,13 +85,13 @@ def test_bad_dict_value_is_refused_naming_field_and_value(dotted, value, message
 # sha256 of each profile's `to_dict` as JSON, recorded before the type checks came in (plus the new
 # `data.background: white`, the cpu profile's bf16 training, `tokenizer.adaptive_adv_weight: true`, `tokenizer.adv_ramp_steps: 0`,
 # and, naming no run, `evaluation.sample_labels`, the small profiles' guidance back at the paper's 3.25,
-# `train_*.compile` and the cpu profile's compiled generator):
+# `train_*.compile`, the cpu profile's compiled generator and bf16 evaluation, `evaluation.compile_sampler`):
 # runs are named by a hash of most of it, so a refactor must not move these
 PROFILE_DIGESTS = {
-    "smoke": "9e316ecc3ec52b84",
-    "cpu": "3d17d43b23db73c7",
-    "gpu": "4ee422e75c0dee68",
-    "paper": "3848d9ed8aca5c09",
+    "smoke": "308dc1230a82c18f",
+    "cpu": "c383c69741395a9b",
+    "gpu": "88a7ba667be7200b",
+    "paper": "13cee82d8036615e",
 }
 
 

@@ -102,6 +102,35 @@ def test_kv_cache_matches_recomputation(mode):
     model.layout.check_indices(idx_c)
 
 
+@pytest.mark.parametrize("mode", ["folded", "raster"])
+def test_compiled_sampler_matches_the_eager_cache_and_keeps_its_buffers(mode):
+    """The compiled sampler over a StaticKVCache (whole-buffer attention, masked) draws what the eager KV
+    cache draws from the same seed, its logits equal to float rounding; a second call of the same batch
+    finds the same cache buffers and compiles nothing new (one graph per query length)."""
+    from torch._dynamo.utils import counters
+
+    model, q = tiny(mode)
+    labels = torch.tensor([0, 1, 2])
+    kw = dict(cfg_scale=1.5, top_k=8, top_p=0.9, return_logits=True)
+    idx_e, log_e = model.sample(labels, q, generator=rng(3), **kw)
+    graphs = counters["stats"]["unique_graphs"]
+    idx_c, log_c = model.sample(labels, q, generator=rng(3), compiled=True, **kw)
+    lengths = {end - start for start, end in model.steps}  # raster: every step one token
+    assert counters["stats"]["unique_graphs"] - graphs == len(lengths), "one graph per query length"
+    for a, b in zip(log_e, log_c):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(idx_e, idx_c))
+    (_, caches), = model._static.values()  # batch 2·3 (guidance), float32
+    assert caches[0].k_BHLd.shape == (6, 2, model.length, 16)
+    graphs = counters["stats"]["unique_graphs"]
+    again = model.sample(labels, q, generator=rng(3), compiled=True, cfg_scale=1.5, top_k=8, top_p=0.9)
+    assert all(torch.equal(a, b) for a, b in zip(idx_c, again))
+    assert counters["stats"]["unique_graphs"] == graphs, "the second call recompiled"
+    assert model._static[(6, torch.float32, torch.device("cpu"))][1][0] is caches[0]
+    with pytest.raises(ValueError, match="use_cache"):
+        model.sample(labels, q, compiled=True, use_cache=False)
+
+
 def test_top_k_1_is_greedy_per_branch():
     model, q = tiny("folded")
     idx, step_logits = model.sample(torch.tensor([0, 1]), q, cfg_scale=1.0, top_k=1, top_p=1.0,

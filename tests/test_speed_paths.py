@@ -79,16 +79,20 @@ def test_speed_benchmark_rows_are_ratios_to_fp32():
                                                       "reconstruction (encode + decode)",
                                                       "study evaluation (rFD + gFD)", "sampling batch 1",
                                                       f"sampling batch {bench.SAMPLING_BATCH}"}
-    sizes = df.groupby("workload", sort=False).size()  # the smoke profile evaluates in fp32: bf16 is a candidate
-    assert sizes.drop("study evaluation (rFD + gFD)").eq(2).all() and sizes["study evaluation (rFD + gFD)"] == 3
+    variants = df.groupby("workload", sort=False).variant.agg(list)  # smoke evaluates in fp32: bf16 is a candidate
+    candidates = ["bf16 (candidate, not adopted)", "bf16 + compiled sampler (candidate, not adopted)"]
+    batch1 = variants[variants.index.str.startswith("sampling batch 1,")]
+    assert len(batch1) == 4 and all(v == ["fp32 eager"] + candidates for v in batch1)
+    assert variants[f"sampling batch {bench.SAMPLING_BATCH}, folded"] == ["fp32 eager", candidates[0]]
+    assert all(len(v) == 2 and v[1].startswith("adopted: ") for v in variants[variants.index.str.endswith("train step")])
+    assert len(variants["study evaluation (rFD + gFD)"]) == 3
     first = df.groupby("workload", sort=False).head(1)
     assert first.variant.str.startswith("fp32").all() and (first.speedup == 1.0).all() and (df.per_s > 0).all()
-    assert df[df.workload.str.endswith("train step")].variant.iloc[1::2].str.startswith("adopted: ").all()
-    assert df[df.workload.str.startswith("sampling")].variant.iloc[1::2].eq("bf16 (candidate, not adopted)").all()
     training = df[df.workload.str.endswith("train step")]
     steps = [cfg.train_tokenizer.steps] * 2 + [cfg.train_generator.steps] * 2
     assert (training.first_call_s > 0).all() and training.run_calls.tolist() == steps
     assert (training.run_speedup > 0).all() and df.run_speedup.isna().sum() == len(df) - 4
+    assert (df[df.workload.str.startswith("sampling batch 1,")].first_call_s > 0).all()
 
 
 def test_configure_runtime_prints_and_returns_the_thread_count(capsys):
