@@ -10,10 +10,11 @@ a null class trains classifier-free guidance. Loss: cross-entropy averaged over 
 Paper model (depth 17, width 1088, 2×4096 head): 362.5M parameters in the blocks (the paper's #Para ≈
 362M), 375.3M in total.
 
-Sampling (`Generator.sample`) uses a KV cache (compiled: a `StaticKVCache`, for CUDA graphs); guidance runs as a 2B batch with guided logits
-cond + t·(cond − uncond), t ramped linearly from 0 at the first scale to `cfg_scale` at the last, so
-cfg_scale = 0 is no guidance (VAR / official ImageFolder convention; LlamaGen's scale is 1 + t); the
-P tokens of a position are drawn in parallel with top-k then top-p applied to each branch separately.
+Sampling (`Generator.sample`) uses a KV cache (compiled: a `StaticKVCache`, for CUDA graphs); guidance
+runs as a 2B batch with guided logits cond + t·(cond − uncond), t ramped linearly from 0 at the first
+scale to `cfg_scale` at the last, so cfg_scale = 0 is no guidance (VAR / official ImageFolder convention;
+LlamaGen's scale is 1 + t); the P tokens of a position are drawn in parallel with top-k then top-p
+applied to each branch separately.
 
 The generator knows the tokenizer only through the quantizer's public conversions (CONTRACTS.md):
 `teacher_forcing_inputs`, `next_input` and the attributes `scales`, `branches`, `codebook_size`,
