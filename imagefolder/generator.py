@@ -128,8 +128,9 @@ class StaticKVCache:
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_LL: torch.Tensor | None,
                      dropout_p: float) -> torch.Tensor:
     """`F.scaled_dot_product_attention` as two matmuls and a softmax (q, k, v (B, H, l | n, d)): under CPU
-    bf16 autocast the matmuls run in bf16 and the softmax in float32, 1.6× faster than the fused CPU kernel
-    in bf16 (which is slower than in float32). Same mask convention (True = may attend)."""
+    bf16 autocast all three run in bf16 (CPU autocast keeps a softmax in its input's dtype), 1.6× faster
+    than the fused CPU kernel in bf16 (which is slower than in float32). Same mask convention (True = may
+    attend)."""
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, l, n)
     if mask_LL is not None:
         scores = scores.masked_fill(~mask_LL, float("-inf"))
