@@ -569,17 +569,22 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
 # ----------------------------------------------------------------------------- latency and FLOPs
 
 def device_name(device: str | torch.device) -> str:
-    """Human name of a device: the GPU model, or the CPU model and thread count."""
+    """Human name of a device: the GPU model, or the CPU model (with its x86 family and model numbers, which
+    tell CPU generations apart where the name does not, e.g. "AMD EPYC") and thread count."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
+    cpu, numbers = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
+            fields = dict(line.split(":", 1) for line in fh.read().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        cpu = fields.get("model name", cpu)
+        if "cpu family" in fields and "model" in fields:
+            numbers = f"family {fields['cpu family']}, model {fields['model']}; "
+    except OSError:
         pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu} ({numbers}{torch.get_num_threads()} threads)"
 
 
 def measure_latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20,
