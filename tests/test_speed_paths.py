@@ -1,6 +1,6 @@
 """The fast paths of issue 13: bf16 autocast on CPU trains, compiled or not, matmul attention equals the fused
-kernel, the precision context restores the modules, the benchmark times interleaved, and thread choices are
-printed."""
+kernel, the precision context restores the modules, the benchmark times interleaved, thread choices are
+printed, and evaluation samples through the compiled sampler where the config asks."""
 from __future__ import annotations
 
 import json
@@ -115,3 +115,22 @@ def test_evaluation_amp_reconstructs_close_to_float32(tmp_path):
     assert bf16.dtype == fp32.dtype == torch.uint8 and bf16.shape == fp32.shape
     assert (bf16.float() - fp32.float()).abs().mean() < 3  # grey levels out of 255
     assert uses_bf16(torch.device("cpu"), config.profile("cpu").evaluation.amp)  # as the cpu profile evaluates
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_evaluation_samples_through_the_compiled_sampler_where_the_config_says(monkeypatch, compiled):
+    """`evaluation.compile_sampler` reaches `Generator.sample` for every evaluation batch."""
+    from imagefolder.generator import Generator
+    from imagefolder.tokenizer import ImageFolderTokenizer
+
+    cfg = config.profile("smoke", {"evaluation.compile_sampler": compiled, "tokenizer.encoder_init": "random"})
+    tokenizer = ImageFolderTokenizer(cfg).eval()
+    generator = Generator(cfg.generator, cfg.quantizer, 3).eval()
+    seen, sample = [], Generator.sample
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["compiled"])
+        return sample(self, *args, **dict(kwargs, compiled=False))  # the wiring, not the compilation, is tested
+    monkeypatch.setattr(Generator, "sample", spy)
+    images = pipeline.sample_images(generator, tokenizer, torch.tensor([0, 1, 2]), cfg, seed=0, batch_size=2)
+    assert images.shape == (3, 3, cfg.data.resolution, cfg.data.resolution) and seen == [compiled] * 2
