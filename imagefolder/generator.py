@@ -444,7 +444,7 @@ class Generator(nn.Module):
             else:
                 seen_BLW = torch.cat([seen_BLW, x_BlW], dim=1)
                 logits_BlGV = self._blocks_and_head(seen_BLW, mods, head_mod, [None] * len(self.blocks),
-                                                    self.mask_LL[:end, :end])[:, start:]
+                                                    self.mask_LL[:end, :end], first=start)
             logits_BlGV = logits_BlGV.float()
             if guided:
                 cond, uncond = logits_BlGV.chunk(2)  # cond + w·(cond − uncond), in one pass
@@ -463,12 +463,13 @@ class Generator(nn.Module):
         return self.layout.indices(torch.cat(tokens, dim=1)), step_logits
 
     def _blocks_and_head(self, x_BlW: torch.Tensor, mods: list[torch.Tensor], head_mod_B1X: torch.Tensor,
-                         caches: Sequence[KVCache | StaticKVCache | None], mask_lL: torch.Tensor | None
-                         ) -> torch.Tensor:
-        """One sampling step after the input: every block (each with its cache), then the head: (B, l, G, V)."""
+                         caches: Sequence[KVCache | StaticKVCache | None], mask_lL: torch.Tensor | None,
+                         first: int = 0) -> torch.Tensor:
+        """One sampling step after the input: every block (each with its cache), then the head on the
+        positions from `first` on (the no-cache path runs the whole prefix, the head only on the new step)."""
         for block, mod, cache in zip(self.blocks, mods, caches):
             x_BlW = block(x_BlW, mod, mask_lL, cache)
-        return self._logits(x_BlW, head_mod_B1X)
+        return self._logits(x_BlW[:, first:], head_mod_B1X)
 
     def _compiled_blocks_and_head(self, device: torch.device) -> Callable[..., torch.Tensor]:
         """`_blocks_and_head` through torch.compile, on a GPU with CUDA graphs (mode "reduce-overhead"): one
