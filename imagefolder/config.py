@@ -24,6 +24,35 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field."""
 
 
+# ----------------------------------------------------------------------------- what each field is for
+
+# Every field has one role. A field declares it in its metadata (`_role`); a field that does not has the
+# role of the nearest enclosing field that does (`Config.tokenizer` declares TOKENIZER, so every field of
+# `TokenizerConfig`, a new one too, defines the tokenizer unless it says otherwise). `role(path)` answers,
+# `run_definition` and `without_roles` select by it.
+TOKENIZER = "tokenizer"
+GENERATOR = "generator"
+EXECUTION = "execution"
+BOOKKEEPING = "bookkeeping"
+SAMPLING = "sampling"
+EVALUATION = "evaluation"
+ROLES = {
+    TOKENIZER: "defines the trained tokenizer (and so every generator trained on its tokens): names its run",
+    GENERATOR: "defines the trained generator: names its run",
+    EXECUTION: "how a step executes (device, threads, workers, compilation), not what it computes",
+    BOOKKEEPING: "where and when runs log and save, never what they train",
+    SAMPLING: "how a trained generator samples: read when sampling, never when training",
+    EVALUATION: "what is measured and how (metric networks, sample counts, the study's budget): never read "
+                "by the training of a tokenizer or generator",
+}
+RUN_ROLES = {"tokenizer": (TOKENIZER,), "generator": (TOKENIZER, GENERATOR)}  # the roles that define a run
+
+
+def _role(role: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field declaring its role (a key of `ROLES`): `ckpt_every: int = _role(BOOKKEEPING, 500)`."""
+    return field(default=default, default_factory=factory, metadata={"role": role})
+
+
 Label = Literal["category", "subcategory"]  # emoji labels: category (9) | subcategory (≈99, secondary)
 
 
@@ -97,6 +126,7 @@ class TokenizerConfig:
     semantic_temperature: float = 0.07
     recon_weight: float = 1.0
     perceptual_weight: float = 1.0
+    perceptual_loss: Literal["teacher", "lpips_vgg"] = "teacher"  # teacher: feature distance (small profiles); lpips_vgg: paper
     vq_weight: float = 1.0
     adv_weight: float = 0.5
     adaptive_adv_weight: bool = True  # VQGAN's ‖∇nll‖/‖∇adv‖ at the last decoder layer scales the adversarial term (official code: off)
@@ -120,9 +150,9 @@ class GeneratorConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     class_dropout: float = 0.1  # class label dropped for classifier-free guidance
-    cfg_scale: float = 3.25  # guidance at the last scale, ramped linearly over scales
-    top_k: int = 750
-    top_p: float = 0.95
+    cfg_scale: float = _role(SAMPLING, 3.25)  # guidance at the last scale, ramped linearly over scales
+    top_k: int = _role(SAMPLING, 750)
+    top_p: float = _role(SAMPLING, 0.95)
 
 
 @dataclass
@@ -137,10 +167,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999  # 0 disables EMA
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU; bf16 on CPU: AMX bf16 matmuls (train.forward_precision)
-    compile: bool = False  # torch.compile (inductor) of the training forward; compile time counts in `make bench`
-    ckpt_every: int = 500
-    keep_ckpts: int = 2
-    log_every: int = 25
+    compile: bool = _role(EXECUTION, False)  # torch.compile (inductor) of the training forward; compile time counts in `make bench`
+    ckpt_every: int = _role(BOOKKEEPING, 500)
+    keep_ckpts: int = _role(BOOKKEEPING, 2)
+    log_every: int = _role(BOOKKEEPING, 25)
 
 
 @dataclass
@@ -162,7 +192,7 @@ class ReferenceNetConfig:
 @dataclass
 class EvalConfig:
     fid_network: Literal["evaluator", "inception"] = "evaluator"  # evaluator: small profiles; inception: paper (inception-v3-compat)
-    perceptual_network: Literal["teacher", "lpips_vgg"] = "teacher"  # teacher: feature distance; lpips_vgg: paper
+    perceptual_network: Literal["teacher", "lpips_vgg"] = "teacher"  # the reported perceptual distance's network (the training loss: tokenizer.perceptual_loss)
     num_samples: int = 1000  # generated images for gFID / IS / precision / recall
     num_recon: int = 1000  # val images for rFID / PSNR
     num_reference: int | None = None  # train images that samples are scored against, spread over classes; None = all
@@ -174,7 +204,7 @@ class EvalConfig:
     amp: Literal["auto", "bf16", "off"] = "auto"  # reconstruction and sampling (not the metric network), as the trainer's
     # sampling steps through torch.compile over a static KV cache (CUDA graphs on a GPU; `Generator.sample`);
     # off in every profile: on 2 CPU cores it is slower at batch 1 (`make bench`), on a GPU not yet measured
-    compile_sampler: bool = False
+    compile_sampler: bool = _role(EXECUTION, False)
 
 
 @dataclass
@@ -189,22 +219,22 @@ class StudyConfig:
 
 @dataclass
 class Config:
-    profile: str = "paper"
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0  # torch CPU threads (0 = torch's default); 1 is fastest for the smoke profile's tiny ops
-    run_dir: str = "runs"  # checkpoints and caches (git-ignored)
-    data: DataConfig = field(default_factory=DataConfig)
-    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    train_tokenizer: TrainConfig = field(default_factory=TrainConfig)
-    train_generator: TrainConfig = field(default_factory=TrainConfig)
-    teacher: ReferenceNetConfig = field(default_factory=ReferenceNetConfig)
-    evaluator: ReferenceNetConfig = field(default_factory=lambda: ReferenceNetConfig(
+    profile: str = _role(TOKENIZER, "paper")  # also selects the reference networks' files (`teacher-<profile>`)
+    seed: int = _role(TOKENIZER, 0)  # of the tokenizer's and the generator's training
+    device: Literal["auto", "cpu", "cuda"] = _role(EXECUTION, "auto")
+    threads: int = _role(EXECUTION, 0)  # torch CPU threads (0 = torch's default); 1 is fastest for the smoke profile's tiny ops
+    run_dir: str = _role(BOOKKEEPING, "runs")  # checkpoints and caches (git-ignored)
+    data: DataConfig = _role(TOKENIZER, factory=DataConfig)
+    quantizer: QuantizerConfig = _role(TOKENIZER, factory=QuantizerConfig)
+    tokenizer: TokenizerConfig = _role(TOKENIZER, factory=TokenizerConfig)
+    generator: GeneratorConfig = _role(GENERATOR, factory=GeneratorConfig)
+    train_tokenizer: TrainConfig = _role(TOKENIZER, factory=TrainConfig)
+    train_generator: TrainConfig = _role(GENERATOR, factory=TrainConfig)
+    teacher: ReferenceNetConfig = _role(TOKENIZER, factory=ReferenceNetConfig)
+    evaluator: ReferenceNetConfig = _role(EVALUATION, factory=lambda: ReferenceNetConfig(
         arch="convnet", width=32, depth=3, labels=["category", "subcategory"], seed=2))
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
+    evaluation: EvalConfig = _role(EVALUATION, factory=EvalConfig)
+    study: StudyConfig = _role(EVALUATION, factory=StudyConfig)
 
     @property
     def grid(self) -> int:
@@ -229,7 +259,8 @@ def _paper() -> Config:
         profile="paper",
         data=DataConfig(name="imagenet", root="$IMAGEFOLDER_IMAGENET", resolution=256, in_memory=False,
                         num_workers=8, hflip=True),
-        tokenizer=TokenizerConfig(discriminator="dino", teacher_network="dinov2_vitb14", disc_backbone="dinov2_vits14"),
+        tokenizer=TokenizerConfig(discriminator="dino", teacher_network="dinov2_vitb14", disc_backbone="dinov2_vits14",
+                                  perceptual_loss="lpips_vgg"),
         train_tokenizer=TrainConfig(steps=200_000, batch_size=256, lr=1e-4, warmup_steps=5000,
                                     weight_decay=0.05, ckpt_every=5000, ema_decay=0.9999),
         train_generator=TrainConfig(steps=250_000, batch_size=768, lr=8e-5 * 768 / 256, warmup_steps=5000,
@@ -517,6 +548,61 @@ def _type_error(name: str, hint: Any, value: Any) -> ConfigError:
 
 def _unknown_field(name: str, value: Any, known: dict[str, Any]) -> ConfigError:
     return ConfigError(f"{name}: unknown field (given {value!r}; known: {', '.join(sorted(known))})")
+
+
+# ----------------------------------------------------------------------------- roles
+
+def role(path: str, cls: type | None = None) -> str:
+    """The role (`ROLES`) of the field at dotted `path` of `cls` (default `Config`), e.g.
+    `role("train_tokenizer.compile") == EXECUTION`: its own declaration, else its nearest enclosing field's."""
+    node, found = cls or Config, None
+    for i, part in enumerate(path.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            raise ConfigError(f"{path}: unknown config field ({'.'.join(path.split('.')[:i + 1])})")
+        found = fields[part].metadata.get("role", found)
+        node = _hints(node)[part]
+    if found is None:
+        raise ConfigError(f"{path}: no role declared for it or an enclosing field (config.ROLES)")
+    return found
+
+
+def field_roles(cls: type | None = None) -> dict[str, str]:
+    """Dotted path → role of every leaf field of `cls` (default `Config`), nested sections walked."""
+    root = cls or Config
+
+    def leaves(node: type, path: str) -> list[str]:
+        return [leaf for name, hint in _hints(node).items()
+                for leaf in (leaves(hint, f"{path}{name}.") if dataclasses.is_dataclass(hint) else [f"{path}{name}"])]
+
+    return {path: role(path, root) for path in leaves(root, "")}
+
+
+def run_definition(cfg: Config, model: Literal["tokenizer", "generator"]) -> dict[str, Any]:
+    """The fields of `cfg` whose role defines a trained `model` (`RUN_ROLES`), as nested plain data: what
+    names its run (with the model-code version, `pipeline.run_definition`)."""
+    keep = RUN_ROLES[model]
+    return _select(cfg, lambda r: r in keep, None)
+
+
+def without_roles(node: Any, roles: tuple[str, ...] = (BOOKKEEPING, EXECUTION)) -> dict[str, Any]:
+    """A config section as nested plain data without its fields that declare one of `roles` (themselves or
+    through an enclosing field of the section), e.g. a reference network's run definition."""
+    return _select(node, lambda r: r not in roles, None)
+
+
+def _select(node: Any, keep: Any, inherited: str | None) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(node):
+        r = f.metadata.get("role", inherited)
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            section = _select(value, keep, r)
+            if section:
+                out[f.name] = section
+        elif keep(r):
+            out[f.name] = copy.deepcopy(value)
+    return out
 
 
 # ----------------------------------------------------------------------------- validation

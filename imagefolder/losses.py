@@ -121,10 +121,10 @@ class LPIPSLoss(nn.Module):
         return self.net(recon, target).mean()
 
 
-def build_perceptual(cfg: Config, teacher: nn.Module | None) -> nn.Module:
-    """The perceptual loss of the profile: LPIPS-VGG where `evaluation.perceptual_network="lpips_vgg"`
-    (paper), else the teacher-feature distance."""
-    if cfg.evaluation.perceptual_network == "lpips_vgg":
+def build_perceptual(network: str, teacher: nn.Module | None) -> nn.Module:
+    """A perceptual distance: LPIPS-VGG where `network` is "lpips_vgg" (paper), else the teacher-feature
+    distance (`tokenizer.perceptual_loss` in training, `evaluation.perceptual_network` in evaluation)."""
+    if network == "lpips_vgg":
         return LPIPSLoss()
     if teacher is None:
         raise ValueError("the teacher-feature perceptual loss needs a teacher (losses.TeacherViT)")

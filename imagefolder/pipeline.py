@@ -12,10 +12,11 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import operator
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
@@ -23,14 +24,14 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoint, metrics, pretrained, reference, results
+from . import checkpoint, config, metrics, pretrained, reference, results
 from .config import Config, DataConfig, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import (ImageFolderDataset, TokenDataset, UInt8View, class_names, from_uint8, resolve_root, split_files,
                    split_folder, to_uint8)
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherPerceptualLoss, TeacherViT, TokenizerObjective, build_perceptual
 from .tokenizer import ImageFolderTokenizer
-from .train import forward_precision, pick_device, seed_everything, train, without_bookkeeping
+from .train import forward_precision, pick_device, seed_everything, train
 
 DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2"}
 
@@ -39,39 +40,27 @@ DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_smal
 # part of every run's name, so such a change never reuses a stale run.
 MODEL_CODE_VERSION = 2
 
-TOKENIZER_SECTIONS = ("seed", "data", "quantizer", "tokenizer", "train_tokenizer", "teacher")
-GENERATOR_SECTIONS = ("generator", "train_generator")
-
-
 def run_path(cfg: Config, kind: str, name: str) -> Path:
     return Path(cfg.run_dir) / cfg.profile / kind / name
 
 
-# Generator fields that steer sampling only, never what is trained: they leave a run's name, and a loaded
-# generator samples with the caller's (`load_generator`'s `cfg`), so a sampling change trains nothing.
-SAMPLING_FIELDS = ("cfg_scale", "top_k", "top_p")
-
-
-def run_definition(cfg: Config, sections: tuple[str, ...]) -> dict[str, Any]:
-    """What defines a trained model: the config `sections` (bookkeeping and sampling fields left out) and the
+def run_definition(cfg: Config, model: Literal["tokenizer", "generator"]) -> dict[str, Any]:
+    """What defines a trained `model`: the fields whose role defines it (`config.run_definition`) and the
     model-code version. Its hash names the run; resuming compares it with the checkpoint's."""
-    definition = {k: without_bookkeeping(getattr(cfg, k)) for k in sections}
-    if "generator" in definition:
-        definition["generator"] = {k: v for k, v in definition["generator"].items() if k not in SAMPLING_FIELDS}
-    return definition | {"model_code_version": MODEL_CODE_VERSION}
+    return config.run_definition(cfg, model) | {"model_code_version": MODEL_CODE_VERSION}
 
 
-def config_hash(cfg: Config, sections: tuple[str, ...]) -> str:
-    """Short hash of `run_definition(cfg, sections)`: configs that train the same model share a run."""
-    return hashlib.sha256(json.dumps(run_definition(cfg, sections), sort_keys=True).encode()).hexdigest()[:10]
+def config_hash(cfg: Config, model: Literal["tokenizer", "generator"]) -> str:
+    """Short hash of `run_definition(cfg, model)`: configs that train the same model share a run."""
+    return hashlib.sha256(json.dumps(run_definition(cfg, model), sort_keys=True).encode()).hexdigest()[:10]
 
 
 def tokenizer_name(cfg: Config) -> str:
-    return f"tok-{config_hash(cfg, TOKENIZER_SECTIONS)}"
+    return f"tok-{config_hash(cfg, 'tokenizer')}"
 
 
 def generator_name(cfg: Config) -> str:
-    return f"gen-{config_hash(cfg, TOKENIZER_SECTIONS + GENERATOR_SECTIONS)}"
+    return f"gen-{config_hash(cfg, 'generator')}"
 
 
 def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
@@ -147,7 +136,7 @@ def tokenizer_objective(cfg: Config, trained: bool = True) -> TokenizerObjective
     (`trained=False`: frozen networks with random weights, see `frozen_vit`)."""
     t = cfg.tokenizer
     needs_teacher = (t.semantic_mode != "none" or t.encoder_init == "pretrained"
-                     or cfg.evaluation.perceptual_network == "teacher"
+                     or t.perceptual_loss == "teacher"
                      or (t.discriminator == "dino" and t.disc_backbone == t.teacher_network))
     teacher = frozen_vit(cfg, t.teacher_network, trained) if needs_teacher else None
     encoder_state = teacher.vit.state_dict() if t.encoder_init == "pretrained" else None
@@ -155,7 +144,7 @@ def tokenizer_objective(cfg: Config, trained: bool = True) -> TokenizerObjective
     disc_backbone = None
     if t.discriminator == "dino":
         disc_backbone = teacher if t.disc_backbone == t.teacher_network else frozen_vit(cfg, t.disc_backbone, trained)
-    perceptual = build_perceptual(cfg, teacher) if t.perceptual_weight > 0 else None
+    perceptual = build_perceptual(t.perceptual_loss, teacher) if t.perceptual_weight > 0 else None
     return TokenizerObjective(cfg, tokenizer, teacher, perceptual, disc_backbone)
 
 
@@ -188,7 +177,7 @@ def train_tokenizer(cfg: Config) -> Path:
             train_ds = ImageFolderDataset(cfg.data, "train")
             objective = tokenizer_objective(cfg)
             train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed, config=to_dict(cfg),
-                  run_key=run_definition(cfg, TOKENIZER_SECTIONS), device=device_of(cfg), desc=name)
+                  run_key=run_definition(cfg, "tokenizer"), device=device_of(cfg), desc=name)
             _write_code(path)
     return _used(path)
 
@@ -297,7 +286,7 @@ def evaluate_tokenizer(cfg: Config, tokenizer: ImageFolderTokenizer, network: me
     bs = cfg.evaluation.batch_size
     teacher = (frozen_vit(cfg, cfg.tokenizer.teacher_network).to(device)  # held by the loss, so moved here
                if cfg.evaluation.perceptual_network == "teacher" else None)
-    perceptual = build_perceptual(cfg, teacher).to(device)
+    perceptual = build_perceptual(cfg.evaluation.perceptual_network, teacher).to(device)
     originals = val_originals(cfg, perceptual, cached)
     real = originals.images
     usage = metrics.CodebookUsage(cfg.quantizer.codebook_size, cfg.quantizer.branches)
@@ -387,7 +376,7 @@ def train_generator(cfg: Config) -> Path:
         objective = GeneratorObjective(generator, tokenizer.quantizer)
         record = to_dict(cfg) | {"tokenizer_file": str(tokenizer_path),
                                  "tokenizer_hash": pretrained.file_hash(tokenizer_path)}
-        run_key = run_definition(cfg, TOKENIZER_SECTIONS + GENERATOR_SECTIONS) | {
+        run_key = run_definition(cfg, "generator") | {
             "tokenizer_hash": record["tokenizer_hash"]}
         train(objective, tokens, cfg.train_generator, path.parent, cfg.seed, config=record,
               run_key=run_key, device=device_of(cfg), desc=path.parent.name)
@@ -398,12 +387,12 @@ def train_generator(cfg: Config) -> Path:
 def load_generator(path: str | Path, device: torch.device | str = "cpu", cfg: Config | None = None
                    ) -> tuple[Generator, ImageFolderTokenizer, Config]:
     """A frozen generator with the tokenizer it was trained on, and its config. With `cfg` (the caller's), it
-    samples with that config's `SAMPLING_FIELDS` rather than those stored with the run."""
+    samples with that config's sampling fields (role `config.SAMPLING`) rather than those stored with the run."""
     tensors, record, _ = checkpoint.load_model(path)
     stored = from_dict({k: v for k, v in record.items() if k not in ("tokenizer_file", "tokenizer_hash")})
     if cfg is not None:
-        stored.generator = dataclasses.replace(stored.generator,
-                                               **{f: getattr(cfg.generator, f) for f in SAMPLING_FIELDS})
+        sampling = [p for p, r in config.field_roles().items() if r == config.SAMPLING]
+        stored = apply_overrides(stored, {p: operator.attrgetter(p)(cfg) for p in sampling})
     tokenizer, tok_cfg = load_tokenizer(record["tokenizer_file"], device)
     generator = Generator(stored.generator, tok_cfg.quantizer, class_count(stored))
     generator.load_state_dict(tensors)

@@ -22,9 +22,9 @@ from torch import nn
 
 from . import checkpoint, pretrained
 from .backbones import build_vit
-from .config import Config, ReferenceNetConfig, ViTConfig, from_dict, to_dict
+from .config import Config, ReferenceNetConfig, ViTConfig, from_dict, to_dict, without_roles
 from .data import ImageFolderDataset, MultiLabelView
-from .train import pick_device, seed_everything, train, without_bookkeeping
+from .train import pick_device, seed_everything, train
 
 
 class ConvTrunk(nn.Module):
@@ -168,7 +168,7 @@ def train_reference(cfg: Config, role: str, force: bool = False) -> Path:
     record = {"role": role, "profile": cfg.profile, "reference": to_dict(cfg)[role], "data": to_dict(cfg)["data"]}
     result = train(objective, MultiLabelView(train_ds, rcfg.labels), rcfg.train, run_dir, rcfg.seed,
                    config=record, device=pick_device(cfg.device), desc=role,
-                   run_key=record | {"reference": without_bookkeeping(rcfg)})
+                   run_key=record | {"reference": without_roles(rcfg)})
     ema_net = load_from(result.model_path, record)
     acc = {name: round(accuracy(ema_net, val_ds, name), 4) for name in rcfg.labels}
     checkpoint.save_model(ema_net.state_dict(), path, record, {"val_accuracy": acc})

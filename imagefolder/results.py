@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from . import __version__
+from . import __version__, config
 from .checkpoint import atomic_write_bytes, atomic_write_text, exclusive
 
 PAPER_REFERENCE = Path(__file__).with_name("paper_reference.yaml")
@@ -288,17 +288,19 @@ def update_provenance(profile: str, section: str, entries: dict[str, Any], root:
     return path
 
 
-RUNTIME_FIELDS = frozenset({"run_dir", "threads", "device"})  # overrides of where or how fast, not of what
+# overrides of fields with these roles say where or how fast a notebook runs, not what it computes
+RUNTIME_ROLES = (config.EXECUTION, config.BOOKKEEPING)
 
 
 class Report:
     """What one notebook writes under `<root>/<profile>/`: its tables, figures and provenance section.
 
     `notebook`: the committed notebook the code is (e.g. "03_quantizer_dropout"); `name`: this run's name
-    (a copy's own, default `notebook`). A run named otherwise, or with `overrides` beyond `RUNTIME_FIELDS`,
-    is a variant: it writes under `<root>/<profile>/variants/<name>/`, never over the committed results.
-    `table` and `figure` write at once (a notebook that fails later keeps what it wrote); `finish`
-    records the run's wall time, seeds, overrides, data fingerprint, metric networks, the code it ran
+    (a copy's own, default `notebook`). A run named otherwise, or with an override of a field whose role
+    (`config.role`) is not one of `RUNTIME_ROLES`, is a variant: it writes under
+    `<root>/<profile>/variants/<name>/`, never over the committed results. `table` and `figure` write at
+    once (a notebook that fails later keeps what it wrote); `finish` records the run's wall time, seeds,
+    overrides and their roles, data fingerprint, metric networks, the code it ran
     (`CODE_AT_IMPORT`) and the models it used with the code that trained each in provenance.json.
     """
 
@@ -306,7 +308,8 @@ class Report:
                  overrides: dict[str, Any] | None = None):
         self.notebook, self.profile, self.root = notebook, profile, Path(root)
         self.name, self.overrides = name or notebook, dict(overrides or {})
-        changed = set(self.overrides) - RUNTIME_FIELDS
+        self.roles = {key: config.role(key) for key in self.overrides}
+        changed = {key for key, role in self.roles.items() if role not in RUNTIME_ROLES}
         self.variant = self.name if (self.name != notebook or changed) else None
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.outputs: list[str] = []
@@ -333,6 +336,7 @@ class Report:
         wall = (datetime.datetime.now(datetime.timezone.utc) - self.started).total_seconds()
         section = provenance_section(self.profile, seeds=seeds, data_fingerprint=data_fingerprint,
                                      metric_networks=metric_networks, wall_times={self.name: round(wall, 1)},
-                                     notebook=self.notebook, overrides=self.overrides, outputs=self.outputs,
+                                     notebook=self.notebook, overrides=self.overrides,
+                                     override_roles=self.roles, outputs=self.outputs,
                                      git=CODE_AT_IMPORT, models=models_used(), **extra)
         update_provenance(self.profile, self.name, section, self.root, variant=self.variant)

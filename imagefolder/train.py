@@ -15,7 +15,6 @@ trainable tensors (frozen parameters, e.g. teachers, are never saved).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -36,22 +35,6 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .config import TrainConfig
-
-
-# TrainConfig fields that change only when the trainer logs and saves, never what it trains, and those that
-# change only how a step is executed, not what it computes (compiled and eager steps agree to float
-# rounding, as threads and devices do): they leave a run's name and its resume check (pipeline.run_definition).
-BOOKKEEPING_FIELDS = frozenset({"ckpt_every", "keep_ckpts", "log_every"})
-EXECUTION_FIELDS = frozenset({"compile"})
-
-
-def without_bookkeeping(node: Any) -> Any:
-    """A config node as plain data, without the bookkeeping and execution fields of every TrainConfig in it."""
-    if dataclasses.is_dataclass(node):
-        skip = BOOKKEEPING_FIELDS | EXECUTION_FIELDS if isinstance(node, TrainConfig) else ()
-        return {f.name: without_bookkeeping(getattr(node, f.name)) for f in dataclasses.fields(node)
-                if f.name not in skip}
-    return [without_bookkeeping(v) for v in node] if isinstance(node, (list, tuple)) else node
 
 
 @dataclass

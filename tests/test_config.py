@@ -141,3 +141,51 @@ def test_study_variant_scales_the_ema_horizon_with_the_run():
     short = pipeline.shorter_run(cfg.train_tokenizer, 2)  # a horizon shorter than one step: no EMA
     assert short == {"steps": 2, "warmup_steps": 2, "ema_decay": 0.0, "compile": False}
     assert cfg.train_generator.compile and not v.train_generator.compile  # study runs are too short to compile
+
+
+# ----------------------------------------------------------------------------- roles
+
+def _leaf_paths(node, path=""):
+    """Every leaf field of a config instance, walked by hand (not by the code under test)."""
+    import dataclasses
+    out = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        out += _leaf_paths(value, f"{path}{f.name}.") if dataclasses.is_dataclass(value) else [f"{path}{f.name}"]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(config.PROFILES))
+def test_every_field_of_every_profile_has_a_role(name):
+    paths = _leaf_paths(config.profile(name))
+    assert len(paths) > 100
+    assert {p: config.role(p) for p in paths} == config.field_roles()
+    assert set(config.field_roles().values()) <= set(config.ROLES)
+
+
+def test_a_field_has_its_own_role_or_its_sections():
+    expected = {"seed": "tokenizer", "device": "execution", "run_dir": "bookkeeping",
+                "quantizer.codebook_size": "tokenizer", "tokenizer.encoder.width": "tokenizer",
+                "tokenizer.perceptual_loss": "tokenizer", "evaluation.perceptual_network": "evaluation",
+                "generator.width": "generator", "generator.cfg_scale": "sampling", "generator.top_p": "sampling",
+                "train_tokenizer.lr": "tokenizer", "train_generator.lr": "generator",
+                "train_generator.compile": "execution", "teacher.train.ckpt_every": "bookkeeping",
+                "teacher.width": "tokenizer", "evaluator.train.lr": "evaluation", "study.seeds": "evaluation",
+                "evaluation.compile_sampler": "execution", "evaluation": "evaluation", "train_tokenizer": "tokenizer"}
+    assert {p: config.role(p) for p in expected} == expected
+    for bad in ("generator.nope", "nope", "seed.x"):
+        with pytest.raises(ConfigError, match=bad.split(".")[0]):
+            config.role(bad)
+
+
+def test_run_definition_holds_exactly_the_defining_fields():
+    cfg = config.profile("smoke")
+    tok, gen = config.run_definition(cfg, "tokenizer"), config.run_definition(cfg, "generator")
+    assert set(tok) == {"profile", "seed", "data", "quantizer", "tokenizer", "train_tokenizer", "teacher"}
+    assert set(gen) == set(tok) | {"generator", "train_generator"}
+    assert tok["train_tokenizer"]["lr"] == cfg.train_tokenizer.lr and "compile" not in tok["train_tokenizer"]
+    assert "ckpt_every" not in tok["teacher"]["train"] and tok["tokenizer"]["encoder"]["width"] == 32
+    assert "cfg_scale" not in gen["generator"] and gen["generator"]["width"] == cfg.generator.width
+    assert tok["tokenizer"]["perceptual_loss"] == "teacher"
+    reference = config.without_roles(cfg.evaluator)
+    assert reference["width"] == cfg.evaluator.width and "log_every" not in reference["train"]

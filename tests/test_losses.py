@@ -81,7 +81,7 @@ def test_teacher_interface_and_perceptual_distance():
     assert not any(p.requires_grad for p in teacher.parameters())
     teacher.train()
     assert not teacher.training
-    perc = build_perceptual(cfg, teacher)
+    perc = build_perceptual(cfg.tokenizer.perceptual_loss, teacher)
     assert isinstance(perc, TeacherPerceptualLoss) and perc.name == "teacher_feature_perceptual"
     assert perc(x, x).item() == pytest.approx(0.0, abs=1e-6)
     y = x.clone().requires_grad_(True)
@@ -141,7 +141,7 @@ def test_objective_phases_and_gradients_go_where_they_belong():
     cfg = smoke_cfg(**{"tokenizer.disc_start": 1})
     teacher = random_teacher(cfg)
     tok = ImageFolderTokenizer(cfg)
-    obj = TokenizerObjective(cfg, tok, teacher, build_perceptual(cfg, teacher)).train()
+    obj = TokenizerObjective(cfg, tok, teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher)).train()
     assert obj.phases == ("model", "disc") and obj.ema_target is tok
     assert not teacher.training
     batch = (images(), torch.zeros(8, dtype=torch.long))
@@ -167,7 +167,7 @@ def test_objective_phases_and_gradients_go_where_they_belong():
                                               "tokenizer.perceptual_weight": 0.0}), ImageFolderTokenizer(cfg))
     assert no_disc.phases == ("model",)
     with pytest.raises(ValueError, match="teacher"):
-        TokenizerObjective(cfg, tok, None, build_perceptual(cfg, teacher))
+        TokenizerObjective(cfg, tok, None, build_perceptual(cfg.tokenizer.perceptual_loss, teacher))
 
 
 def test_objective_registers_each_frozen_network_once():
@@ -175,7 +175,7 @@ def test_objective_registers_each_frozen_network_once():
     checkpoint must still hold each tensor once (safetensors refuses shared storage)."""
     cfg = smoke_cfg(**{"tokenizer.discriminator": "dino"})
     teacher = random_teacher(cfg)
-    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher))
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher))
     ptrs = [v.data_ptr() for v in obj.state_dict().values() if v.numel()]
     assert len(ptrs) == len(set(ptrs))
     assert obj.discriminator.backbone is teacher and obj.perceptual.teacher is teacher
@@ -190,7 +190,7 @@ def test_short_training_lowers_reconstruction_loss():
     cfg = smoke_cfg(**{"tokenizer.disc_start": 10})
     teacher = random_teacher(cfg)
     tok = ImageFolderTokenizer(cfg)
-    obj = TokenizerObjective(cfg, tok, teacher, build_perceptual(cfg, teacher))
+    obj = TokenizerObjective(cfg, tok, teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher))
     opts = {ph: torch.optim.AdamW(obj.parameters_for(ph), lr=3e-3, betas=(0.9, 0.95)) for ph in obj.phases}
     x = images(16, low=2)
     batch = (x, torch.zeros(16, dtype=torch.long))
@@ -240,7 +240,7 @@ def test_discriminator_trained_alone_separates_real_from_blurred(kind):
 def test_adaptive_adversarial_weight_is_a_switch(adaptive):
     cfg = smoke_cfg(**{"tokenizer.disc_start": 0, "tokenizer.adaptive_adv_weight": adaptive})
     teacher = random_teacher(cfg)
-    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher)).train()
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher)).train()
     _, logs = obj((images(), torch.zeros(8, dtype=torch.long)), "model", 0)
     assert (logs["adaptive_w"] != 1.0) if adaptive else (logs["adaptive_w"] == 1.0)
 
@@ -248,6 +248,6 @@ def test_adaptive_adversarial_weight_is_a_switch(adaptive):
 def test_adversarial_ramp():
     cfg = smoke_cfg(**{"tokenizer.disc_start": 10, "tokenizer.adv_ramp_steps": 4})
     teacher = random_teacher(cfg)
-    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher))
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher))
     assert [obj.adv_ramp(s) for s in (10, 11, 12, 13, 14, 100)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert TokenizerObjective(smoke_cfg(), ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg, teacher)).adv_ramp(0) == 1.0
+    assert TokenizerObjective(smoke_cfg(), ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher)).adv_ramp(0) == 1.0
