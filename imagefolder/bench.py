@@ -88,7 +88,7 @@ def _sampler(generator: Generator, quantizer: ProductQuantizer | None, batch: in
     (`Generator.sample`: the first call of a batch size and precision compiles)."""
     labels_B = torch.zeros(batch, dtype=torch.long, device=device)
     rng = torch.Generator(device).manual_seed(seed)
-    return lambda: generator.sample(labels_B, quantizer, generator=rng, use_cache=True, compiled=compiled)
+    return lambda: generator.sample(labels_B, quantizer, generator=rng, compiled=compiled)
 
 
 def sample_flops(gcfg: GeneratorConfig, qcfg: QuantizerConfig, batch: int = 1, num_classes: int = PAPER_CLASSES,

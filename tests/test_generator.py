@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from imagefolder import config
-from imagefolder.config import ConfigError, GeneratorConfig, QuantizerConfig
+from imagefolder import config, sampler
 from imagefolder.checkpoint import state_dict_hash
+from imagefolder.config import ConfigError, GeneratorConfig, QuantizerConfig
 from imagefolder.data import TokenCacheMismatch, TokenDataset
-from imagefolder.generator import Generator, GeneratorObjective, parameter_counts, sample_tokens
+from imagefolder.generator import Generator, GeneratorObjective, parameter_counts
 from imagefolder.layouts import flatten_indices, unflatten_indices
 from imagefolder.quantize import ProductQuantizer
-
+from imagefolder.sampler import sample_tokens
 
 N_CLASSES = 3
 
@@ -47,6 +47,31 @@ def random_indices(model, B, seed=0):
 
 def rng(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+class RecomputedSteps:
+    """The no-cache reference for `sampler.CachedSteps`: each step runs the whole prefix so far through the
+    blocks under the block-causal mask, and the head on the step's new positions."""
+
+    def __init__(self, model, cond_BW, caches):
+        self.model, self.cond_BW, self.seen_BLW = model, cond_BW, cond_BW[:, None][:, :0]  # (B, 0, W)
+
+    def __call__(self, x_BlW, start, end):
+        m = self.model
+        self.seen_BLW = x_BLW = torch.cat([self.seen_BLW, x_BlW], dim=1)
+        for block in m.blocks:
+            x_BLW = block(x_BLW, block.modulation(self.cond_BW), m.mask_LL[:end, :end])
+        return m.head_logits(x_BLW[:, start:], m.head_modulation(self.cond_BW))
+
+
+def sample_without_cache(monkeypatch, model, *args, **kwargs):
+    """`model.sample(*args, **kwargs)` with every step recomputed from the whole prefix (`RecomputedSteps`)."""
+    built = []
+    with monkeypatch.context() as m:
+        m.setattr(sampler, "CachedSteps", lambda *a: built.append(RecomputedSteps(*a)) or built[-1])
+        out = model.sample(*args, **kwargs)
+    assert built, "the sampler did not run the reference steps"
+    return out
 
 
 # ----------------------------------------------------------------------------- layout and masks
@@ -90,12 +115,12 @@ def test_block_causal_mask_finer_inputs_never_change_coarser_logits(mode):
 # ----------------------------------------------------------------------------- sampling
 
 @pytest.mark.parametrize("mode", ["folded", "unfolded", "raster"])
-def test_kv_cache_matches_recomputation(mode):
+def test_kv_cache_matches_recomputation(mode, monkeypatch):
     model, q = tiny(mode)
     labels = torch.tensor([0, 1, 2])
     kw = dict(cfg_scale=1.5, top_k=8, top_p=0.9, return_logits=True)
-    idx_c, log_c = model.sample(labels, q, generator=rng(3), use_cache=True, **kw)
-    idx_n, log_n = model.sample(labels, q, generator=rng(3), use_cache=False, **kw)
+    idx_c, log_c = model.sample(labels, q, generator=rng(3), **kw)
+    idx_n, log_n = sample_without_cache(monkeypatch, model, labels, q, generator=rng(3), **kw)
     for a, b in zip(log_c, log_n):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(idx_c, idx_n))
@@ -120,15 +145,13 @@ def test_compiled_sampler_matches_the_eager_cache_and_keeps_its_buffers(mode):
     for a, b in zip(log_e, log_c):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(idx_e, idx_c))
-    (_, caches), = model._static.values()  # batch 2·3 (guidance), float32
+    (_, caches), = model.static_kv.values()  # batch 2·3 (guidance), float32
     assert caches[0].k_BHLd.shape == (6, 2, model.length, 16)
     graphs = counters["stats"]["unique_graphs"]
     again = model.sample(labels, q, generator=rng(3), compiled=True, cfg_scale=1.5, top_k=8, top_p=0.9)
     assert all(torch.equal(a, b) for a, b in zip(idx_c, again))
     assert counters["stats"]["unique_graphs"] == graphs, "the second call recompiled"
-    assert model._static[(6, torch.float32, torch.device("cpu"))][1][0] is caches[0]
-    with pytest.raises(ValueError, match="use_cache"):
-        model.sample(labels, q, compiled=True, use_cache=False)
+    assert model.static_kv[(6, torch.float32, torch.device("cpu"))][1][0] is caches[0]
 
 
 def test_top_k_1_is_greedy_per_branch():
@@ -430,7 +453,7 @@ def test_real_quantizer_satisfies_the_contract_check():
 
 
 @pytest.mark.parametrize("mode", ["folded", "unfolded"])
-def test_sampling_logits_equal_teacher_forced_guided_logits(mode):
+def test_sampling_logits_equal_teacher_forced_guided_logits(mode, monkeypatch):
     """The cached sampler (quantizer.next_input) and the training path (teacher_forcing_inputs) agree:
     at each scale the sampler's logits are cond + t_i (cond − uncond) of the teacher-forced forward on
     the sampled indices, with a forced branch too; recomputation without cache gives the same tokens."""
@@ -448,7 +471,7 @@ def test_sampling_logits_equal_teacher_forced_guided_logits(mode):
     for k, (start, end) in enumerate(model.steps):
         want = cond[:, start:end] + 1.5 * k / (S - 1) * (cond[:, start:end] - uncond[:, start:end])
         torch.testing.assert_close(step_logits[k], want, atol=1e-4, rtol=1e-4)
-    idx_n = model.sample(labels, q, cfg_scale=1.5, generator=rng(2), use_cache=False, reference=ref,
-                         force_branches=[1])
+    idx_n = sample_without_cache(monkeypatch, model, labels, q, cfg_scale=1.5, generator=rng(2), reference=ref,
+                                 force_branches=[1])
     assert all(torch.equal(a, b) for a, b in zip(idx, idx_n))
     assert q.indices_to_fhat(idx).shape == (2, 2, 32, 4, 4)  # the sample decodes
