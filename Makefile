@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := help
-.PHONY: help setup data test reproduce claims html bench clean distclean
+.PHONY: help setup data lint test reproduce claims html bench clean distclean
 
 PROFILE ?= cpu## the profile to run: smoke | cpu | gpu | paper
 VENV ?= .venv## the Python environment: VENV=$CONDA_PREFIX uses an existing (conda) env, no .venv is built
@@ -52,6 +52,10 @@ endif
 
 data: $(STAMP) ## the emoji data set and the profile's teacher and evaluator (idempotent)
 	$(PY) -m imagefolder data --profile $(PROFILE) threads=$(THREADS)
+
+lint: $(STAMP) ## ruff over the package, tests, scripts and notebooks (code cells); mypy over the package
+	$(PY) -m ruff check imagefolder tests scripts notebooks
+	$(PY) -m mypy
 
 test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
 	$(PY) -m imagefolder data --profile smoke

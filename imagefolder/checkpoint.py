@@ -20,8 +20,9 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -34,7 +35,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, foreign or made with a different config."""
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """The one atomic writer: `write(tmp)` fills a temporary file in `path`'s folder, which is fsynced and
     renamed onto `path` (`os.replace`), so readers see the old file or the new one, never half of one."""
     path = Path(path)
@@ -109,7 +110,8 @@ def load_model(path: str | Path, expected_config: dict[str, Any] | None = None
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint (truncated or foreign?): {err}") from err
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint (truncated or foreign?): {err}"
+                              ) from err
     if "config" not in meta:
         raise CheckpointError(f"{path} has no config metadata: not a checkpoint written by imagefolder")
     config = json.loads(meta["config"])

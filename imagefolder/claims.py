@@ -1,7 +1,8 @@
 """The claims ledger: each claim of the paper, the paper's numbers, ours (from the written tables) and a verdict.
 
 `write_ledger(profile, root)` reads `results/<profile>/tables/*.csv` — never typed numbers; a table's
-per-seed companion (`TableSpec.runs`) where it was written — and writes `results/<profile>/claims.md`. The claims, their tables and the rule (`VERDICT_RULE`) live in `tables`.
+per-seed companion (`TableSpec.runs`) where it was written — and writes `results/<profile>/claims.md`.
+The claims, their tables and the rule (`VERDICT_RULE`) live in `tables`.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def claims(tables: Tables) -> list[dict]:
     out = []
     for claim in CLAIMS:
         names = (claim.spec.key, claim.spec.setting_column)
-        runs = claim.spec.runs and tables.get(claim.spec.runs, names)
+        runs = tables.get(claim.spec.runs, names) if claim.spec.runs else None
         df = runs if runs is not None else tables.get(claim.table, names)
         ours, verdict = (f"tables {[claim.table]} not written", "not run") if df is None else claim.judge(df)
         out.append({"claim": claim.text, "paper": claim.paper_text(), "ours": ours, "verdict": verdict,

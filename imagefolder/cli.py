@@ -77,6 +77,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     """Sample class-conditional images from the config's trained generator into a PNG grid."""
     import torch
     from torchvision.utils import save_image
+
     from . import pipeline
     cfg = _cfg(args)
     generator, tokenizer, _ = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg), cfg)

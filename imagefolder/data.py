@@ -11,8 +11,8 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -335,7 +335,7 @@ class TokenDataset(Dataset):
     @classmethod
     def encode(cls, encode: Callable[[torch.Tensor], list[torch.Tensor]],
                batches: Iterable[tuple[torch.Tensor, torch.Tensor]], codebook_size: int,
-               fingerprint: str) -> "TokenDataset":
+               fingerprint: str) -> TokenDataset:
         """Tokenize (images, labels) batches with `encode(images) -> [S × (B, P, s, s)]`."""
         tokens, labels, shapes = [], [], None
         with torch.no_grad():
@@ -363,7 +363,7 @@ class TokenDataset(Dataset):
                                       metadata=self._meta()))
 
     @classmethod
-    def load(cls, path: str | Path, fingerprint: str | None = None) -> "TokenDataset":
+    def load(cls, path: str | Path, fingerprint: str | None = None) -> TokenDataset:
         """Read a cache (checked like a new one); with `fingerprint`, raise TokenCacheMismatch if another
         tokenizer made it."""
         with safe_open(str(path), framework="pt") as f:

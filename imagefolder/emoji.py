@@ -108,7 +108,10 @@ def on_white(png: bytes) -> Image.Image:
 def _write_vendor(tarball: Path, vendor: str, root: Path) -> list[tuple[str, str, str, str]]:
     rows = []
     with tarfile.open(tarball, "r:gz") as tar:
-        catalogue = json.load(tar.extractfile("package/emoji.json"))
+        listing = tar.extractfile("package/emoji.json")
+        if listing is None:
+            raise EmojiBuildError(f"{tarball.name}: package/emoji.json is not a regular file")
+        catalogue = json.load(listing)
         for img in list_images(catalogue, vendor):
             member = tar.extractfile(img.member)
             if member is None:

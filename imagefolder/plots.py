@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 
-def _axis(ax, df: pd.DataFrame, x: str, y: str, label: str | None) -> None:
+def _axis(ax, df: pd.DataFrame, x: str, y: str, label: object) -> None:
     """`y` over `x`, with the seed sd as error bars where the table has its `<y> sd` column."""
     xs = df[x]
     numeric = pd.api.types.is_numeric_dtype(xs)

@@ -12,7 +12,6 @@ import html
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import nbformat
 from jinja2 import DictLoader
@@ -52,7 +51,8 @@ table.provenance th { padding: 1px 4px; border: 1px solid #ddd; vertical-align: 
 TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_css -%}{{ super() }}<style type="text/css">""" + CSS + """</style>{%- endblock html_head_css -%}
 {%- block body_header -%}{{ super() }}
-<nav class="compendium"><a href="../index.html">← all reports and the claims ledger of results/{{ resources.profile }}</a></nav>
+<nav class="compendium"><a href="../index.html">← all reports and the claims ledger of results/{{ resources.profile }}\
+</a></nav>
 {%- endblock body_header -%}
 {%- block body_footer -%}
 <nav class="compendium"><a href="../index.html">← back to the index</a></nav>
@@ -125,7 +125,8 @@ def _title(executed: Path) -> str:
 
 def _notebook_of(table: str, sections: dict[str, dict]) -> str | None:
     return next((name for name, s in sections.items()
-                 if any(Path(o).parent.name == "tables" and Path(o).name == f"{table}.csv" for o in s.get("outputs", []))),
+                 if any(Path(o).parent.name == "tables" and Path(o).name == f"{table}.csv"
+                        for o in s.get("outputs", []))),
                 None)
 
 
@@ -155,7 +156,8 @@ def _cards(folder: Path, sections: dict[str, dict]) -> str:
         image = (f'<img src="{thumb}" alt="" style="width:100%;height:150px;object-fit:contain">' if thumb else
                  '<div style="height:150px;display:flex;align-items:center;justify-content:center;'
                  f'background:#f4f4f4;font-size:40px;color:#999">{html.escape(name[:2])}</div>')
-        cards.append(f'<a class="card" href="reports/{name}.html">{image}<div>{html.escape(_title(executed))}</div></a>')
+        cards.append(f'<a class="card" href="reports/{name}.html">{image}'
+                     f'<div>{html.escape(_title(executed))}</div></a>')
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 

@@ -9,8 +9,8 @@ fewer than two seeds, where no interval exists).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from scipy import stats
 

@@ -89,9 +89,10 @@ def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork
     df = df.copy()
     if spec.settings:
         df.insert(0, spec.setting_column, list(spec.settings))
-        keys = list(spec.settings)
-    else:
-        keys = [spec.paper_key(str(row)) for row in df[spec.key]]
+    if spec.paper is None:  # no paper table to set beside ours
+        return df
+    keys: list[str | None] = (list(spec.settings) if spec.settings
+                              else [spec.paper_key(str(row)) for row in df[spec.key]])
     names = {m: metrics.metric_key(m, network.name) for m in ("FD", "IS", "precision", "recall")}
     return results.with_paper_columns(df, spec.paper, keys, {c.format(**names): t for c, t in spec.columns.items()},
                                       names=paper_pairs(spec, network),
@@ -123,6 +124,8 @@ def seeded_table(report: results.Report, cfg: Config, spec: TableSpec, network: 
     `spec.runs`, one row per (variant, seed), which the ledger judges, and `spec.name`, the mean ± sd over
     seeds with what each row ran (`spec.describe`), the rows of `extra` (e.g. the full-budget models, named
     in the `spec.key` column) and the paper's number beside ours. Returns (runs, summary)."""
+    if spec.runs is None:
+        raise ValueError(f"TableSpec {spec.name!r} has no variants for seeded_table to run")
     seeds = cfg.study.seeds
     runs = run_table(cfg, spec.variants(cfg), network, generator=generator, seeds=seeds).rename(
         columns={"variant": spec.key})
@@ -139,7 +142,7 @@ def seeded_table(report: results.Report, cfg: Config, spec: TableSpec, network: 
     if spec.describe:
         summary.insert(1, "ours", summary[spec.key].map(spec.describe(cfg)))
     for i, column in enumerate(spec.paper_text, start=2):
-        summary.insert(i, paper_label(column), [results.paper_value(spec.paper, spec.paper_key(k), column)
+        summary.insert(i, paper_label(column), [results.paper_value(spec.paper_table(), spec.paper_key(k), column)
                                                 for k in summary[spec.key].astype(str)])
     summary = with_paper(spec, summary, network)
     report.table(summary, spec.name, title=f"{spec.title}, mean ± sd over seeds {seeds}", network=network.describe(),

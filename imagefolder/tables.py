@@ -11,9 +11,9 @@ the two rows by seed (a table with a `seed` column, e.g. a spec's `runs` table) 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable
 
 import pandas as pd
 
@@ -77,6 +77,10 @@ class _Claim:
 
     def paper_text(self) -> str:
         return self.paper.format(*(paper_number(r) for r in self.refs))
+
+    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
+        """(ours, verdict) from the written table `df` that judges the claim."""
+        raise NotImplementedError
 
     @property
     def spec(self) -> TableSpec:
@@ -226,11 +230,17 @@ class TableSpec:
     paper_text: tuple[str, ...] = ()  # the paper's columns that describe its rows (e.g. "method"), shown beside ours
 
     def __post_init__(self):
-        for ours, (_, stated) in self.facts.items():
+        for _, stated in self.facts.values():
             for fact in stated.values():
-                paper_fact(self.paper, fact)  # KeyError naming the fact when paper_reference.yaml lacks it
+                paper_fact(self.paper_table(), fact)  # KeyError naming the fact when paper_reference.yaml lacks it
 
     repeated: bool = False  # its rows are measured in repeated rounds (timings): `runs` holds one row per round
+
+    def paper_table(self) -> str:
+        """Its table in paper_reference.yaml; ValueError naming this spec where it has none."""
+        if self.paper is None:
+            raise ValueError(f"TableSpec {self.name!r} names no table of paper_reference.yaml")
+        return self.paper
 
     @property
     def runs(self) -> str | None:
@@ -388,9 +398,11 @@ TABLE9 = TableSpec("table9_branch_settings", "Table 9: branch settings", "table9
                    columns=RECON_GEN)
 TOKEN_COUNTS = TableSpec(
     "token_counts", "Tokens and autoregressive steps per image (computed from the schedules)", "table4",
-    key="design", rows=("LlamaGen (raster, 16×16)", "VAR (16×16 latent)", "ImageFolder, unfolded", "ImageFolder, folded"),
+    key="design",
+    rows=("LlamaGen (raster, 16×16)", "VAR (16×16 latent)", "ImageFolder, unfolded", "ImageFolder, folded"),
     columns={"AR positions": "length", "AR steps": "steps"},
-    aliases={"LlamaGen (raster, 16×16)": "LlamaGen-L", "VAR (16×16 latent)": "VAR (d16)", "ImageFolder, folded": "ImageFolder"})
+    aliases={"LlamaGen (raster, 16×16)": "LlamaGen-L", "VAR (16×16 latent)": "VAR (d16)",
+             "ImageFolder, folded": "ImageFolder"})
 TOKENIZER_MAIN = TableSpec(
     "tokenizer_main", "Main tokenizer and the VAR-style baseline, reconstruction on the val split", "table4",
     key="tokenizer", rows=("ImageFolder (main)", "VAR-style single branch, same budget"), columns=RECON,
@@ -399,19 +411,20 @@ FOLDED_VS_UNFOLDED = TableSpec(
     "folded_vs_unfolded", "Folded vs unfolded generation from the same tokenizer",
     variants=lambda cfg: {m: {"generator.mode": m} for m in ("folded", "unfolded")})
 
-SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, GENERATOR_MAIN, TABLE3_ROWS12, TABLE3, TABLE4, TABLE4_LP,
-                             TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7, TABLE8, TABLE9,
-                             FOLDED_VS_UNFOLDED)}
+SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, GENERATOR_MAIN, TABLE3_ROWS12, TABLE3,
+                             TABLE4, TABLE4_LP, TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7,
+                             TABLE8, TABLE9, FOLDED_VS_UNFOLDED)}
 
 def _by_setting(text: str, spec: TableSpec, better: str, worse: str, metric: str = "rFD",
                 label: bool = False) -> Claim:
     """A claim between two of `spec`'s rows named by the paper's setting, its numbers from the paper's table
     (`label`: the paper's text names the two settings, e.g. "rFID 2.4 (14×14) vs 4.15 (10×10)")."""
     theirs = {"rFD": "rFID", "gFD": "gFID"}[metric]
-    table = paper_tables()[spec.paper]
+    paper_id = spec.paper_table()
+    table = paper_tables()[paper_id]
     tokens = {"paper length": " tokens"}.get(spec.setting_column, "")
-    ref = ((lambda k: (spec.paper, theirs, k)) if better in map(str, table["columns"])
-           else (lambda k: (spec.paper, k, theirs)))
+    ref = ((lambda k: (paper_id, theirs, k)) if better in map(str, table["columns"])
+           else (lambda k: (paper_id, k, theirs)))
     paper = (f"{theirs} {{}} ({better}{tokens}) vs {{}} ({worse})" if label else f"{theirs} {{}} vs {{}}")
     return Claim(text=text, table=spec.name, by=spec.setting_column, better=better, worse=worse, metric=metric,
                  paper=paper, refs=(ref(better), ref(worse)))
@@ -425,8 +438,8 @@ CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
     Claim(text="Quantizer dropout improves generation", table="table3_rows1-2", better="2", worse="1", metric="gFD",
           labels=("with dropout", "without"), paper="gFID {} vs {} (VAR-style tokenizer)",
           refs=(("table3", "2", "gFID"), ("table3", "1", "gFID"))),
-    Claim(text="Semantic regularization on one branch beats none", table="table9_branch_settings", better="one semantic, one detail",
-          worse="two detail branches", metric="gFD", paper="gFID {} vs {}",
+    Claim(text="Semantic regularization on one branch beats none", table="table9_branch_settings",
+          better="one semantic, one detail", worse="two detail branches", metric="gFD", paper="gFID {} vs {}",
           refs=(("table9", "one semantic, one detail", "gFID"), ("table9", "two detail branches", "gFID"))),
     Claim(text="Semantic regularization on one branch beats all branches", table="table9_branch_settings",
           better="one semantic, one detail", worse="two semantic branches", metric="gFD", paper="gFID {} vs {}",
@@ -450,7 +463,8 @@ CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
           refs=(("table4", "ImageFolder", "gFID"), ("table4", "VAR (d16)", "gFID"))),
     Claim(text="ImageFolder generates better than raster next-token generation at equal budget",
           table="table4_comparison", better="ImageFolder", worse="raster (LlamaGen-like)", metric="gFD",
-          paper="gFID {} vs {} (LlamaGen-L)", refs=(("table4", "ImageFolder", "gFID"), ("table4", "LlamaGen-L", "gFID"))),
+          paper="gFID {} vs {} (LlamaGen-L)",
+          refs=(("table4", "ImageFolder", "gFID"), ("table4", "LlamaGen-L", "gFID"))),
     _by_setting("A larger final scale reconstructs better", TABLE1, "14×14", "10×10", label=True),
     _by_setting("A smaller final scale generates better, the trade-off that motivates folding", TABLE1,
                 "10×10", "14×14", "gFD", label=True),
