@@ -92,7 +92,7 @@ bench: data ## the fast paths against fp32 eager as ratios; latency / FLOPs of t
 	$(PY) -m imagefolder bench --profile $(PROFILE) threads=$(THREADS)
 
 clean: ## remove the smoke runs and results and the caches
-	rm -rf runs/smoke results/smoke .pytest_cache
+	rm -rf runs/smoke results/smoke .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean ## also remove runs/, data/ and .venv
