@@ -100,7 +100,15 @@ class QuantizerConfig:
     phi_convs: int = 4  # φ convs shared across scales by relative depth
     dropout_p: float = 0.1  # quantizer dropout: fraction of the batch truncated (Table 5b)
     dropout_n_start: int = 3  # truncation keeps n ∈ [N_start, S] scales (Table 5a)
-    codebook_init: Literal["data", "uniform"] = "data"  # data: residuals of the first training batch (fast on CPU); uniform: official, random unit vectors
+    # which samples dropout truncates: bernoulli: each with probability p; first: the first ⌊p·B⌋ of each
+    # per-process batch (official)
+    dropout_pick: Literal["bernoulli", "first"] = "bernoulli"
+    # the β-weighted commitment term over scales: mean: averaged; sum: summed (official); the codebook term is
+    # averaged either way
+    commitment: Literal["mean", "sum"] = "mean"
+    # data: residuals of the first training batch (fast on CPU); uniform: official, uniform in ±1/V, l2-normalised
+    codebook_init: Literal["data", "uniform"] = "data"
+    phi_init: Literal["identity", "default"] = "identity"  # φ convs start as the identity; default: PyTorch's (official)
 
 
 @dataclass
@@ -110,6 +118,7 @@ class ViTConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     patch_size: int = 16
+    drop_path: float = 0.0  # stochastic depth rate of every block (official encoder and decoder: 0.1)
 
 
 @dataclass
@@ -119,23 +128,35 @@ class TokenizerConfig:
     token_layout: Literal["query", "feature_map"] = "query"  # query: ImageFolder K×K query tokens; feature_map: VAR-style patch grid
     query_window: int | None = None  # None: queries attend to all tokens (paper); r: only within r cells (README)
     encoder_init: Literal["pretrained", "random"] = "pretrained"  # pretrained: DINOv2 / teacher
+    decoder_init: Literal["random", "pretrained"] = "random"  # pretrained: from the teacher's weights (official: DINOv2)
     encoder_tuning: Literal["full", "lora", "linear"] = "full"  # Table 2
     lora_rank: int = 8
     semantic_mode: Literal["none", "one", "all"] = "one"  # branches regularised by the teacher (Tables 3, 9)
     semantic_weight: float = 0.1  # λ_clip (Table 5d)
-    semantic_temperature: float = 0.07
+    semantic_temperature: float = 0.07  # τ of the "normalised" semantic loss
+    # the semantic InfoNCE: normalised: two new linear heads, l2-normalised, logits / τ, local batch; official: the
+    # teacher's CLS through the encoder's own to_code, raw token means, logit scale 1, negatives from every DDP rank
+    semantic_loss: Literal["normalised", "official"] = "normalised"
     recon_weight: float = 1.0
     perceptual_weight: float = 1.0
     perceptual_loss: Literal["teacher", "lpips_vgg"] = "teacher"  # teacher: feature distance (small profiles); lpips_vgg: paper
     vq_weight: float = 1.0
     adv_weight: float = 0.5
-    adaptive_adv_weight: bool = True  # VQGAN's ‖∇nll‖/‖∇adv‖ at the last decoder layer scales the adversarial term (official code: off)
+    adaptive_adv_weight: bool = True  # VQGAN's ‖∇nll‖/‖∇adv‖ at the last decoder layer scales the adversarial term (official MSVR10P2: on)
     lecam_weight: float = 0.001
     disc_start: int = 2000  # generator step at which the adversarial loss starts
     adv_ramp_steps: int = 0  # the tokenizer's adversarial weight ramps from 0 to adv_weight over these steps after disc_start
     discriminator: Literal["none", "patchgan", "dino"] = "patchgan"  # Table 3 row 7
     teacher_network: Literal["reference", "dinov2_vitb14"] = "reference"  # frozen semantic teacher and encoder init; reference: small profiles
-    disc_backbone: Literal["reference", "dinov2_vits14"] = "reference"  # frozen backbone of the "dino" discriminator
+    # None: the teacher as trained (DINOv2: patch 14 at 518 px); p: re-patched to p at the data resolution
+    # (official: 16 at 256)
+    teacher_patch_size: int | None = None
+    # frozen backbone of the "dino" discriminator; dino_vits16: DINO-v1 ViT-S/16 at 224 (official)
+    disc_backbone: Literal["reference", "dinov2_vits14", "dino_vits16"] = "reference"
+    # heads of the "dino" discriminator: conv2d: per depth, 1×1 conv, LeakyReLU, 3×3 conv on the patch map;
+    # official: per depth and on the embedded input, spectral-norm conv1d + local batch norm over the patch tokens
+    # plus the cls token, and DiffAugment's cutout at 0.2 of the side (0.5 with conv2d)
+    disc_heads: Literal["conv2d", "official"] = "conv2d"
     disc_width: int = 64
     disc_layers: int = 3
     disc_norm: Literal["spectral", "none"] = "spectral"  # weight normalisation of the PatchGAN convs
@@ -149,6 +170,9 @@ class GeneratorConfig:
     heads: int = 17
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth of the last block, linear from 0 at the first (official: 0.1·depth/24)
+    # adaln_zero: DiT's; var: VAR's (official): std √(1/3W), head ×0.02, adaLN γ ×1e-4, proj / fc2 ÷ √(2·depth)
+    init: Literal["adaln_zero", "var"] = "adaln_zero"
     class_dropout: float = 0.1  # class label dropped for classifier-free guidance
     cfg_scale: float = _role(SAMPLING, 3.25)  # guidance at the last scale, ramped linearly over scales
     top_k: int = _role(SAMPLING, 750)
@@ -254,13 +278,23 @@ class Config:
 # ----------------------------------------------------------------------------- profiles
 
 def _paper() -> Config:
-    """The paper's configuration (§4.1): ImageNet 256 px, ViT-B, 2×4096 codes of dim 32, 286 tokens."""
+    """The paper's configuration (§4.1): ImageNet 256 px, ViT-B, 2×4096 codes of dim 32, 286 tokens, with the
+    official release's training choices (lxa9867/ImageFolder, MSVR10P2-4096 and VAR-d17) wherever the paper's
+    text allows either: uniform codebooks, φ convs with PyTorch's init, the first ⌊0.1·B⌋ samples dropped, the
+    commitment summed over scales, the official semantic loss on the last branch with DINOv2 re-patched to 16,
+    a DINOv2-initialised decoder, stochastic depth 0.1 (tokenizer) and 0.1·17/24 (generator), VAR's init, and
+    the DINO-v1 ViT-S/16 discriminator with its official heads."""
+    vit = ViTConfig(drop_path=0.1)
     return Config(
         profile="paper",
         data=DataConfig(name="imagenet", root="$IMAGEFOLDER_IMAGENET", resolution=256, in_memory=False,
                         num_workers=8, hflip=True),
-        tokenizer=TokenizerConfig(discriminator="dino", teacher_network="dinov2_vitb14", disc_backbone="dinov2_vits14",
+        quantizer=QuantizerConfig(codebook_init="uniform", phi_init="default", dropout_pick="first", commitment="sum"),
+        tokenizer=TokenizerConfig(encoder=vit, decoder=copy.deepcopy(vit), decoder_init="pretrained",
+                                  semantic_loss="official", teacher_network="dinov2_vitb14", teacher_patch_size=16,
+                                  discriminator="dino", disc_backbone="dino_vits16", disc_heads="official",
                                   perceptual_loss="lpips_vgg"),
+        generator=GeneratorConfig(drop_path=0.1 * 17 / 24, init="var"),
         train_tokenizer=TrainConfig(steps=200_000, batch_size=256, lr=1e-4, warmup_steps=5000,
                                     weight_decay=0.05, ckpt_every=5000, ema_decay=0.9999),
         train_generator=TrainConfig(steps=250_000, batch_size=768, lr=8e-5 * 768 / 256, warmup_steps=5000,
@@ -648,6 +682,9 @@ def validate(cfg: Config) -> None:
                f"resolution {d.resolution} is not divisible by patch size {v.patch_size}")
         _need(v.heads >= 1, f"tokenizer.{part}.heads", v.heads, "at least 1")
         _check(v.width % v.heads == 0, f"tokenizer.{part}.heads", f"width {v.width} not divisible by {v.heads} heads")
+        _need(0.0 <= v.drop_path < 1.0, f"tokenizer.{part}.drop_path", v.drop_path, "in [0, 1)")
+    _need(t.teacher_patch_size is None or (t.teacher_patch_size >= 1 and d.resolution % t.teacher_patch_size == 0),
+          "tokenizer.teacher_patch_size", t.teacher_patch_size, f"None or a divisor of the resolution {d.resolution}")
     _need(t.query_window is None or t.query_window >= 0, "tokenizer.query_window", t.query_window,
           "None (global attention) or a radius ≥ 0 in query cells")
     if t.token_layout == "feature_map":
@@ -663,6 +700,7 @@ def validate(cfg: Config) -> None:
     _check(g.width % g.heads == 0, "generator.heads", f"width {g.width} not divisible by {g.heads} heads")
     _need(0.0 <= g.class_dropout < 1.0, "generator.class_dropout", g.class_dropout, "in [0, 1)")
     _need(g.top_k >= 0, "generator.top_k", g.top_k, "≥ 0 (0 disables)")
+    _need(0.0 <= g.drop_path < 1.0, "generator.drop_path", g.drop_path, "in [0, 1)")
     _need(0.0 < g.top_p <= 1.0, "generator.top_p", g.top_p, "in (0, 1]")
 
     for name in ("train_tokenizer", "train_generator"):

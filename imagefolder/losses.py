@@ -3,18 +3,23 @@
     L = λ_recon·L2 + λ_P·perceptual + λ_VQ·(codebook + β·commit) + λ_ad·w_adapt·hinge_G + λ_clip·InfoNCE
     discriminator: hinge_D + λ_LeCam·LeCam
 
+The InfoNCE term regularises the semantic branch, the last one (`semantic_branch`), as the official code does.
+
 Teacher interface (`TeacherViT` implements it over any timm VisionTransformer; anything else with these
 members works too):
     width: int                                   feature size D
     num_blocks: int                              number of transformer blocks
     forward(images) -> (B, D)                    the CLS (pooled, pre-logits) feature
     block_features(images, depths) -> [(B, D, g, g)]   patch tokens after the given blocks (0-based)
+    readouts(images, depths) -> [(B, D, N)]     the official DINO discriminator's inputs (its heads only)
 Images are (B, 3, H, W) in [-1, 1]; the teacher applies its own input normalisation. Teachers are frozen
 (no trainable parameters, eval mode) but differentiable with respect to their input.
 """
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -45,7 +50,7 @@ class TeacherViT(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "TeacherViT":
+    def train(self, mode: bool = True) -> TeacherViT:
         return super().train(False)  # always eval
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -62,6 +67,19 @@ class TeacherViT(nn.Module):
         """(B, 3, H, W) → one (B, D, g, g) patch-token map per depth."""
         return self.vit.forward_intermediates(self._prepare(images), indices=list(depths), stop_early=True,
                                               output_fmt="NCHW", intermediates_only=True)
+
+    def readouts(self, images: torch.Tensor, depths: list[int]) -> list[torch.Tensor]:
+        """(B, 3, H, W) → the embedded input (before the blocks), then the tokens after each block in `depths`,
+        each as the patch tokens plus the cls token, (B, D, N) (no final norm)."""
+        vit = self.vit
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(self._prepare(images)))))  # (B, 1 + N, D)
+        out = [x]
+        for i, block in enumerate(vit.blocks[:max(depths) + 1]):
+            x = block(x)
+            if i in depths:
+                out.append(x)
+        n_prefix = vit.num_prefix_tokens
+        return [(h[:, n_prefix:] + h[:, :1]).transpose(1, 2) for h in out]  # (1 + depths) × (B, D, N)
 
     def block_features_and_cls(self, images: torch.Tensor, depths: list[int]
                                ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -114,7 +132,7 @@ class LPIPSLoss(nn.Module):
 
         self.net = lpips.LPIPS(net="vgg", verbose=False).eval().requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "LPIPSLoss":
+    def train(self, mode: bool = True) -> LPIPSLoss:
         return super().train(False)
 
     def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -170,30 +188,76 @@ class LeCam(nn.Module):
 
 # ----------------------------------------------------------------------------- semantic regularisation
 
+def semantic_branch(branches: int) -> int:
+    """The index of the semantic branch, the one `semantic_mode="one"` regularises: the last (as the official
+    code's `quant_list[-1]`); with two branches the other one, 0, is the detail branch."""
+    return branches - 1
+
+
+def gather_batch(x_B: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on this process → (world·B, ...) from every DDP rank in rank order, differentiable (each rank's
+    slice passes its gradient back); `x_B` itself on one process. Every rank passes the same shape."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x_B
+    return torch.cat(dist_nn.all_gather(x_B), dim=0)
+
+
+def clip_loss(a_BC: torch.Tensor, b_BC: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Symmetric InfoNCE of paired rows: logits a·bᵀ / temperature, cross-entropy of rows and of columns
+    against the diagonal, averaged."""
+    logits = a_BC @ b_BC.T / temperature  # (B, B)
+    target = torch.arange(len(a_BC), device=a_BC.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 class SemanticContrastiveLoss(nn.Module):
-    """Symmetric InfoNCE (CLIP-style) between the spatial mean of quantized features and the teacher's
-    CLS feature, each through its own linear projection to the code dim and l2-normalised.
+    """Symmetric InfoNCE (CLIP-style) between the spatial mean of quantized features and the teacher's CLS
+    feature, over the samples that kept all scales (no quantizer dropout).
 
-    mode "one": the semantic branch (branch 0); "all": all branches concatenated per sample (P·C);
-    "none": always zero. Only samples that kept all scales count (no quantizer dropout)."""
+    mode "one": the semantic branch (`semantic_branch`, the last); "all": every branch; "none": always zero.
+    form "normalised": the token mean (one: (B, C); all: the branches concatenated, (B, P·C)) and the CLS
+    each through a new linear head to C, l2-normalised, logits / `temperature`, negatives from this process.
+    form "official": the CLS through `teacher_proj` (the encoder's own width → code map), the raw token mean
+    of the branch, logit scale 1 in float32, negatives gathered over DDP ranks (`gather_batch`); with "all"
+    the loss of each branch, averaged. `teacher_proj` is held, not registered: the tokenizer owns it."""
 
-    def __init__(self, mode: str, branches: int, code_dim: int, teacher_dim: int, temperature: float = 0.07):
+    def __init__(self, mode: str, branches: int, code_dim: int, teacher_dim: int, temperature: float = 0.07,
+                 form: str = "normalised", teacher_proj: nn.Module | None = None):
         super().__init__()
-        self.mode, self.temperature = mode, temperature
-        if mode != "none":
+        self.mode, self.form, self.temperature = mode, form, temperature
+        self.branch = semantic_branch(branches)
+        if mode != "none" and form == "normalised":
             self.proj_tokens = nn.Linear(code_dim * (branches if mode == "all" else 1), code_dim)
             self.proj_teacher = nn.Linear(teacher_dim, code_dim)
+        if mode != "none" and form == "official" and teacher_proj is None:
+            raise ValueError("tokenizer.semantic_loss='official' needs teacher_proj (the tokenizer's to_code)")
+        self._teacher_proj = (teacher_proj,)
 
     def forward(self, f_hat_BPCkk: torch.Tensor, teacher_BD: torch.Tensor, keep_B: torch.Tensor) -> torch.Tensor:
-        if self.mode == "none" or int(keep_B.sum()) < 2:
+        if self.mode == "none":
+            return f_hat_BPCkk.new_zeros(())
+        if self.form == "official":
+            return self._official(f_hat_BPCkk, teacher_BD, keep_B)
+        if int(keep_B.sum()) < 2:
             return f_hat_BPCkk.new_zeros(())
         f = f_hat_BPCkk[keep_B]
-        z = f[:, 0].mean(dim=(-1, -2)) if self.mode == "one" else f.mean(dim=(-1, -2)).flatten(1)  # (B', C | P·C)
+        z = f[:, self.branch] if self.mode == "one" else f.flatten(1, 2)  # (B', C | P·C, K, K)
+        z = z.mean(dim=(-1, -2))  # (B', C | P·C)
         a = F.normalize(self.proj_tokens(z.float()), dim=-1)  # (B', C)
         b = F.normalize(self.proj_teacher(teacher_BD[keep_B].float()), dim=-1)  # (B', C)
-        logits = a @ b.T / self.temperature  # (B', B')
-        target = torch.arange(len(a), device=a.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return clip_loss(a, b, self.temperature)
+
+    def _official(self, f_hat_BPCkk: torch.Tensor, teacher_BD: torch.Tensor, keep_B: torch.Tensor) -> torch.Tensor:
+        t_BC = self._teacher_proj[0](teacher_BD)  # (B, C), the encoder's own projection
+        with torch.autocast(f_hat_BPCkk.device.type, enabled=False):
+            z_BPC = gather_batch(f_hat_BPCkk.float().mean(dim=(-1, -2)))  # (world·B, P, C)
+            t_BC = gather_batch(t_BC.float())  # (world·B, C)
+            keep = gather_batch(keep_B.float()) > 0.5  # (world·B,)
+            if int(keep.sum()) < 2:
+                return f_hat_BPCkk.new_zeros(())
+            z_BPC, t_BC = z_BPC[keep], t_BC[keep]
+            branches = [self.branch] if self.mode == "one" else range(z_BPC.shape[1])
+            return torch.stack([clip_loss(z_BPC[:, p], t_BC) for p in branches]).mean()
 
 
 # ----------------------------------------------------------------------------- the trainer's objective
@@ -230,9 +294,14 @@ class TokenizerObjective(nn.Module):
             raise ValueError("tokenizer.perceptual_weight > 0 needs a perceptual module (losses.build_perceptual)")
         self.teacher = teacher
         self.perceptual = perceptual
+        semantic_mode = t.semantic_mode if t.semantic_weight > 0 else "none"
+        if semantic_mode != "none" and t.semantic_loss == "official" and teacher.width != t.encoder.width:
+            raise ValueError(f"tokenizer.semantic_loss='official' maps the teacher's CLS through the encoder's "
+                             f"to_code: the teacher's width {teacher.width} must equal tokenizer.encoder.width "
+                             f"{t.encoder.width}")
         self.semantic = SemanticContrastiveLoss(
-            t.semantic_mode if t.semantic_weight > 0 else "none", cfg.quantizer.branches,
-            cfg.quantizer.code_dim, teacher.width if teacher is not None else 1, t.semantic_temperature)
+            semantic_mode, cfg.quantizer.branches, cfg.quantizer.code_dim, teacher.width if teacher is not None else 1,
+            t.semantic_temperature, t.semantic_loss, tokenizer.to_code)
         self.disc_backbone = disc_backbone if disc_backbone is not teacher else None
         self.discriminator = build_discriminator(cfg, disc_backbone if disc_backbone is not None else teacher)
         self.lecam = LeCam()
@@ -243,7 +312,7 @@ class TokenizerObjective(nn.Module):
     def ema_target(self) -> ImageFolderTokenizer:
         return self.tokenizer
 
-    def train(self, mode: bool = True) -> "TokenizerObjective":
+    def train(self, mode: bool = True) -> TokenizerObjective:
         super().train(mode)
         for frozen in (self.teacher, self.perceptual, self.disc_backbone):
             if frozen is not None:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import timm
 import torch
 from safetensors.torch import load_file
+from timm.models.vision_transformer import checkpoint_filter_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -33,7 +34,9 @@ from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherPerceptualLoss, TeacherV
 from .tokenizer import ImageFolderTokenizer
 from .train import forward_precision, pick_device, seed_everything, train
 
-DINOV2 = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2"}
+# the timm architecture of each pretrained ViT the profiles name (weights through `pretrained.resolve`)
+PRETRAINED_VITS = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2",
+                   "dino_vits16": "vit_small_patch16_224"}
 
 
 # Bumped with every change of code that alters trained weights (tests/test_behaviour.py guards it): it is
@@ -116,16 +119,20 @@ def data_fingerprint(cfg: Config) -> str:
 
 # ----------------------------------------------------------------------------- frozen networks
 
-def frozen_vit(cfg: Config, network: str, trained: bool = True) -> TeacherViT:
-    """A frozen ViT behind the teacher interface: the profile's reference teacher or a DINOv2 file.
-    `trained=False`: the same architecture with random weights (benchmarks: shapes only, no files)."""
+def frozen_vit(cfg: Config, network: str, trained: bool = True, patch_size: int | None = None) -> TeacherViT:
+    """A frozen ViT behind the teacher interface: the profile's reference teacher or a pretrained file
+    (`PRETRAINED_VITS`). `patch_size`: the pretrained ViT re-patched to that patch at the data resolution (patch
+    kernels and position embeddings resampled, as timm loads them). `trained=False`: the same architecture with
+    random weights (benchmarks: shapes only, no files)."""
     if network == "reference":
         net = (reference.load(cfg, "teacher") if trained
                else reference.ReferenceNet(cfg.teacher, cfg.data.resolution, num_classes={}))
         return TeacherViT(net.vit)
-    vit = timm.create_model(DINOV2[network], pretrained=False, num_classes=0)
+    geometry = {} if patch_size is None else {"img_size": cfg.data.resolution, "patch_size": patch_size}
+    vit = timm.create_model(PRETRAINED_VITS[network], pretrained=False, num_classes=0, **geometry)
     if trained:
-        vit.load_state_dict(load_file(str(pretrained.resolve(network))))
+        state = load_file(str(pretrained.resolve(network)))
+        vit.load_state_dict(checkpoint_filter_fn(state, vit) if geometry else state)
     return TeacherViT(vit, IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -138,7 +145,7 @@ def tokenizer_objective(cfg: Config, trained: bool = True) -> TokenizerObjective
     needs_teacher = (t.semantic_mode != "none" or t.encoder_init == "pretrained"
                      or t.perceptual_loss == "teacher"
                      or (t.discriminator == "dino" and t.disc_backbone == t.teacher_network))
-    teacher = frozen_vit(cfg, t.teacher_network, trained) if needs_teacher else None
+    teacher = frozen_vit(cfg, t.teacher_network, trained, t.teacher_patch_size) if needs_teacher else None
     encoder_state = teacher.vit.state_dict() if t.encoder_init == "pretrained" else None
     tokenizer = ImageFolderTokenizer(cfg, encoder_state)
     disc_backbone = None

@@ -13,11 +13,15 @@ Facts honoured (official ImageFolder / VAR code):
 - φ(h) = (1-γ)·h + γ·conv3×3(h); `phi_convs` convs shared across scales by relative depth (`phi_index`);
 - cosine lookup: features and codes are l2-normalised for the arg-max, the selected (raw) code vector
   is what is added to f̂ (so codes can also learn a magnitude);
-- loss per scale: ‖f̂_≤i − sg(f)‖² + β‖sg(f̂_≤i) − f‖², averaged over scales; the output is the
-  straight-through estimate f + sg(f̂ − f);
-- quantizer dropout in training: each sample is truncated with probability p (a Bernoulli draw, so
-  the fraction is p at any batch size) to its first n scales, n ~ U{N_start..S}; the same n for all
-  branches of a sample; never in eval.
+- loss: the codebook term ‖f̂_≤i − sg(f)‖² averaged over scales, plus β times the commitment term
+  ‖sg(f̂_≤i) − f‖² summed over scales (`commitment="sum"`, official) or averaged (`"mean"`); each
+  scale's terms are means over the samples that kept it; the output is the straight-through estimate
+  f + sg(f̂ − f);
+- quantizer dropout in training truncates a sample to its first n scales, n ~ U{N_start..S}, the same n
+  for all branches of a sample, never in eval; which samples: the first ⌊p·B⌋ of each per-process batch
+  (`dropout_pick="first"`, official) or each with probability p (`"bernoulli"`);
+- codebooks start uniform in ±1/V, rows then l2-normalised; φ convs start as the identity
+  (`phi_init="identity"`) or with PyTorch's default conv init (`"default"`, official).
 """
 from __future__ import annotations
 
@@ -72,8 +76,8 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Random unit vectors (the official init: uniform, then l2-normalised)."""
-        self.weight.uniform_(-1.0, 1.0)
+        """Random unit vectors, as the official init: uniform in ±1/V, then each row l2-normalised."""
+        self.weight.uniform_(-1.0 / self.size, 1.0 / self.size)
         self.weight.copy_(F.normalize(self.weight, dim=-1))
 
     def nearest(self, z_NC: torch.Tensor) -> torch.Tensor:
@@ -95,16 +99,20 @@ class Codebook(nn.Module):
 
 
 class Phi(nn.Module):
-    """φ(h) = (1-γ)·h + γ·conv3×3(h) on (B, C, K, K); the conv starts as the identity."""
+    """φ(h) = (1-γ)·h + γ·conv3×3(h) on (B, C, K, K); the conv starts as the identity (`init="identity"`)
+    or with PyTorch's default conv init (`init="default"`)."""
 
-    def __init__(self, dim: int, gamma: float):
+    def __init__(self, dim: int, gamma: float, init: str = "identity"):
         super().__init__()
-        self.gamma = gamma
+        self.gamma, self.init = gamma, init
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
+        if self.init == "default":
+            self.conv.reset_parameters()
+            return
         nn.init.dirac_(self.conv.weight)
         self.conv.bias.zero_()
 
@@ -122,9 +130,9 @@ class MultiScaleResidualQuantizer(nn.Module):
         super().__init__()
         self.scales = list(qcfg.scales)
         self.K = self.scales[-1]
-        self.beta = qcfg.beta
+        self.beta, self.commitment = qcfg.beta, qcfg.commitment
         self.codebook = Codebook(qcfg.codebook_size, qcfg.code_dim, qcfg.lookup, qcfg.beta)
-        self.phis = nn.ModuleList(Phi(qcfg.code_dim, qcfg.phi_gamma) for _ in range(qcfg.phi_convs))
+        self.phis = nn.ModuleList(Phi(qcfg.code_dim, qcfg.phi_gamma, qcfg.phi_init) for _ in range(qcfg.phi_convs))
         # data-dependent init (codebook_init="data") happens on the first training batch
         self.register_buffer("initialised", torch.tensor(qcfg.codebook_init != "data"))
         self._ready = False  # `initialised` read as True once: no further reads (a device sync per training step)
@@ -132,7 +140,7 @@ class MultiScaleResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Random unit codes (see `Codebook.init_weights`), then every φ conv as the identity."""
+        """Random unit codes (see `Codebook.init_weights`), then every φ conv (see `Phi.init_weights`)."""
         self.codebook.init_weights()
         for phi in self.phis:
             phi.init_weights()
@@ -228,7 +236,7 @@ class MultiScaleResidualQuantizer(nn.Module):
         rest_BCkk = f_nograd.clone()
         f_hat_BCkk = torch.zeros_like(f)
         indices: list[torch.Tensor] = []
-        loss = f.new_zeros(())
+        codebook, commit = f.new_zeros(()), f.new_zeros(())
         for si, s in enumerate(self.scales):
             r_BCss = self._downsample(rest_BCkk, s)
             idx_Bss = self.codebook.nearest(r_BCss.permute(0, 2, 3, 1).reshape(-1, C)).view(B, s, s)
@@ -237,11 +245,15 @@ class MultiScaleResidualQuantizer(nn.Module):
             f_hat_BCkk = f_hat_BCkk + h_BCkk * keep_B.view(B, 1, 1, 1)
             rest_BCkk = rest_BCkk - h_BCkk.detach()
             indices.append(idx_Bss)
+            n_kept = keep_B.sum().clamp_min(1)
             codebook_B = (f_hat_BCkk - f_nograd).square().mean(dim=(1, 2, 3))  # (B,)
             commit_B = (f_hat_BCkk.detach() - f).square().mean(dim=(1, 2, 3))  # (B,)
-            loss = loss + ((codebook_B + self.beta * commit_B) * keep_B).sum() / keep_B.sum().clamp_min(1)
+            codebook = codebook + (codebook_B * keep_B).sum() / n_kept
+            commit = commit + (commit_B * keep_B).sum() / n_kept
         f_hat = f + (f_hat_BCkk - f).detach()  # straight-through
-        return f_hat, indices, loss / len(self.scales)
+        S = len(self.scales)
+        loss = codebook / S + self.beta * (commit if self.commitment == "sum" else commit / S)
+        return f_hat, indices, loss
 
     def indices_to_fhat(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """Any prefix of S × (B, s, s) indices → f̂ (B, C, K, K) summed over those scales."""
@@ -276,11 +288,15 @@ class ProductQuantizer(nn.Module):
         return len(self.scales)
 
     def sample_n_scales(self, batch: int, device: torch.device | str) -> torch.Tensor:
-        """(B,) kept scales: S, or in training with probability p a draw n ~ U{N_start..S}."""
-        S = self.num_scales
+        """(B,) kept scales: S, or in training a draw n ~ U{N_start..S} for the first ⌊p·B⌋ samples
+        (`dropout_pick="first"`) or for each sample with probability p (`"bernoulli"`)."""
+        S, p = self.num_scales, self.cfg.dropout_p
         n_B = torch.full((batch,), S, dtype=torch.long, device=device)
-        if self.training and self.cfg.dropout_p > 0:
-            drop_B = torch.rand(batch, device=device) < self.cfg.dropout_p
+        if self.training and p > 0:
+            if self.cfg.dropout_pick == "first":
+                drop_B = torch.arange(batch, device=device) < int(batch * p)
+            else:
+                drop_B = torch.rand(batch, device=device) < p
             n_rand_B = torch.randint(self.cfg.dropout_n_start, S + 1, (batch,), device=device)
             n_B = torch.where(drop_B, n_rand_B, n_B)
         return n_B
@@ -302,8 +318,9 @@ class ProductQuantizer(nn.Module):
     def check_indices(self, indices: list[torch.Tensor]) -> None:
         """Raise ValueError unless `indices` is a non-empty prefix of S × (B, P, s_i, s_i) in [0, V)."""
         if not isinstance(indices, (list, tuple)) or not 1 <= len(indices) <= self.num_scales:
+            length = len(indices) if hasattr(indices, "__len__") else "?"
             raise ValueError(f"indices: expected a list of 1..{self.num_scales} tensors (one per scale), "
-                             f"got {type(indices).__name__} of length {len(indices) if hasattr(indices, '__len__') else '?'}")
+                             f"got {type(indices).__name__} of length {length}")
         B = indices[0].shape[0]
         for si, idx in enumerate(indices):
             s = self.scales[si]

@@ -24,10 +24,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $py - <<'PY'
 import os, timm, torch, torchvision
 from safetensors.torch import save_file
-from imagefolder.pipeline import DINOV2
+from imagefolder.pipeline import PRETRAINED_VITS
 from imagefolder.pretrained import KNOWN, torch_hub_dir, weights_dir
 weights_dir().mkdir(parents=True); torch_hub_dir().mkdir(parents=True)
-for name, arch in DINOV2.items():
+for name, arch in PRETRAINED_VITS.items():
     save_file(timm.create_model(arch, pretrained=False, num_classes=0).state_dict(), str(weights_dir() / KNOWN[name].file))
 torch.save(torchvision.models.vgg16().state_dict(), torch_hub_dir() / KNOWN["vgg16"].file)
 print("random stand-ins:", sorted(os.listdir(weights_dir())), os.listdir(torch_hub_dir()))

@@ -1,6 +1,7 @@
 """Loss, discriminator and objective tests: semantic modes touch exactly their branches, adversarial
 pieces on known values, the trainer protocol, and a short training that lowers the reconstruction loss."""
 import itertools
+import math
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ from imagefolder import config, pretrained
 from imagefolder.backbones import build_vit
 from imagefolder.discriminator import DinoDiscriminator, PatchGAN, build_discriminator, diff_augment
 from imagefolder.losses import (LeCam, LPIPSLoss, SemanticContrastiveLoss, TeacherPerceptualLoss, TeacherViT,
-                                TokenizerObjective, adaptive_weight, build_perceptual, hinge_d_loss, hinge_g_loss)
+                                TokenizerObjective, adaptive_weight, build_perceptual, gather_batch, hinge_d_loss,
+                                hinge_g_loss, semantic_branch)
 from imagefolder.tokenizer import ImageFolderTokenizer
 
 
@@ -29,10 +31,13 @@ def random_teacher(cfg: config.Config, seed: int = 1) -> TeacherViT:
     return TeacherViT(build_vit(cfg.tokenizer.encoder, cfg.data.resolution))
 
 
-@pytest.mark.parametrize("mode, touched", [("none", []), ("one", [0]), ("all", [0, 1])])
-def test_semantic_mode_touches_exactly_its_branches(mode, touched):
+@pytest.mark.parametrize("form", ["normalised", "official"])
+@pytest.mark.parametrize("mode, touched", [("none", []), ("one", [1]), ("all", [0, 1])])
+def test_semantic_mode_touches_exactly_its_branches(mode, touched, form):
+    """"one" regularises the last branch (the official convention), "all" every branch, in either form."""
     torch.manual_seed(0)
-    loss_fn = SemanticContrastiveLoss(mode, branches=2, code_dim=8, teacher_dim=16)
+    loss_fn = SemanticContrastiveLoss(mode, branches=2, code_dim=8, teacher_dim=16, form=form,
+                                      teacher_proj=torch.nn.Linear(16, 8))
     f_hat = torch.randn(6, 2, 8, 3, 3, requires_grad=True)
     keep = torch.tensor([True, True, True, True, False, True])
     loss = loss_fn(f_hat, torch.randn(6, 16), keep)
@@ -50,11 +55,39 @@ def test_semantic_loss_is_symmetric_infonce():
     torch.manual_seed(0)
     loss_fn = SemanticContrastiveLoss("one", branches=2, code_dim=4, teacher_dim=4, temperature=0.5)
     f_hat, cls = torch.randn(5, 2, 4, 2, 2), torch.randn(5, 4)
-    a = F.normalize(loss_fn.proj_tokens(f_hat[:, 0].mean(dim=(-1, -2))), dim=-1)
+    a = F.normalize(loss_fn.proj_tokens(f_hat[:, 1].mean(dim=(-1, -2))), dim=-1)
     b = F.normalize(loss_fn.proj_teacher(cls), dim=-1)
     logits = a @ b.T / 0.5
     expected = 0.5 * (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.T, torch.arange(5)))
     assert torch.allclose(loss_fn(f_hat, cls, torch.ones(5, dtype=torch.bool)), expected)
+
+
+def test_official_semantic_loss_is_raw_infonce_through_the_encoders_projection():
+    """The official form on a hand-made batch: token means of the last branch against the teacher's CLS
+    through the given projection, unnormalised, logit scale 1, over the kept samples only."""
+    proj = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        proj.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        proj.bias.zero_()
+    loss_fn = SemanticContrastiveLoss("one", branches=2, code_dim=2, teacher_dim=3, form="official", teacher_proj=proj)
+    assert not list(loss_fn.parameters())  # no heads of its own: the projection belongs to the tokenizer
+    f_hat = torch.zeros(3, 2, 2, 2, 2)
+    f_hat[:, 1, :, 0, 0] = torch.tensor([[4.0, 0.0], [0.0, 8.0], [9.0, 9.0]])  # means: (1, 0), (0, 2), dropped
+    f_hat[:, 0] = 100.0  # the detail branch plays no part
+    cls = torch.tensor([[2.0, 0.0, 7.0], [0.0, 1.0, 7.0], [5.0, 5.0, 5.0]])  # projected: (2, 0), (0, 1)
+    keep = torch.tensor([True, True, False])
+    # logits = z·tᵀ = [[2, 0], [0, 2]]: each row and column is CE([2, 0], 0) = log(1 + e⁻²)
+    expected = math.log(1 + math.exp(-2))
+    assert loss_fn(f_hat, cls, keep).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_semantic_branch_is_the_last():
+    assert [semantic_branch(p) for p in (1, 2, 4)] == [0, 1, 3]
+
+
+def test_gather_batch_is_identity_on_one_process():
+    x = torch.randn(3, 2)
+    assert gather_batch(x) is x
 
 
 def test_adversarial_pieces_on_known_values():
