@@ -1,14 +1,14 @@
 """Benchmarks behind Table 6 (latency and FLOPs) and `make bench`.
 
-- `sampling_benchmark`: batch-1 sampling latency (KV cache, CFG) and FLOPs per image of four token
-  layouts at the profile's generator width and depth: folded (ImageFolder), unfolded, VAR-style and
-  raster (next-token), measured in one run and given as ratios to folded.
+- `sampling_benchmark`: batch-1 sampling latency (KV cache, CFG) and FLOPs per image of four generator
+  set-ups (`generator_setups`) at the profile's generator width and depth: folded (ImageFolder),
+  unfolded, VAR-style and raster (next-token), measured in one run and given as ratios to folded.
 - `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
   positions) and VAR d16 (w1024, 680 positions); `tables.TABLE6_PAPER`'s claim judges their ratio.
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
 - `speed_benchmark`: the profile's adopted fast paths against float32 eager, as ratios: tokenizer and
   generator training (the profile's `amp` and `compile`, compilation time counted), reconstruction, a
-  study variant's evaluation, batch-1 sampling of the four layouts (eager, and compiled over a static KV
+  study variant's evaluation, batch-1 sampling of the four set-ups (eager, and compiled over a static KV
   cache) and batch-64 sampling (bf16 autocast,
   adopted or a candidate as `evaluation.amp` says, and for the study evaluation what every variant
   shares cached, against computed anew: the splits' evaluator features, the val images and their
@@ -45,9 +45,9 @@ QUICK_REPEATS = (0, 1)  # `bench --quick`: one round, no warm-up (tests)
 
 # The paper's two generators (§4.1 and VAR d16), each with its quantizer layout; ImageNet's 1000 classes.
 PAPER_MODELS = {
-    "ImageFolder": (GeneratorConfig(mode="folded", depth=17, width=1088, heads=17),
+    "ImageFolder": (GeneratorConfig(layout="folded", depth=17, width=1088, heads=17),
                     QuantizerConfig(scales=list(config.PAPER_SCALES), branches=2, codebook_size=4096)),
-    "VAR d16": (GeneratorConfig(mode="folded", depth=16, width=1024, heads=16),
+    "VAR d16": (GeneratorConfig(layout="folded", depth=16, width=1024, heads=16),
                 QuantizerConfig(scales=list(config.VAR_SCALES), branches=1, codebook_size=4096)),
 }
 PAPER_CLASSES = 1000
@@ -55,29 +55,31 @@ PAPER_CLASSES = 1000
 
 # ----------------------------------------------------------------------------- generators
 
-def layouts(cfg: Config) -> dict[str, tuple[GeneratorConfig, QuantizerConfig]]:
-    """The four token layouts at the profile's generator width and depth: name → (generator, quantizer) config.
+def generator_setups(cfg: Config) -> dict[str, tuple[GeneratorConfig, QuantizerConfig]]:
+    """The four compared generator set-ups (a layout over a quantizer) at the profile's generator width and
+    depth: name → (generator, quantizer) config.
 
-    folded / unfolded: the profile's quantizer (P branches, its scales); VAR-style: the quantizer of
-    `tables.var_style` (one branch, VAR's schedule ending at the patch grid); raster: one branch, one scale
-    (the patch grid), next-token.
+    folded / unfolded: those layouts over the profile's quantizer (P branches, its scales); VAR-style: the
+    folded layout over the quantizer of `tables.var_style` (one branch, VAR's schedule ending at the patch
+    grid); raster: the raster layout over one branch, one scale (the patch grid), next-token.
     """
     g, q = cfg.generator, cfg.quantizer
     var_q = config.apply_overrides(cfg, tables.var_style(cfg)).quantizer
     return {
-        "folded": (dataclasses.replace(g, mode="folded"), q),
-        "unfolded": (dataclasses.replace(g, mode="unfolded"), q),
-        "VAR-style": (dataclasses.replace(g, mode="folded"), var_q),
-        "raster": (dataclasses.replace(g, mode="raster"), dataclasses.replace(var_q, scales=[cfg.patch_grid])),
+        "folded": (dataclasses.replace(g, layout="folded"), q),
+        "unfolded": (dataclasses.replace(g, layout="unfolded"), q),
+        "VAR-style": (dataclasses.replace(g, layout="folded"), var_q),
+        "raster": (dataclasses.replace(g, layout="raster"), dataclasses.replace(var_q, scales=[cfg.patch_grid])),
     }
 
 
 def build_generator(gcfg: GeneratorConfig, qcfg: QuantizerConfig, num_classes: int, device: torch.device | str,
                     seed: int = 0) -> tuple[Generator, ProductQuantizer | None]:
-    """A randomly initialised generator (eval mode) and, except in raster mode, a quantizer with random codebooks."""
+    """A randomly initialised generator (eval mode) and, but for the raster layout, a quantizer with random
+    codebooks."""
     torch.manual_seed(seed)
     generator = Generator(gcfg, qcfg, num_classes).to(device).eval()
-    quantizer = None if gcfg.mode == "raster" else ProductQuantizer(qcfg).to(device).eval()
+    quantizer = None if gcfg.layout == "raster" else ProductQuantizer(qcfg).to(device).eval()
     return generator, quantizer
 
 
@@ -141,21 +143,22 @@ def _spread(values: list[float]) -> dict[str, float]:
 def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
                        num_classes: int = 10, seed: int = 0, compiled: bool = False
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Batch-1 sampling latency and FLOPs per image of the four `layouts`, in one run: (summary, one row
-    per layout; rounds, one row per layout and timing round, which pairs the layouts round by round).
+    """Batch-1 sampling latency and FLOPs per image of the four `generator_setups`, in one run: (summary, one
+    row per set-up; rounds, one row per set-up and timing round, which pairs the set-ups round by round).
+    The set-up's name is in column `layout` (Table 6's key) and its generator layout in column `mode`.
 
     Latency: `Generator.sample` (KV cache on, CFG at the profile's cfg_scale so the batch runs as 2, the
     profile's top-k / top-p; `compiled`: the compiled sampler, compiled in the first, untimed call) of the
-    four layouts timed `interleaved`, warm-up excluded; FLOPs: one sample call under the flop counter.
+    four set-ups timed `interleaved`, warm-up excluded; FLOPs: one sample call under the flop counter.
     `*_ratio` columns divide by the folded row of this run.
     """
     rows, samplers = [], {}
-    for name, (gcfg, qcfg) in layouts(cfg).items():
+    for name, (gcfg, qcfg) in generator_setups(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, num_classes, device, seed)
         samplers[name] = _sampler(generator, quantizer, 1, device, seed, compiled)
         params = parameter_counts(generator)
         rows.append(dict(
-            layout=name, mode=gcfg.mode, branches=qcfg.branches, scales=" ".join(map(str, qcfg.scales)),
+            layout=name, mode=gcfg.layout, branches=qcfg.branches, scales=" ".join(map(str, qcfg.scales)),
             steps=len(generator.steps), positions=generator.length,
             tokens=generator.length * generator.tokens_per_position,
             params_blocks=params["blocks"], params_total=params["total"],
@@ -372,7 +375,7 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     one evaluation batch (img/s); the evaluation of one study variant (`_study_evaluation`: float32 with the
     splits' features computed anew against the adopted path, and the bf16 candidate; a fifth of the rounds,
     since one call takes the better part of a minute on the cpu profile); batch-1 sampling latency of the
-    four `layouts`, each also through the compiled sampler under bf16 (`evaluation.compile_sampler`, adopted
+    four `generator_setups`, each also through the compiled sampler under bf16 (`evaluation.compile_sampler`, adopted
     or a candidate; its first call, which compiles, timed apart), all twelve variants in one round-robin;
     and batch-64 folded sampling (img/s).
     `speedup` = the first variant's time / variant time, per round (median, p10, p90); 1 for the first row.
@@ -412,7 +415,7 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
         ("adopted: bf16 + compiled sampler (evaluation.compile_sampler)" if cfg.evaluation.compile_sampler
          else "bf16 + compiled sampler (candidate, not adopted)"): ("bf16", True)}
     samplers, built = {}, {}
-    for name, (gcfg, qcfg) in layouts(cfg).items():
+    for name, (gcfg, qcfg) in generator_setups(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, 10, device, seed)
         for v, (a, c) in sampler_variants.items():
             samplers[f"{name} | {v}"] = _under(a, generator, device, _sampler(generator, quantizer, 1, device, seed, c))

@@ -88,7 +88,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    """The adopted fast path vs float32 eager (interleaved), latency / FLOPs of the four token layouts, and
+    """The adopted fast path vs float32 eager (interleaved), latency / FLOPs of the four generator set-ups, and
     tokenizer throughput."""
     from . import bench
     bench.main(_cfg(args), quick=args.quick)

@@ -125,7 +125,7 @@ class ViTConfig:
 class TokenizerConfig:
     encoder: ViTConfig = field(default_factory=ViTConfig)
     decoder: ViTConfig = field(default_factory=ViTConfig)
-    token_layout: Literal["query", "feature_map"] = "query"  # query: ImageFolder K×K query tokens; feature_map: VAR-style patch grid
+    token_source: Literal["query", "feature_map"] = "query"  # what is quantized: query: ImageFolder K×K query tokens; feature_map: VAR-style patch grid
     query_window: int | None = None  # None: queries attend to all tokens (paper); r: only within r cells (README)
     encoder_init: Literal["pretrained", "random"] = "pretrained"  # pretrained: DINOv2 / teacher
     decoder_init: Literal["random", "pretrained"] = "random"  # pretrained: from the teacher's weights (official: DINOv2)
@@ -164,7 +164,7 @@ class TokenizerConfig:
 
 @dataclass
 class GeneratorConfig:
-    mode: Literal["folded", "unfolded", "raster"] = "folded"  # folded: ImageFolder; unfolded: branches as separate positions; raster: next-token
+    layout: Literal["folded", "unfolded", "raster"] = "folded"  # the sequence (layouts.py): folded: ImageFolder; unfolded: branches as separate positions; raster: next-token
     depth: int = 17
     width: int = 1088
     heads: int = 17
@@ -687,10 +687,11 @@ def validate(cfg: Config) -> None:
           "tokenizer.teacher_patch_size", t.teacher_patch_size, f"None or a divisor of the resolution {d.resolution}")
     _need(t.query_window is None or t.query_window >= 0, "tokenizer.query_window", t.query_window,
           "None (global attention) or a radius ≥ 0 in query cells")
-    if t.token_layout == "feature_map":
+    if t.token_source == "feature_map":
         _check(s[-1] == cfg.patch_grid, "quantizer.scales",
-               f"feature_map layout needs the last scale to equal the patch grid {cfg.patch_grid}, got {s[-1]}")
-        _check(q.branches == 1, "quantizer.branches", "feature_map layout is the single-branch (VAR) baseline: P must be 1")
+               f"token_source feature_map needs the last scale to equal the patch grid {cfg.patch_grid}, got {s[-1]}")
+        _check(q.branches == 1, "quantizer.branches",
+               "token_source feature_map is the single-branch (VAR) baseline: P must be 1")
     for name in ("semantic_weight", "recon_weight", "perceptual_weight", "vq_weight", "adv_weight", "lecam_weight",
                  "adv_ramp_steps"):
         _need(getattr(t, name) >= 0, f"tokenizer.{name}", getattr(t, name), "non-negative")

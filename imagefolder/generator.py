@@ -1,5 +1,5 @@
 """The autoregressive generator: a VAR-style next-scale transformer over a token layout (`layouts.py`:
-folded (ImageFolder), unfolded, and the next-token raster baseline), chosen by `cfg.generator.mode`.
+folded (ImageFolder), unfolded, and the next-token raster baseline), chosen by `cfg.generator.layout`.
 
 The layout says what the sequence is (positions, AR steps, inputs, targets); this module holds the
 transformer, `sampler.py` the sampling loop that `Generator.sample` runs. The first step's input is the
@@ -91,15 +91,15 @@ class Block(nn.Module):
 
 
 class Generator(nn.Module):
-    """Class-conditional AR transformer over tokenizer indices in the layout `gcfg.mode`.
+    """Class-conditional AR transformer over tokenizer indices in the layout `gcfg.layout`.
 
-    Args: gcfg (mode, depth, width, heads, ...), qcfg (the tokenizer's scales, branches, codebook size,
+    Args: gcfg (layout, depth, width, heads, ...), qcfg (the tokenizer's scales, branches, codebook size,
     code dim), num_classes (labels 0..num_classes-1; `num_classes` itself is the null class).
     """
 
     def __init__(self, gcfg: GeneratorConfig, qcfg: QuantizerConfig, num_classes: int):
         super().__init__()
-        self.layout: Layout = build_layout(gcfg.mode, qcfg)
+        self.layout: Layout = build_layout(gcfg.layout, qcfg)
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         layout, W, V = self.layout, gcfg.width, qcfg.codebook_size
@@ -276,7 +276,7 @@ class GeneratorObjective(nn.Module):
     """The trainer's objective for the generator (CONTRACTS.md): one phase, "model".
 
     Batches are (tokens (B, T) long in `flatten_indices` order, labels (B,) long), as yielded by
-    `data.TokenDataset`. The quantizer (folded/unfolded modes) is frozen and kept in eval mode.
+    `data.TokenDataset`. The quantizer (folded / unfolded layouts) is frozen and kept in eval mode.
     """
 
     phases = ("model",)

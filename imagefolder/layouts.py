@@ -60,7 +60,7 @@ class Quantizer(Protocol):
 
 
 class Layout(ABC):
-    """The sequence the generator reads and predicts, for one tokenizer layout (`qcfg`).
+    """The sequence the generator reads and predicts, over one tokenizer's quantizer (`qcfg`).
 
     Per-position ids (L each): `block` (AR step, for the block-causal mask), `level` (scale),
     `site` (row of the position table), `branch` (row of the branch embedding). `steps` holds the
@@ -143,7 +143,7 @@ class Layout(ABC):
     def check_quantizer(self, quantizer: Quantizer | None) -> None:
         """Raise ValueError unless the quantizer's scales, branches, codebook size and code dim match."""
         if quantizer is None:
-            raise ValueError(f"generator mode {self.name!r} needs the tokenizer's quantizer for its inputs")
+            raise ValueError(f"generator layout {self.name!r} needs the tokenizer's quantizer for its inputs")
         ours = dict(scales=self.scales, branches=self.branches, codebook_size=self.codebook_size,
                     code_dim=self.code_dim)
         missing = [k for k in ours if not hasattr(quantizer, k)]
@@ -256,7 +256,7 @@ class Raster(Layout):
 
     def __init__(self, qcfg: QuantizerConfig):
         if len(qcfg.scales) != 1 or qcfg.branches != 1:
-            raise ConfigError(f"generator.mode: 'raster' needs a single-scale, single-branch tokenizer "
+            raise ConfigError(f"generator.layout: 'raster' needs a single-scale, single-branch tokenizer "
                               f"(quantizer.scales=[K], quantizer.branches=1), got scales={qcfg.scales}, "
                               f"branches={qcfg.branches}")
         super().__init__(qcfg)
@@ -280,8 +280,8 @@ class Raster(Layout):
 LAYOUTS: dict[str, type[Layout]] = {cls.name: cls for cls in (Folded, Unfolded, Raster)}
 
 
-def build_layout(mode: str, qcfg: QuantizerConfig) -> Layout:
-    """The layout named `mode` (`generator.mode`) over the tokenizer layout `qcfg`."""
-    if mode not in LAYOUTS:
-        raise ConfigError(f"generator.mode: {mode!r} is not one of {tuple(LAYOUTS)}")
-    return LAYOUTS[mode](qcfg)
+def build_layout(name: str, qcfg: QuantizerConfig) -> Layout:
+    """The layout `name` (`generator.layout`) over the tokenizer's quantizer `qcfg`."""
+    if name not in LAYOUTS:
+        raise ConfigError(f"generator.layout: {name!r} is not one of {tuple(LAYOUTS)}")
+    return LAYOUTS[name](qcfg)

@@ -272,7 +272,7 @@ class TableSpec:
 def var_style(cfg: Config, scales: list[int] | None = None) -> dict:
     """Overrides of the VAR-style single-branch baseline: the patch-grid feature map quantized by one
     MSRQ (a VAR-shaped schedule ending at the grid unless `scales` is given), no semantic loss."""
-    return {"quantizer.branches": 1, "tokenizer.token_layout": "feature_map", "tokenizer.semantic_mode": "none",
+    return {"quantizer.branches": 1, "tokenizer.token_source": "feature_map", "tokenizer.semantic_mode": "none",
             "quantizer.scales": scales or config.scaled_schedule(cfg.patch_grid, config.VAR_SCALES)}
 
 
@@ -334,7 +334,7 @@ TABLE3 = TableSpec("table3_ablation_ladder", "Table 3: each row adds to the one 
 TABLE4 = TableSpec(
     "table4_comparison", "Table 4 (our rows): class-conditional generation at equal budget", "table4",
     lambda cfg: {"raster (LlamaGen-like)": var_style(cfg, scales=[cfg.patch_grid])
-                 | {"quantizer.dropout_p": 0.0, "quantizer.dropout_n_start": 1, "generator.mode": "raster"},
+                 | {"quantizer.dropout_p": 0.0, "quantizer.dropout_n_start": 1, "generator.layout": "raster"},
                  "VAR-style": var_style(cfg), "ImageFolder": {}},
     key="method", columns={"r{FD}": "rFID", "g{FD}": "gFID", "{IS}": "IS", "{precision}": "Pre", "{recall}": "Rec"},
     # our generators share the profile's width and depth: the paper's rows they stand for, not its models
@@ -409,7 +409,7 @@ TOKENIZER_MAIN = TableSpec(
     aliases={"ImageFolder (main)": "ImageFolder", "VAR-style single branch, same budget": "VAR (d16)"})
 FOLDED_VS_UNFOLDED = TableSpec(
     "folded_vs_unfolded", "Folded vs unfolded generation from the same tokenizer",
-    variants=lambda cfg: {m: {"generator.mode": m} for m in ("folded", "unfolded")})
+    variants=lambda cfg: {m: {"generator.layout": m} for m in ("folded", "unfolded")})
 
 SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, GENERATOR_MAIN, TABLE3_ROWS12, TABLE3,
                              TABLE4, TABLE4_LP, TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7,

@@ -12,7 +12,7 @@ small profiles' scale that does not emerge (measured: a query puts ≈1 % of its
 patch, less than uniform), so the small profiles build it in (README, Profiles). None (the paper
 profile) is global attention.
 
-`token_layout="feature_map"` is the VAR-style baseline: the encoder's own patch-grid features are
+`token_source="feature_map"` is the VAR-style baseline: the encoder's own patch-grid features are
 quantized (one branch, last scale = patch grid) instead of query tokens.
 
 Encoder initialisation (Table 2): `load_encoder_state_dict(teacher_state_dict)` loads a timm ViT
@@ -109,7 +109,7 @@ class ImageFolderTokenizer(nn.Module):
                              "DINOv2 weights); set tokenizer.encoder_init='random' for a random encoder or "
                              "before loading a trained tokenizer checkpoint")
         self.resolution = cfg.data.resolution
-        self.layout = t.token_layout
+        self.token_source = t.token_source
         self.P, self.C, self.K = q.branches, q.code_dim, q.scales[-1]
         self.encoder = build_vit(t.encoder, self.resolution)
         self.decoder = build_vit(t.decoder, self.resolution)
@@ -118,10 +118,10 @@ class ImageFolderTokenizer(nn.Module):
         self.enc_grid = cfg.patch_grid
         self.dec_grid = self.resolution // t.decoder.patch_size
         self.dec_patch = t.decoder.patch_size
-        if self.layout == "query":
+        if self.token_source == "query":
             self.queries = nn.Parameter(torch.zeros(1, self.P, self.K * self.K, D))  # P·K² learnable tokens
             self.branch_embed = nn.Parameter(torch.zeros(1, self.P, 1, D))  # "level" embedding per branch
-        window = t.query_window if self.layout == "query" else None
+        window = t.query_window if self.token_source == "query" else None
         self.register_buffer("attn_mask", None if window is None else query_window_mask(
             self.encoder.num_prefix_tokens, self.enc_grid, self.K, self.P, window), persistent=False)
         self.to_code = nn.Linear(D, self.C)  # width → code dim
@@ -144,7 +144,7 @@ class ImageFolderTokenizer(nn.Module):
         query / mask tokens N(0, 0.02), branch and type embeddings N(0, 0.02), linear maps
         truncated-normal(0.02) with zero bias; the quantizer initialises its own codebooks and φ convs."""
         for p in (self.mask_token, self.code_type_embed) + ((self.queries, self.branch_embed)
-                                                              if self.layout == "query" else ()):
+                                                              if self.token_source == "query" else ()):
             nn.init.normal_(p, std=0.02)
         for lin in (self.to_code, self.from_code, self.to_pixels):
             nn.init.trunc_normal_(lin.weight, std=0.02)
@@ -235,7 +235,7 @@ class ImageFolderTokenizer(nn.Module):
         enc = self.encoder
         x = self._prefix_and_positions(enc, enc.patch_embed(images))  # (B, 1 + g², D): cls + patches with positions
         B = x.shape[0]
-        if self.layout == "query":
+        if self.token_source == "query":
             # every branch's K×K set gets the same 2-D positions (the encoder's own, resampled) + its branch embedding
             q = self.queries + self._grid_pos(enc, self.K)[:, None] + self.branch_embed  # (1, P, K², D)
             x = torch.cat([x, q.flatten(1, 2).expand(B, -1, -1)], dim=1)  # (B, 1 + g² + P·K², D)
@@ -243,7 +243,7 @@ class ImageFolderTokenizer(nn.Module):
         for block in enc.blocks:
             x = block(x, attn_mask=self.attn_mask)
         x = enc.norm(x)
-        if self.layout == "query":
+        if self.token_source == "query":
             z = x[:, -self.P * self.K * self.K:]  # (B, P·K², D): only the query tokens leave
         else:
             z = x[:, enc.num_prefix_tokens:]  # (B, g², D) with g = K

@@ -2,7 +2,7 @@
 # Paper-profile plumbing check on one CUDA GPU, for a machine without ImageNet or the pretrained files.
 #
 # What it runs, at the paper's model sizes (ViT-B tokenizer, 2 × 286 tokens, d17/w1088 generator), bf16:
-#   1. batch-1 sampling latency of the four token layouts (fp32, bf16 autocast, and bf16 through the compiled
+#   1. batch-1 sampling latency of the four generator set-ups (fp32, bf16 autocast, and bf16 through the compiled
 #      sampler: CUDA graphs over a static KV cache, issue 13.5) and the paper FLOPs;
 #   2. tokenizer encode / decode / full training-step throughput at a per-GPU batch;
 #   3. `train-tokenizer` and `train-generator --profile paper` for a few steps.

@@ -62,9 +62,9 @@ def test_flops_claim_picks_the_nearer_ratio_in_log():
 
 
 def test_var_and_raster_use_the_patch_grid_of_the_paper_profile():
-    paper = bench.layouts(config.profile("paper"))
+    paper = bench.generator_setups(config.profile("paper"))
     assert paper["VAR-style"][1].scales == config.VAR_SCALES  # VAR's 680 tokens at 256 px
-    assert paper["raster"][1].scales == [16] and paper["raster"][0].mode == "raster"
+    assert paper["raster"][1].scales == [16] and paper["raster"][0].layout == "raster"
     assert paper["folded"][1].scales == config.PAPER_SCALES
 
 

@@ -91,7 +91,7 @@ def test_choice_fields_are_literals_with_their_options():
     hints = typing.get_type_hints
     assert typing.get_args(hints(config.QuantizerConfig)["lookup"]) == ("cosine", "l2")
     assert typing.get_args(hints(config.TokenizerConfig)["semantic_mode"]) == ("none", "one", "all")
-    assert typing.get_args(hints(config.GeneratorConfig)["mode"]) == ("folded", "unfolded", "raster")
+    assert typing.get_args(hints(config.GeneratorConfig)["layout"]) == ("folded", "unfolded", "raster")
     labels = hints(config.ReferenceNetConfig)["labels"]
     assert typing.get_origin(labels) is list and typing.get_args(typing.get_args(labels)[0]) == ("category", "subcategory")
 

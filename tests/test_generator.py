@@ -21,13 +21,13 @@ from imagefolder.sampler import sample_tokens
 N_CLASSES = 3
 
 
-def tiny(mode="folded", overrides=None, randomize=True, seed=0):
+def tiny(layout="folded", overrides=None, randomize=True, seed=0):
     """A tiny generator (smoke profile: 10 scales up to 4×4, 2 branches, V = 64, C = 32; depth 2,
     width 32) and the real quantizer of the same config (None for raster, which runs on a 4×4
     single-branch tokenizer). `randomize` replaces the adaLN-Zero init by random weights so that
     every path (blocks, gates, head) changes the logits."""
-    o = {"generator.mode": mode, "generator.depth": 2, "generator.width": 32, "generator.heads": 2}
-    if mode == "raster":
+    o = {"generator.layout": layout, "generator.depth": 2, "generator.width": 32, "generator.heads": 2}
+    if layout == "raster":
         o |= {"quantizer.scales": [4], "quantizer.branches": 1, "quantizer.dropout_n_start": 1}
     cfg = config.profile("smoke", o | (overrides or {}))
     torch.manual_seed(seed)
@@ -36,7 +36,7 @@ def tiny(mode="folded", overrides=None, randomize=True, seed=0):
         with torch.no_grad():
             for p in model.parameters():
                 p.normal_(0, 0.3)
-    q = None if mode == "raster" else ProductQuantizer(cfg.quantizer).eval()
+    q = None if layout == "raster" else ProductQuantizer(cfg.quantizer).eval()
     return model.eval(), q
 
 
@@ -77,23 +77,23 @@ def sample_without_cache(monkeypatch, model, *args, **kwargs):
 # ----------------------------------------------------------------------------- layout and masks
 
 def test_flatten_roundtrip_and_layout_lengths():
-    for mode, L in (("folded", 39), ("unfolded", 78), ("raster", 16)):
-        model, _ = tiny(mode)
+    for layout, L in (("folded", 39), ("unfolded", 78), ("raster", 16)):
+        model, _ = tiny(layout)
         assert model.length == L
         idx = random_indices(model, 3)
         assert all(torch.equal(a, b) for a, b in zip(unflatten_indices(flatten_indices(idx), model.scales,
                                                                         model.branches), idx))
     assert len(tiny("folded")[0].steps) == 10 and len(tiny("raster")[0].steps) == 16
-    # the VAR-style single-branch baseline is folded mode with P = 1 and VAR's scales: 680 positions
+    # the VAR-style single-branch baseline is the folded layout with P = 1 and VAR's scales: 680 positions
     with torch.device("meta"):
         var = Generator(GeneratorConfig(depth=1, width=32, heads=2),
                         QuantizerConfig(scales=config.VAR_SCALES, branches=1), N_CLASSES)
     assert var.length == 680 and len(var.steps) == 10 and var.tokens_per_position == 1
 
 
-@pytest.mark.parametrize("mode", ["folded", "unfolded", "raster"])
-def test_block_causal_mask_finer_inputs_never_change_coarser_logits(mode):
-    model, q = tiny(mode)
+@pytest.mark.parametrize("layout", ["folded", "unfolded", "raster"])
+def test_block_causal_mask_finer_inputs_never_change_coarser_logits(layout):
+    model, q = tiny(layout)
     idx = random_indices(model, 2)
     labels = torch.tensor([0, 2])
     inputs = model.inputs(idx, q)
@@ -102,7 +102,7 @@ def test_block_causal_mask_finer_inputs_never_change_coarser_logits(mode):
     for k in range(1, len(model.steps)):
         start, end = model.steps[k]
         pert = inputs.clone()
-        if mode == "raster":
+        if layout == "raster":
             pert[:, start - n_first:] = (pert[:, start - n_first:] + 1) % model.codebook_size
         else:  # inputs are per site: scale k's sites in the (B, Σ s², P·C) tensor
             site0 = sum(s * s for s in model.scales[1:k])
@@ -114,9 +114,9 @@ def test_block_causal_mask_finer_inputs_never_change_coarser_logits(mode):
 
 # ----------------------------------------------------------------------------- sampling
 
-@pytest.mark.parametrize("mode", ["folded", "unfolded", "raster"])
-def test_kv_cache_matches_recomputation(mode, monkeypatch):
-    model, q = tiny(mode)
+@pytest.mark.parametrize("layout", ["folded", "unfolded", "raster"])
+def test_kv_cache_matches_recomputation(layout, monkeypatch):
+    model, q = tiny(layout)
     labels = torch.tensor([0, 1, 2])
     kw = dict(cfg_scale=1.5, top_k=8, top_p=0.9, return_logits=True)
     idx_c, log_c = model.sample(labels, q, generator=rng(3), **kw)
@@ -127,14 +127,14 @@ def test_kv_cache_matches_recomputation(mode, monkeypatch):
     model.layout.check_indices(idx_c)
 
 
-@pytest.mark.parametrize("mode", ["folded", "raster"])
-def test_compiled_sampler_matches_the_eager_cache_and_keeps_its_buffers(mode):
+@pytest.mark.parametrize("layout", ["folded", "raster"])
+def test_compiled_sampler_matches_the_eager_cache_and_keeps_its_buffers(layout):
     """The compiled sampler over a StaticKVCache (whole-buffer attention, masked) draws what the eager KV
     cache draws from the same seed, its logits equal to float rounding; a second call of the same batch
     finds the same cache buffers and compiles nothing new (one graph per query length)."""
     from torch._dynamo.utils import counters
 
-    model, q = tiny(mode)
+    model, q = tiny(layout)
     labels = torch.tensor([0, 1, 2])
     kw = dict(cfg_scale=1.5, top_k=8, top_p=0.9, return_logits=True)
     idx_e, log_e = model.sample(labels, q, generator=rng(3), **kw)
@@ -227,9 +227,9 @@ def test_cfg_with_identical_null_class_is_unguided():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["folded", "unfolded"])
-def test_teacher_forcing_reproduces_forced_branch(mode):
-    model, q = tiny(mode)
+@pytest.mark.parametrize("layout", ["folded", "unfolded"])
+def test_teacher_forcing_reproduces_forced_branch(layout):
+    model, q = tiny(layout)
     labels = torch.tensor([0, 2])
     ref = random_indices(model, 2, seed=7)
     for forced, free in ((0, 1), (1, 0)):
@@ -288,9 +288,9 @@ def _structured_dataset(model, n=32):
     return TokenDataset(flatten_indices(idx), labels, model.scales, model.branches, model.codebook_size, "fp")
 
 
-@pytest.mark.parametrize("mode", ["folded", "unfolded", "raster"])
-def test_training_lowers_loss(mode):
-    model, q = tiny(mode, randomize=False)
+@pytest.mark.parametrize("layout", ["folded", "unfolded", "raster"])
+def test_training_lowers_loss(layout):
+    model, q = tiny(layout, randomize=False)
     ds = _structured_dataset(model, n=16)
     obj = GeneratorObjective(model, q).train()
     opt = torch.optim.AdamW(obj.parameters_for("model"), lr=3e-3, betas=(0.9, 0.95))
@@ -399,7 +399,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="flat tokens"):
         unflatten_indices(torch.zeros(2, 77, dtype=torch.long), model.scales, 2)
     with pytest.raises(ConfigError, match="raster"):
-        Generator(GeneratorConfig(mode="raster", depth=1, width=32, heads=2), QuantizerConfig(), 3)
+        Generator(GeneratorConfig(layout="raster", depth=1, width=32, heads=2), QuantizerConfig(), 3)
 
 
 # ----------------------------------------------------------------------------- the paper model
@@ -452,12 +452,12 @@ def test_real_quantizer_satisfies_the_contract_check():
         model.layout.check_quantizer(ProductQuantizer(other.quantizer))
 
 
-@pytest.mark.parametrize("mode", ["folded", "unfolded"])
-def test_sampling_logits_equal_teacher_forced_guided_logits(mode, monkeypatch):
+@pytest.mark.parametrize("layout", ["folded", "unfolded"])
+def test_sampling_logits_equal_teacher_forced_guided_logits(layout, monkeypatch):
     """The cached sampler (quantizer.next_input) and the training path (teacher_forcing_inputs) agree:
     at each scale the sampler's logits are cond + t_i (cond − uncond) of the teacher-forced forward on
     the sampled indices, with a forced branch too; recomputation without cache gives the same tokens."""
-    model, q = tiny(mode)
+    model, q = tiny(layout)
     labels = torch.tensor([0, 2])
     ref = [torch.randint(model.codebook_size, (2, model.branches, s, s), generator=rng(5)) for s in model.scales]
     idx, step_logits = model.sample(labels, q, cfg_scale=1.5, generator=rng(2), return_logits=True,

@@ -16,7 +16,7 @@ from imagefolder.quantize import ProductQuantizer
 SMOKE = config.profile("smoke").quantizer  # 10 scales up to 4×4, 2 branches, V = 64, C = 32
 RASTER = config.profile("smoke", {"quantizer.scales": [4], "quantizer.branches": 1,
                                   "quantizer.dropout_n_start": 1}).quantizer
-# mode → (tokenizer layout, expected L, AR steps, G)
+# layout → (the tokenizer's quantizer config, expected L, AR steps, G)
 EXAMPLES = {"folded": (SMOKE, 39, 10, 2), "unfolded": (SMOKE, 78, 10, 1), "raster": (RASTER, 16, 16, 1)}
 
 
@@ -35,11 +35,22 @@ def test_every_registered_layout_has_an_example():
 
 
 def test_config_offers_exactly_the_registered_layouts():
-    assert set(typing.get_args(typing.get_type_hints(config.GeneratorConfig)["mode"])) == set(LAYOUTS)
+    assert set(typing.get_args(typing.get_type_hints(config.GeneratorConfig)["layout"])) == set(LAYOUTS)
 
 
-def test_registry_names_the_field_for_an_unknown_mode():
-    with pytest.raises(ConfigError, match=r"generator.mode: 'zigzag' is not one of \('folded', 'unfolded', 'raster'\)"):
+def test_a_config_saved_with_the_former_names_fails_naming_the_field():
+    """A saved config naming a field by its former name (`generator.mode` for `generator.layout`,
+    `tokenizer.token_layout` for `tokenizer.token_source`) is an unknown field."""
+    for section, old, new in (("generator", "mode", "layout"), ("tokenizer", "token_layout", "token_source")):
+        saved = config.to_dict(config.profile("smoke"))
+        saved[section][old] = saved[section].pop(new)
+        with pytest.raises(ConfigError, match=rf"{section}.{old}: unknown field .*known: .*\b{new}\b"):
+            config.from_dict(saved)
+
+
+def test_registry_names_the_field_for_an_unknown_layout():
+    with pytest.raises(ConfigError,
+                       match=r"generator.layout: 'zigzag' is not one of \('folded', 'unfolded', 'raster'\)"):
         build_layout("zigzag", SMOKE)
     with pytest.raises(ConfigError, match="raster' needs a single-scale, single-branch tokenizer"):
         build_layout("raster", SMOKE)
@@ -120,5 +131,5 @@ def test_checks_name_what_is_wrong(layout):
         layout.check_indices([t.int() for t in idx])
     with pytest.raises(ValueError, match=rf"values must be in \[0, {layout.codebook_size}\)"):
         layout.check_indices(idx[:-1] + [idx[-1] - 1 - idx[-1]])
-    with pytest.raises(ValueError, match=f"generator mode '{layout.name}' needs the tokenizer's quantizer"):
+    with pytest.raises(ValueError, match=f"generator layout '{layout.name}' needs the tokenizer's quantizer"):
         layout.check_quantizer(None)

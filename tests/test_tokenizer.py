@@ -82,17 +82,17 @@ def test_straight_through_gradient_reaches_encoder():
     assert all(b.codebook.weight.grad is None for b in t.quantizer.msrq)  # codes learn from the VQ loss only
 
 
-def test_feature_map_layout_is_the_single_branch_baseline():
+def test_feature_map_token_source_is_the_single_branch_baseline():
     cfg = smoke_cfg(**{"quantizer.branches": 1})
-    cfg.tokenizer.token_layout = "feature_map"
+    cfg.tokenizer.token_source = "feature_map"
     config.validate(cfg)
     t = ImageFolderTokenizer(cfg).eval()
     out = t(images(2))
     assert out.f_hat.shape == (2, 1, 32, 4, 4) and not hasattr(t, "queries")
     with pytest.raises(config.ConfigError, match="quantizer.branches"):
-        smoke_cfg(**{"tokenizer.token_layout": "feature_map"})  # two branches are not the baseline
+        smoke_cfg(**{"tokenizer.token_source": "feature_map"})  # two branches are not the baseline
     with pytest.raises(config.ConfigError, match="quantizer.scales"):
-        smoke_cfg(**{"tokenizer.token_layout": "feature_map", "quantizer.branches": 1, "quantizer.scales": [1, 2, 3]})
+        smoke_cfg(**{"tokenizer.token_source": "feature_map", "quantizer.branches": 1, "quantizer.scales": [1, 2, 3]})
 
 
 def test_clear_errors_for_bad_images_and_indices(tok):
