@@ -118,7 +118,7 @@ class ViTConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     patch_size: int = 16
-    drop_path: float = 0.0  # stochastic depth rate of every block (official encoder and decoder: 0.1)
+    drop_path: float = 0.0  # stochastic depth, linear over the blocks up to this rate (official tokenizer: 0.1)
 
 
 @dataclass

@@ -128,8 +128,10 @@ class DinoDiscriminator(nn.Module):
 
     heads "conv2d": per depth in `depths`, (B, D, g, g) patch map → 1×1 conv to `width` → LeakyReLU → 3×3 conv
     to 1 logit map. heads "official": on the embedded input and per depth, the (B, D, N) read-out (patch tokens
-    plus the cls token) → `official_head`; cutout of 0.2 of the side. The logits of all read-outs are flattened
-    and concatenated → (B, Σ g²) or (B, (1 + len(depths))·N).
+    plus the cls token) → `official_head`; cutout of 0.2 of the side; images larger than the backbone's input
+    are cropped to it at a random offset (one per batch) half the time and area-downsampled otherwise, smaller
+    ones upsampled bicubically (`fit_official`). The logits of all read-outs are flattened and concatenated →
+    (B, Σ g²) or (B, (1 + len(depths))·N).
 
     The backbone is shared and frozen, so it is held but not registered as a submodule: its owner
     (`losses.TokenizerObjective`) registers it once, moves it and keeps it out of checkpoints."""
@@ -163,10 +165,25 @@ class DinoDiscriminator(nn.Module):
         if self.augment:
             x = diff_augment(x, cut_ratio=self.cut_ratio)
         if self.head_kind == "official":
+            x = fit_official(x, self.backbone.image_size)
             feats = self.backbone.readouts(x, self.depths)  # (1 + depths) × (B, D, N)
         else:
             feats = self.backbone.block_features(x, self.depths)  # depths × (B, D, g, g)
         return torch.cat([head(f).flatten(1) for head, f in zip(self.heads, feats)], dim=1)  # (B, Σ read-out sizes)
+
+
+def fit_official(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) → (B, 3, h, w) = `size` as the official DINO discriminator feeds its backbone: if larger on
+    both sides, with probability 1/2 a crop at one random offset for the whole batch, else area downsampling;
+    if smaller, bicubic upsampling; unchanged at that size."""
+    H, W = x.shape[-2:]
+    h, w = size
+    if (H, W) == (h, w):
+        return x
+    if H > h and W > w and torch.rand(()) < 0.5:
+        i, j = int(torch.randint(0, H - h + 1, ())), int(torch.randint(0, W - w + 1, ()))
+        return x[..., i:i + h, j:j + w]
+    return F.interpolate(x, size=(h, w), mode="area" if H > h else "bicubic")
 
 
 def default_depths(num_blocks: int, count: int = 4) -> list[int]:

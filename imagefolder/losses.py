@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .config import Config
 from .discriminator import build_discriminator, default_depths
-from .tokenizer import ImageFolderTokenizer
+from .tokenizer import ImageFolderTokenizer, TokenizerOutput
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -368,7 +368,7 @@ class TokenizerObjective(nn.Module):
             if cls_BD is None:
                 with torch.no_grad():
                     cls_BD = self.teacher(images)
-            sem = self.semantic(out.f_hat, cls_BD, out.undropped)
+            sem = self.semantic(out.f_hat, cls_BD, self._semantic_rows(out))
             loss = loss + t.semantic_weight * sem
             logs["semantic"] = _num(sem)
         if self.adversarial_on(step) and t.adv_weight > 0:
@@ -386,6 +386,15 @@ class TokenizerObjective(nn.Module):
             logs |= {"adv_g": _num(g), "adaptive_w": _num(w)}
         self._cache = (images.detach(), recon.detach())
         return loss, logs
+
+    def _semantic_rows(self, out: TokenizerOutput) -> torch.Tensor:
+        """(B,) bool: the samples the semantic loss reads: those that kept every scale; with
+        `quantizer.dropout_pick="first"` in training, every sample after the first ⌊p·B⌋ (as the official code
+        leaves those out whatever number of scales they drew)."""
+        q = self.tokenizer.quantizer
+        if self.training and q.cfg.dropout_pick == "first":
+            return ~q.first_rows(len(out.n_scales), out.n_scales.device)
+        return out.undropped
 
     def _disc_loss(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         if self._cache is None:

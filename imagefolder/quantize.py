@@ -287,6 +287,10 @@ class ProductQuantizer(nn.Module):
     def num_scales(self) -> int:
         return len(self.scales)
 
+    def first_rows(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        """(B,) bool: the first ⌊p·B⌋ samples, the ones `dropout_pick="first"` truncates."""
+        return torch.arange(batch, device=device) < int(batch * self.cfg.dropout_p)
+
     def sample_n_scales(self, batch: int, device: torch.device | str) -> torch.Tensor:
         """(B,) kept scales: S, or in training a draw n ~ U{N_start..S} for the first ⌊p·B⌋ samples
         (`dropout_pick="first"`) or for each sample with probability p (`"bernoulli"`)."""
@@ -294,7 +298,7 @@ class ProductQuantizer(nn.Module):
         n_B = torch.full((batch,), S, dtype=torch.long, device=device)
         if self.training and p > 0:
             if self.cfg.dropout_pick == "first":
-                drop_B = torch.arange(batch, device=device) < int(batch * p)
+                drop_B = self.first_rows(batch, device)
             else:
                 drop_B = torch.rand(batch, device=device) < p
             n_rand_B = torch.randint(self.cfg.dropout_n_start, S + 1, (batch,), device=device)

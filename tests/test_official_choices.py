@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from imagefolder import config, pipeline, pretrained
 from imagefolder.backbones import build_vit
-from imagefolder.discriminator import DinoDiscriminator, LocalBatchNorm, official_head
+from imagefolder.discriminator import DinoDiscriminator, LocalBatchNorm, fit_official, official_head
 from imagefolder.losses import SemanticContrastiveLoss, TeacherViT, TokenizerObjective, build_perceptual, clip_loss
 from imagefolder.quantize import Codebook, MultiScaleResidualQuantizer, Phi, ProductQuantizer
 from imagefolder.tokenizer import ImageFolderTokenizer
@@ -75,6 +75,8 @@ def test_dropout_bernoulli_truncates_a_p_fraction_anywhere_in_the_batch():
 
 
 def test_codebook_starts_uniform_in_one_over_v_then_normalised():
+    """The official draw and normalisation. Its bound ±1/V is not observable: torch draws u in [0, 1) and
+    scales it, so after normalisation ±1 would give the same rows, bit for bit."""
     V, C = 16, 4
     torch.manual_seed(3)
     expected = F.normalize(torch.empty(V, C).uniform_(-1.0 / V, 1.0 / V), dim=-1)
@@ -226,3 +228,48 @@ def test_teacher_re_patched_to_16_at_256():
     teacher = pipeline.frozen_vit(cfg, "dinov2_vitb14", trained=False, patch_size=16)
     assert teacher.image_size == (256, 256) and teacher.vit.patch_embed.proj.kernel_size == (16, 16)
     assert teacher.vit.pos_embed.shape[1] == teacher.vit.num_prefix_tokens + 16 * 16
+
+
+def test_vit_stochastic_depth_rises_linearly_to_the_configured_rate():
+    vit = build_vit(config.ViTConfig(width=32, depth=5, heads=2, patch_size=4, drop_path=0.1), 16)
+    rates = [getattr(block.drop_path1, "drop_prob", 0.0) for block in vit.blocks]  # the first: an Identity
+    assert rates == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1])
+    assert all(isinstance(b.drop_path1, nn.Identity) for b in build_vit(config.ViTConfig(depth=2), 32).blocks)
+
+
+def test_official_fit_crops_half_the_time_and_area_downsamples_otherwise():
+    x = torch.randn(2, 3, 12, 12)
+    area = F.interpolate(x, size=(8, 8), mode="area")
+    crops = downs = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        y = fit_official(x, (8, 8))
+        if torch.equal(y, area):
+            downs += 1
+        else:  # a crop: one offset for both samples
+            assert any(torch.equal(y, x[..., i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
+            crops += 1
+    assert crops > 5 and downs > 5
+    small = x[..., :4, :4]
+    assert torch.allclose(fit_official(small, (8, 8)), F.interpolate(small, size=(8, 8), mode="bicubic"))
+    assert fit_official(x, (12, 12)) is x
+
+
+@pytest.mark.parametrize("pick", ["first", "bernoulli"])
+def test_semantic_loss_reads_the_rows_dropout_leaves_whole(pick, monkeypatch):
+    """With dropout_pick "first" the semantic loss skips the first ⌊p·B⌋ samples whatever n they drew (official);
+    with "bernoulli" it skips the samples that lost scales."""
+    cfg = smoke(**{"quantizer.dropout_pick": pick, "quantizer.dropout_p": 0.25, "tokenizer.disc_start": 100})
+    torch.manual_seed(0)
+    teacher = TeacherViT(build_vit(cfg.tokenizer.encoder, cfg.data.resolution))
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual("teacher", teacher)).train()
+    seen = {}
+    forward = obj.semantic.forward
+    monkeypatch.setattr(obj.semantic, "forward", lambda f, t, keep: seen.update(keep=keep) or forward(f, t, keep))
+    n_scales = {}
+    quantize = obj.tokenizer.quantizer.forward
+    monkeypatch.setattr(obj.tokenizer.quantizer, "forward",
+                        lambda f, n=None: n_scales.update(n=(o := quantize(f, n)).n_scales) or o)
+    obj((torch.tanh(torch.randn(8, 3, 16, 16)), torch.zeros(8, dtype=torch.long)), "model", 0)
+    expected = torch.arange(8) >= 2 if pick == "first" else n_scales["n"] == len(cfg.quantizer.scales)
+    assert torch.equal(seen["keep"], expected)
