@@ -14,27 +14,26 @@
   shares cached, against computed anew: the splits' evaluator features, the val images and their
   perceptual features).
 
-Variants being compared are timed interleaved (`interleaved`: round-robin, A B A B …, in one process), so a
-drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
+Variants being compared are timed interleaved (`cost.interleaved`: round-robin, A B A B …, in one process),
+so a drift of a shared machine lands on all of them alike; ratios are per round, with their spread.
 
 Every network has random weights: latency and FLOPs depend on shapes, not on training. FLOPs come from
-`metrics.count_flops` (torch.utils.flop_counter, attention as described by `metrics.FLOPS_NOTE`).
+`cost.count_flops` (torch.utils.flop_counter, attention as described by `cost.FLOPS_NOTE`); wall times
+from `cost.interleaved`.
 """
 from __future__ import annotations
 
 import dataclasses
 import platform
-import time
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 
-from . import config, metrics, pipeline, tables
+from . import config, pipeline, tables
 from .config import Config, GeneratorConfig, QuantizerConfig, TrainConfig
 from .generator import Generator, GeneratorObjective, parameter_counts
-from .metrics import FLOPS_NOTE, count_flops, device_name, measure_latency
+from .cost import FLOPS_NOTE, count_flops, device_name, interleaved, spread
 from .quantize import ProductQuantizer
 from .train import build_optimisation, compiled, forward_precision, train_step, uses_bf16
 
@@ -111,33 +110,6 @@ def depth_extended_flops(gcfg: GeneratorConfig, qcfg: QuantizerConfig, batch: in
     return f1 + (gcfg.depth - 1) * (f2 - f1)
 
 
-# ----------------------------------------------------------------------------- interleaved timing
-
-def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int,
-                device: torch.device | str = "cpu") -> dict[str, list[float]]:
-    """Wall times (s) of each of `fns`, timed round-robin: `warmup` untimed rounds, then `repeats` rounds
-    that call every function once, in order (on CUDA synchronised around each call)."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats} must be ≥ 1 and warmup={warmup} ≥ 0")
-    device = torch.device(device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(warmup + repeats):
-        for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def _spread(values: list[float]) -> dict[str, float]:
-    p10, p50, p90 = np.percentile(values, [10, 50, 90]).tolist()
-    return {"median": p50, "p10": p10, "p90": p90}
-
-
 # ----------------------------------------------------------------------------- sampling latency and FLOPs
 
 def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
@@ -166,7 +138,7 @@ def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: 
             first_call_s=_first_calls({name: samplers[name]}, device)[name]))
     times = interleaved(samplers, warmup, repeats, device)
     for row in rows:
-        lat = _spread(times[row["layout"]])
+        lat = spread(times[row["layout"]])
         row |= dict(latency_s=lat["median"], latency_p10_s=lat["p10"], latency_p90_s=lat["p90"])
     df = pd.DataFrame(rows)
     for col, ratio in (("steps", "steps_ratio"), ("positions", "positions_ratio"),
@@ -244,15 +216,16 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
     tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
     images = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
     indices = tokenizer.encode(images)
-    timings = {"encode": measure_latency(lambda: tokenizer.encode(images), warmup, repeats, device),
-               "decode": measure_latency(lambda: tokenizer.decode(indices), warmup, repeats, device),
-               "train step": measure_latency(_tokenizer_step(cfg, cfg.train_tokenizer, device, batch, seed),
-                                             warmup, repeats, device)}
+    times = interleaved({"encode": lambda: tokenizer.encode(images), "decode": lambda: tokenizer.decode(indices),
+                         "train step": _tokenizer_step(cfg, cfg.train_tokenizer, device, batch, seed)},
+                        warmup, repeats, device)
+    timings = {stage: spread(ts) for stage, ts in times.items()}
     notes = {"encode": "tokenizer.encode (eval, no grad)", "decode": "tokenizer.decode (eval, no grad)",
              "train step": f"train.train_step ({path_name(cfg.train_tokenizer)}): every phase forward, backward, "
                            "grad clip, AdamW, EMA; adversarial on; frozen networks with random weights"}
     return pd.DataFrame([dict(stage=stage, batch=batch, median_s=t["median"], images_per_s=batch / t["median"],
-                              p10_s=t["p10"], p90_s=t["p90"], repeats=repeats, device=t["device"], what=notes[stage])
+                              p10_s=t["p10"], p90_s=t["p90"], repeats=repeats, device=device_name(device),
+                              what=notes[stage])
                          for stage, t in timings.items()])
 
 
@@ -312,11 +285,11 @@ def _study_evaluation(cfg: Config, amp: str, cached: bool, device: torch.device,
     reconstruction metrics (`evaluation.num_recon` val images), then `study.num_samples` samples scored
     against the train split; reconstruction and sampling under `amp`, what every variant shares (the splits'
     features, the val images and their perceptual features) read from their caches (`cached`) or computed
-    anew, as before the caches. A random tokenizer and generator, the profile's own evaluator and data."""
+    anew. A random tokenizer and generator, the profile's own evaluator and data."""
     cfg = config.apply_overrides(cfg, {"evaluation.amp": amp})
     tokenizer = _random_tokenizer_objective(cfg, device, seed).tokenizer.eval()
     generator = Generator(cfg.generator, cfg.quantizer, pipeline.class_count(cfg)).to(device).eval()
-    network = metrics.metric_network(cfg)
+    network = pipeline.metric_network(cfg)
 
     def run():
         pipeline.evaluate_tokenizer(cfg, tokenizer, network, cached=cached)
@@ -340,11 +313,11 @@ def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, times: di
     base = times[next(iter(times))]
 
     def run_time(variant: str) -> float:
-        return (calls - 1) * _spread(times[variant])["median"] + first[variant]
+        return (calls - 1) * spread(times[variant])["median"] + first[variant]
 
     rows = []
     for variant, ts in times.items():
-        t, up = _spread(ts), _spread([b / v for b, v in zip(base, ts)])
+        t, up = spread(ts), spread([b / v for b, v in zip(base, ts)])
         row = dict(workload=workload, variant=variant, batch=batch, median_s=t["median"],
                    p10_s=t["p10"], p90_s=t["p90"], unit=unit, per_s=per_call / t["median"],
                    speedup=up["median"], speedup_p10=up["p10"], speedup_p90=up["p90"])

@@ -60,9 +60,9 @@ def cmd_train_generator(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Reconstruction metrics of the config's trained tokenizer, and generation metrics of its generator if trained."""
-    from . import metrics, pipeline
+    from . import pipeline
     cfg = _cfg(args)
-    network = metrics.metric_network(cfg)
+    network = pipeline.metric_network(cfg)
     tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg), pipeline.device_of(cfg))
     report = {"tokenizer": pipeline.evaluate_tokenizer(cfg, tokenizer, network)}
     gen_path = pipeline.run_path(cfg, "generator", pipeline.generator_name(cfg)) / "model.safetensors"

@@ -1,4 +1,4 @@
-"""Evaluation: generation metrics through torch-fidelity, reconstruction, linear probing, latency, FLOPs.
+"""Evaluation: generation metrics through torch-fidelity, reconstruction, codebook usage, linear probing.
 
 Generation metrics (FID/FD, IS, precision, recall, KID) are torch-fidelity's, computed from its feature
 extraction (a set's features can be kept and passed again: `set_features`) with one feature network
@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import math
 import sys
-import platform
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 from torch_fidelity.datasets import ImagesPathDataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
@@ -34,7 +29,7 @@ from torch_fidelity.metric_prc import prc_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from . import pretrained, reference
+from . import pretrained
 from .checkpoint import state_dict_hash
 from .data import IMAGE_SUFFIXES, from_uint8
 from .pretrained import MissingWeightsError
@@ -154,18 +149,6 @@ def inception_network(path: str | Path | None = None) -> MetricNetwork:
                          file=str(path), weights_path=str(path))
 
 
-def metric_network(cfg) -> MetricNetwork:
-    """The profile's generation-metric network: Inception (paper) or its frozen evaluator, registered
-    as `evaluator-<profile>` with IS on the data label (the generator's classes)."""
-    if cfg.evaluation.fid_network == "inception":
-        return inception_network()
-    path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
-    net = reference.load_from(path)
-    label = cfg.data.label if cfg.data.label in cfg.evaluator.labels else cfg.evaluator.labels[0]
-    return reference_network(net, "evaluator", label=label, file=path, resolution=cfg.data.resolution,
-                             extractor=f"evaluator-{cfg.profile}")
-
-
 # ----------------------------------------------------------------------------- sample sets
 
 class UInt8Images(Dataset):
@@ -257,28 +240,6 @@ def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple
         elif tuple(x.shape) != shape:
             raise ValueError(f"{what}: mixed image sizes: image 0 is {shape}, image {i} is {tuple(x.shape)}")
     return data, count, shape[1:]
-
-
-def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
-    """Class labels for n samples spread evenly over classes (counts differ by at most one): (n,) long."""
-    if n < 1 or num_classes < 1:
-        raise ValueError(f"balanced_labels: n={n} and num_classes={num_classes} must be positive")
-    return torch.arange(n) % num_classes
-
-
-def proportional_labels(n: int, class_counts: Sequence[int]) -> torch.Tensor:
-    """Class labels for n samples in proportion to `class_counts` (e.g. a reference set's images per class),
-    rounded by largest remainder (each class within one of n · its share; ties to the lower class), grouped by
-    class: (n,) long."""
-    counts = torch.as_tensor(class_counts, dtype=torch.float64)
-    if n < 1 or counts.ndim != 1 or not len(counts) or (counts < 0).any() or counts.sum() <= 0:
-        raise ValueError(f"proportional_labels: n={n} must be positive and class_counts={list(class_counts)} "
-                         "non-negative with a positive sum")
-    quota = n * counts / counts.sum()
-    share = quota.floor().long()
-    extra = torch.argsort(quota - share, descending=True, stable=True)[:n - int(share.sum())]
-    share[extra] += 1
-    return torch.repeat_interleave(torch.arange(len(counts)), share)
 
 
 def _classifies(network: MetricNetwork, label: str) -> bool:
@@ -564,76 +525,3 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
     chance = torch.bincount(val_y, minlength=n_cls).max().item() / len(val_y)
     return dict(top1=top1, train_top1=train_top1, chance=chance, epochs=epochs,
                 N_train=len(train_x), N_val=len(val_x))
-
-
-# ----------------------------------------------------------------------------- latency and FLOPs
-
-def device_name(device: str | torch.device) -> str:
-    """Human name of a device: the GPU model, or the CPU model (with its x86 family and model numbers, which
-    tell CPU generations apart where the name does not, e.g. "AMD EPYC") and thread count."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu, numbers = platform.processor() or platform.machine(), ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            fields = dict(line.split(":", 1) for line in fh.read().split("\n\n")[0].splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        cpu = fields.get("model name", cpu)
-        if "cpu family" in fields and "model" in fields:
-            numbers = f"family {fields['cpu family']}, model {fields['model']}; "
-    except OSError:
-        pass
-    return f"{cpu} ({numbers}{torch.get_num_threads()} threads)"
-
-
-def measure_latency(fn: Callable[[], object], warmup: int = 3, repeats: int = 20,
-                    device: str | torch.device = "cpu") -> dict:
-    """Wall time of `fn()` in seconds over `repeats` calls after `warmup` untimed ones.
-
-    On CUDA the device is synchronised before and after each call. Returns median, p10, p90, iqr,
-    mean, repeats, warmup and the device name.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats} must be ≥ 1 and warmup={warmup} ≥ 0")
-    device = torch.device(device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    p10, p25, p75, p90 = np.percentile(times, [10, 25, 75, 90]).tolist()
-    return dict(median=statistics.median(times), p10=p10, p90=p90, iqr=p75 - p25, mean=statistics.fmean(times),
-                repeats=repeats, warmup=warmup, device=device_name(device))
-
-
-FLOPS_NOTE = ("FLOPs from torch.utils.flop_counter (2 per multiply-add); attention counted as its two "
-              "matmuls QKᵀ and AV at full size (no causal or mask discount, softmax not counted), including "
-              "CPU scaled_dot_product_attention, which FlopCounterMode alone counts as 0.")
-
-
-def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                            **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-
-_CPU_ATTENTION_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
-}
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """Total FLOPs of running `fn()` once, attention included on every device (see FLOPS_NOTE)."""
-    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS) as counter:
-        fn()
-    return int(counter.get_total_flops())

@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from . import checkpoint, config, metrics, pretrained, reference, results
 from .config import Config, DataConfig, TrainConfig, apply_overrides, from_dict, to_dict, validate
-from .data import (ImageFolderDataset, TokenDataset, UInt8View, class_names, from_uint8, resolve_root, split_files,
-                   split_folder, to_uint8)
+from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, split_files, to_uint8
 from .generator import Generator, GeneratorObjective
 from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherPerceptualLoss, TeacherViT, TokenizerObjective, build_perceptual
+from .sample_classes import reference_data, sample_labels
 from .tokenizer import ImageFolderTokenizer
 from .train import forward_precision, pick_device, seed_everything, train
 
@@ -134,6 +134,18 @@ def frozen_vit(cfg: Config, network: str, trained: bool = True, patch_size: int 
         state = load_file(str(pretrained.resolve(network)))
         vit.load_state_dict(checkpoint_filter_fn(state, vit) if geometry else state)
     return TeacherViT(vit, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def metric_network(cfg: Config) -> metrics.MetricNetwork:
+    """The profile's generation-metric network: Inception (paper) or its frozen evaluator, registered
+    as `evaluator-<profile>` with IS on the data label (the generator's classes)."""
+    if cfg.evaluation.fid_network == "inception":
+        return metrics.inception_network()
+    path = pretrained.resolve(reference.weights_name(cfg, "evaluator"))
+    net = reference.load_from(path)
+    label = cfg.data.label if cfg.data.label in cfg.evaluator.labels else cfg.evaluator.labels[0]
+    return metrics.reference_network(net, "evaluator", label=label, file=path, resolution=cfg.data.resolution,
+                                     extractor=f"evaluator-{cfg.profile}")
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -449,28 +461,6 @@ def evaluate_generator(cfg: Config, generator: Generator, tokenizer: ImageFolder
     return score_against_train(cfg, images, network, labels, train_images)
 
 
-def sample_labels(cfg: Config, n: int, num_classes: int) -> torch.Tensor:
-    """The classes of n samples, as `evaluation.sample_labels` says: n / num_classes each ("balanced"), or in
-    proportion to the classes of the listed reference images ("reference"), so that a class-conditional model
-    drawing each class as often as the data does is not scored against a class mix it was never asked for."""
-    if cfg.evaluation.sample_labels == "balanced":
-        return metrics.balanced_labels(n, num_classes)
-    data = _reference_data(cfg)
-    classes = class_names(resolve_root(data), "train")
-    if len(classes) != num_classes:
-        raise ValueError(f"sample_labels: the reference split {split_folder(data, 'train')} has {len(classes)} "
-                         f"classes, the generator {num_classes}")
-    counts = torch.bincount(torch.tensor([label for _, label in split_files(data, "train", classes)]),
-                            minlength=num_classes)
-    return metrics.proportional_labels(n, counts.tolist())
-
-
-def samples_note(cfg: Config, n: int) -> str:
-    """n and the class mix of generated samples, for a caption ("1000 samples, classes as in the train split")."""
-    mix = {"balanced": "classes balanced", "reference": "classes as in the train split"}[cfg.evaluation.sample_labels]
-    return f"{n} samples, {mix}"
-
-
 def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.MetricNetwork,
                         labels: torch.Tensor | None = None, train_images=None) -> dict:
     """FD / IS / precision / recall / KID of uint8 images against the train split: its cached features
@@ -490,7 +480,7 @@ REFERENCE_METRICS = ("fid", "kid", "prc")  # the metrics that read the reference
 def reference_features(cfg: Config, network: metrics.MetricNetwork) -> metrics.SetFeatures:
     """The train split's features under `network`: the reference every generated set is scored against,
     `evaluation.num_reference` images spread over classes (`split_features`)."""
-    return split_features(cfg, _reference_data(cfg), "train", network, REFERENCE_METRICS)
+    return split_features(cfg, reference_data(cfg), "train", network, REFERENCE_METRICS)
 
 
 def split_features(cfg: Config, data: DataConfig, split: str, network: metrics.MetricNetwork,
@@ -523,11 +513,7 @@ def split_features(cfg: Config, data: DataConfig, split: str, network: metrics.M
 def reference_set(cfg: Config) -> UInt8View:
     """The train images generated sets are scored against, as uint8: `evaluation.num_reference` of them
     spread over classes (all when None), decoded on access unless the data set is held in memory."""
-    return UInt8View(ImageFolderDataset(_reference_data(cfg), "train", train=False))
-
-
-def _reference_data(cfg: Config):
-    return dataclasses.replace(cfg.data, max_per_split=cfg.evaluation.num_reference)
+    return UInt8View(ImageFolderDataset(reference_data(cfg), "train", train=False))
 
 
 def _short_hash(obj: Any) -> str:

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-from . import metrics, pipeline, results
+from . import metrics, pipeline, results, sample_classes
 from .config import Config
 from .generator import parameter_counts
 from .tables import TableSpec, paper_label
@@ -54,7 +54,7 @@ def sample_sizes(df: pd.DataFrame, cfg: Config) -> str:
     val images (r-metrics)."""
     parts = []
     if "N_gen" in df.columns and df["N_gen"].notna().any():
-        parts.append(f"{pipeline.samples_note(cfg, int(df['N_gen'].dropna().iloc[0]))} for generation metrics")
+        parts.append(f"{sample_classes.samples_note(cfg, int(df['N_gen'].dropna().iloc[0]))} for generation metrics")
     if "N_recon" in df.columns and df["N_recon"].notna().any():
         parts.append(f"{int(df['N_recon'].dropna().iloc[0])} val images for reconstruction metrics")
     return ", ".join(parts)

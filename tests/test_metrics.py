@@ -1,7 +1,10 @@
-"""metrics.py: torch-fidelity wiring on a tiny random reference net, reconstruction, probe, latency, FLOPs."""
+"""metrics.py: torch-fidelity wiring on a tiny random reference net, reconstruction, probe; the profile's metric
+network (pipeline.metric_network); evaluation without the trainer."""
 import dataclasses
+import json
 import math
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,12 +12,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from imagefolder import checkpoint, config, pipeline, pretrained, reference
 from imagefolder import metrics as M
 from imagefolder.data import ImageFolderDataset
+from imagefolder.sample_classes import balanced_labels
 
 SIZE = 16
 
@@ -130,7 +133,7 @@ def test_result_keys_carry_n_and_network(net, sets):
 def test_inception_score_follows_the_logits():
     colour = ColourNet()
     network = M.reference_network(colour, "colour", label="category", resolution=SIZE)
-    labels = M.balanced_labels(80, 4)
+    labels = balanced_labels(80, 4)
     tint = ColourNet.COLOURS[labels][:, :, None, None] * 0.8  # (80,3,1,1) one colour per image
     confident = u8(tint + 0.05 * randn((80, 3, SIZE, SIZE), 1))
     noise = u8(torch.rand(80, 3, SIZE, SIZE) * 2 - 1)
@@ -212,7 +215,7 @@ def test_missing_inception_file_names_file_and_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(hub))
     file = "weights-inception-2015-12-05-6726825d.pth"
     for call in (M.inception_weights_path, M.inception_network,
-                 lambda: M.metric_network(config.profile("paper"))):
+                 lambda: pipeline.metric_network(config.profile("paper"))):
         with pytest.raises(M.MissingWeightsError) as err:
             call()
         assert file in str(err.value) and str(weights) in str(err.value)
@@ -231,52 +234,17 @@ def test_metric_network_of_a_small_profile_is_its_evaluator(smoke_cfg, tmp_path,
     monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path))
     monkeypatch.setattr(M, "_NETWORKS", dict(M._NETWORKS))  # its random evaluator-smoke leaves with the test
     with pytest.raises(M.MissingWeightsError, match="evaluator-gpu"):  # the smoke and cpu evaluators ship
-        M.metric_network(dataclasses.replace(smoke_cfg, profile="gpu"))
+        pipeline.metric_network(dataclasses.replace(smoke_cfg, profile="gpu"))
     res = smoke_cfg.data.resolution
     net = reference.ReferenceNet(smoke_cfg.evaluator, res, {"category": 3, "subcategory": 5})
     record = {"reference": config.to_dict(smoke_cfg)["evaluator"], "data": config.to_dict(smoke_cfg)["data"]}
     checkpoint.save_model(net.state_dict(), tmp_path / "evaluator-smoke.safetensors", record)
-    network = M.metric_network(smoke_cfg)
+    network = pipeline.metric_network(smoke_cfg)
     assert (network.name, network.extractor, network.resolution) == ("evaluator", "evaluator-smoke", res)
     assert network.sha256 == pretrained.file_hash(tmp_path / "evaluator-smoke.safetensors")
     images = u8(F.interpolate(structured(12, 0), size=res))
     r = M.generation_metrics(images, images, network, 12, kid_subset_size=6, isc_splits=2)
     assert abs(r["FD_evaluator"]) < 1e-6 and 1 <= r["IS_evaluator"] <= 3 and r["network_file"] == network.file
-
-
-def test_balanced_labels():
-    labels = M.balanced_labels(10, 4)
-    assert torch.bincount(labels).tolist() == [3, 3, 2, 2]
-    with pytest.raises(ValueError):
-        M.balanced_labels(0, 4)
-
-
-def test_proportional_labels_follow_the_class_counts():
-    counts = [154, 286, 488, 244, 480, 4108, 298, 406, 394]  # the emoji train split's categories
-    labels = M.proportional_labels(1000, counts)
-    share = torch.bincount(labels, minlength=9)
-    assert share.sum() == 1000 and (share - 1000 * torch.tensor(counts) / sum(counts)).abs().max() < 1
-    assert torch.bincount(M.proportional_labels(10, [1, 1, 2])).tolist() == [3, 2, 5]  # a tie goes to class 0
-    assert torch.bincount(M.proportional_labels(7, [0, 3]), minlength=2).tolist() == [0, 7]
-    for bad in ([], [0, 0], [2, -1]):
-        with pytest.raises(ValueError):
-            M.proportional_labels(4, bad)
-
-
-def test_sample_labels_follow_the_reference_split(tmp_path):
-    from imagefolder import config, pipeline
-    root = tmp_path / "data"
-    for split, per_class in (("train", [6, 2]), ("val", [1, 1])):
-        for c, count in zip(("a", "b"), per_class):
-            (root / split / c).mkdir(parents=True)
-            for i in range(count):
-                Image.new("RGB", (16, 16)).save(root / split / c / f"{i}.png")
-    cfg = config.profile("smoke", {"data.root": str(root)})
-    assert torch.bincount(pipeline.sample_labels(cfg, 8, 2)).tolist() == [6, 2]
-    balanced = config.apply_overrides(cfg, {"evaluation.sample_labels": "balanced"})
-    assert torch.bincount(pipeline.sample_labels(balanced, 8, 2)).tolist() == [4, 4]
-    with pytest.raises(ValueError, match="3"):
-        pipeline.sample_labels(cfg, 8, 3)
 
 
 # ----------------------------------------------------------------------------- reconstruction
@@ -334,36 +302,6 @@ def test_linear_probe_separable_vs_random_labels():
     assert M.linear_probe(tx, ty, vx, vy, epochs=5, seed=7) == M.linear_probe(tx, ty, vx, vy, epochs=5, seed=7)
 
 
-# ----------------------------------------------------------------------------- latency and FLOPs
-
-def test_measure_latency():
-    r = M.measure_latency(lambda: time.sleep(0.004), warmup=1, repeats=5)
-    assert 0.004 <= r["p10"] <= r["median"] <= r["p90"] < 0.2
-    assert r["repeats"] == 5 and r["iqr"] >= 0 and r["device"]
-
-
-def test_flop_counter_counts_cpu_attention():
-    b, h, s, d = 2, 4, 16, 8
-    q, k, v = (randn((b, h, s, d), i) for i in range(3))
-    with FlopCounterMode(display=False) as plain:
-        F.scaled_dot_product_attention(q, k, v)
-    assert plain.get_total_flops() == 0  # the torch fact count_flops works around
-
-    def explicit():
-        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), -1) @ v
-
-    matmuls = 2 * (2 * b * h * s * s * d)  # QKᵀ and AV, 2 FLOPs per multiply-add
-    assert M.count_flops(explicit) == matmuls
-    assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == matmuls
-    assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)) == matmuls
-    block_causal = torch.ones(s, s, dtype=torch.bool).tril()
-    assert M.count_flops(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=block_causal)) == matmuls
-    one_query = q[:, :, :1]  # a KV-cached step: 1 query against s keys
-    assert M.count_flops(lambda: F.scaled_dot_product_attention(one_query, k, v)) == 2 * (2 * b * h * s * d)
-    lin = nn.Linear(8, 5)
-    assert M.count_flops(lambda: lin(torch.zeros(3, 8))) == 2 * 3 * 8 * 5
-
-
 def test_samples_are_scored_against_a_capped_class_spread_train_set(image_folder, net, tmp_path):
     cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder", "data.root": str(image_folder),
                                    "data.in_memory": False, "evaluation.num_reference": 6})
@@ -404,7 +342,7 @@ def test_train_features_are_cached_and_score_as_computed_anew(image_folder, net,
 def test_val_originals_are_kept_until_a_file_or_the_teacher_changes(image_folder, tmp_path):
     cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder",
                                    "data.root": str(image_folder)})
-    perceptual = pipeline.build_perceptual(cfg, pipeline.frozen_vit(cfg, "reference"))
+    perceptual = pipeline.build_perceptual(cfg.evaluation.perceptual_network, pipeline.frozen_vit(cfg, "reference"))
     first = pipeline.val_originals(cfg, perceptual)
     assert pipeline.val_originals(cfg, perceptual) is first  # kept
     fresh = pipeline.val_originals(cfg, perceptual, cached=False)
@@ -414,7 +352,7 @@ def test_val_originals_are_kept_until_a_file_or_the_teacher_changes(image_folder
     Image.new("RGB", (20, 20), (0, 0, 0)).save(image)  # one val image changes: read anew
     changed = pipeline.val_originals(cfg, perceptual)
     assert changed is not first and not torch.equal(changed.images, first.images)
-    other = pipeline.build_perceptual(cfg, pipeline.frozen_vit(cfg, "reference", trained=False))
+    other = pipeline.build_perceptual(cfg.evaluation.perceptual_network, pipeline.frozen_vit(cfg, "reference", trained=False))
     assert pipeline.val_originals(cfg, other) is not changed  # another teacher: its own features
 
 
@@ -422,7 +360,7 @@ def test_val_originals_are_kept_until_a_file_or_the_teacher_changes(image_folder
 def test_val_features_are_cached_and_score_as_computed_anew(tmp_path):
     cfg = config.profile("smoke", {"run_dir": str(tmp_path), "train_tokenizer.steps": 2})
     tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg))
-    network = M.metric_network(cfg)
+    network = pipeline.metric_network(cfg)
     cache = tmp_path / "smoke" / "cache"
     fresh = pipeline.evaluate_tokenizer(cfg, tokenizer, network, cached=False)
     assert not list(cache.glob("val-*"))
@@ -471,3 +409,11 @@ def test_patch_edge_ratio_finds_a_patch_grid():
     assert M.patch_edge_ratio(ramps, 4) > 2 and M.patch_edge_ratio(ramps.transpose(-1, -2), 4) > 2
     with pytest.raises(ValueError, match="multiples of 4"):
         M.patch_edge_ratio(torch.rand(2, 3, 30, 30), 4)
+
+
+def test_evaluation_does_not_import_the_trainer():
+    """The metrics (and the pieces the evaluation reads: the configs, data, checkpoints) import without
+    the trainer: evaluation code never reaches train.py (nor its DDP or optimiser machinery)."""
+    code = "import json, sys, imagefolder.metrics; print(json.dumps([m for m in sys.modules if 'imagefolder' in m]))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert "imagefolder.metrics" in loaded and "imagefolder.train" not in loaded, loaded
