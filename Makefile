@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := help
-.PHONY: help setup data lint test reproduce claims html bench clean distclean
+.PHONY: help setup data lint test mutation reproduce claims html bench clean distclean
 
 PROFILE ?= cpu## the profile to run: smoke | cpu | gpu | paper
 VENV ?= .venv## the Python environment: VENV=$CONDA_PREFIX uses an existing (conda) env, no .venv is built
@@ -60,6 +60,13 @@ lint: $(STAMP) ## ruff over the package, tests, scripts and notebooks (code cell
 test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
 	$(PY) -m imagefolder data --profile smoke
 	$(PY) -m pytest -q
+
+# Not part of `test`: mutmut over the core modules' functions (scripts/mutation.py), each mutant against the fast
+# tests that reach it, at low priority, one worker per core; ≤ 60 min on 2 cores.
+mutation: $(STAMP) ## mutation testing of the core modules; writes tests/MUTATION.md (MODULES="stats quantize": some)
+	rm -rf mutants
+	$(PY) scripts/mutation.py run $(MODULES)
+	$(PY) scripts/mutation.py report
 
 # A notebook is named after its file (`name`, so a copy writes its own results); with OVERRIDES, or for a
 # notebook git does not track (a copy), its executed copy goes beside its variant's tables, never among the

@@ -1,4 +1,6 @@
+import hashlib
 import json
+import math
 import os
 import stat
 
@@ -6,7 +8,17 @@ import pytest
 import torch
 
 from imagefolder import config, emoji
-from imagefolder.data import DataError, ImageFolderDataset, MultiLabelView, UInt8View, from_uint8, to_uint8
+from imagefolder.data import (
+    DataError,
+    ImageFolderDataset,
+    MultiLabelView,
+    UInt8View,
+    _spread,
+    from_uint8,
+    split_files,
+    split_folder,
+    to_uint8,
+)
 
 
 def _data_cfg(root, **kw):
@@ -65,7 +77,8 @@ def test_uint8_view_decodes_on_access_what_memory_holds(image_folder):
 def test_integrity_check_rejects_a_changed_tarball(tmp_path):
     tarball = tmp_path / "x.tgz"
     tarball.write_bytes(b"payload")
-    import base64, hashlib
+    import base64
+    import hashlib
     good = "sha512-" + base64.b64encode(hashlib.sha512(b"payload").digest()).decode()
     emoji.verify_integrity(tarball, good)
     tarball.write_bytes(b"payload!")
@@ -86,10 +99,59 @@ def test_failed_npm_pack_leaves_no_partial_data(tmp_path, monkeypatch):
     assert list((tmp_path / "data").iterdir()) == []  # the staging folder is gone too
 
 
+def _val_by_hand(base: str) -> bool:
+    """The split rule re-implemented: the first 4 bytes of the base's SHA-256, big-endian, over 2³², below 0.1."""
+    return int.from_bytes(hashlib.sha256(base.encode()).digest()[:4], "big") / 2**32 < 0.1
+
+
 def test_split_is_by_base_emoji():
-    assert emoji.split_of("1F385") == emoji.split_of("1F385")
-    splits = [emoji.split_of(f"{i:05X}") for i in range(2000)]
+    # hand-checked: 1F44D hashes to 0.0543 and 1F30C to 0.0820 (val); 1F385 to 0.577 and 1F600 to 0.649 (train)
+    assert [emoji.split_of(b) for b in ("1F44D", "1F30C", "1F385", "1F600")] == ["val", "val", "train", "train"]
+    bases = [f"{i:05X}" for i in range(2000)]
+    splits = [emoji.split_of(b) for b in bases]
+    assert splits == ["val" if _val_by_hand(b) else "train" for b in bases]
     assert 0.05 < splits.count("val") / len(splits) < 0.15
+
+
+def test_split_boundary_is_strict(monkeypatch):
+    """A base whose hash fraction equals VAL_FRACTION exactly goes to train (the rule is `<`)."""
+    fraction = int.from_bytes(hashlib.sha256(b"1F44D").digest()[:4], "big") / 2**32  # exact in a float
+    monkeypatch.setattr(emoji, "VAL_FRACTION", fraction)
+    assert emoji.split_of("1F44D") == "train"
+    monkeypatch.setattr(emoji, "VAL_FRACTION", math.nextafter(fraction, 1.0))
+    assert emoji.split_of("1F44D") == "val"
+
+
+def test_spread_picks_evenly_and_keeps_short_lists():
+    # 10 items, 4 wanted: step 2.5, so items 0, 2.5 → 2, 5, 7.5 → 7
+    assert _spread(list(range(10)), 4) == [0, 2, 5, 7]
+    assert _spread(list(range(3)), 3) == [0, 1, 2] and _spread(list(range(3)), 5) == [0, 1, 2]
+    assert _spread(list(range(4)), 1) == [0]
+
+
+def test_split_files_order_labels_and_cap(image_folder):
+    (image_folder / "val" / "a" / ".hidden.png").write_bytes(b"")
+    (image_folder / "val" / "b" / "notes.txt").write_text("not an image")
+    files = split_files(_data_cfg(image_folder), "val")
+    assert [(f.parent.name, f.name, ci) for f, ci in files] == (
+        [("a", f"{i}.png", 0) for i in range(6)] + [("b", f"{i}.png", 1) for i in range(6)])
+    capped = split_files(_data_cfg(image_folder, max_per_split=3), "val")  # step 4: items 0, 4, 8
+    assert [(f.parent.name, f.name, ci) for f, ci in capped] == [("a", "0.png", 0), ("a", "4.png", 0),
+                                                                  ("b", "2.png", 1)]
+    assert split_files(_data_cfg(image_folder), "val", classes=["b"]) == [
+        (image_folder / "val" / "b" / f"{i}.png", 0) for i in range(6)]
+
+
+def test_split_folder_errors_name_the_folder_and_the_fix(image_folder, tmp_path):
+    assert split_folder(_data_cfg(image_folder), "train") == image_folder / "train"
+    with pytest.raises(DataError, match=r"data split not found: .*tiny/test — check the path"):
+        split_folder(_data_cfg(image_folder), "test")
+    (tmp_path / "emoji" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"emoji/val — run `make data`"):
+        split_folder(config.DataConfig(root=str(tmp_path / "emoji")), "val")
+    (image_folder / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"no images in .*tiny/empty"):
+        split_files(_data_cfg(image_folder), "empty", classes=["a"])
 
 
 EMOJI_ROOT = config.DataConfig().root

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from imagefolder import config, pretrained, reference
+from imagefolder import checkpoint, config, pretrained, reference
 
 
 def test_shipped_files_match_their_recorded_hashes():
@@ -30,7 +31,13 @@ def test_shipped_network_is_used_without_training(tmp_path, monkeypatch, capsys)
     path = reference.train_reference(cfg, "evaluator")
     assert path == pretrained.SHIPPED_DIR / "evaluator-smoke.safetensors" == pretrained.resolve("evaluator-smoke")
     assert "shipped with the package" in capsys.readouterr().out and not (tmp_path / "runs").exists()
-    assert reference.load(cfg, "evaluator").features  # loads as a frozen network
+    net = reference.load(cfg, "evaluator")  # a frozen network holding the shipped file's weights
+    shipped, _, _ = checkpoint.load_model(path)
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert net.state_dict().keys() == shipped.keys()
+    assert all(torch.equal(t, shipped[k]) for k, t in net.state_dict().items())
+    res = cfg.data.resolution
+    assert net.features(torch.zeros(2, 3, res, res)).shape[0] == 2
 
 
 def test_a_local_file_that_differs_from_the_shipped_one_is_named(tmp_path, monkeypatch, capsys):

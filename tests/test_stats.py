@@ -28,8 +28,25 @@ def test_verdict_rule(gains, verdict):
     assert paired_gain(gains).verdict == verdict
 
 
-def test_one_seed_has_no_interval():
+def test_two_seeds_are_enough_for_an_interval():
+    """Hand-worked: gains 1 and 3 have mean 2 and sd √2, so the half-width is t(0.975, 1) · √2 / √2 = 12.7062."""
+    g = paired_gain([1.0, 3.0])
+    assert (g.mean, g.n) == (2.0, 2)
+    assert g.low == pytest.approx(2 - 12.7062, abs=1e-4) and g.high == pytest.approx(2 + 12.7062, abs=1e-4)
+    assert g.describe() == "gain 2, 95 % CI [-10.7, 14.7] over 2 seeds"
+    assert g.describe("folds").endswith("over 2 folds")
+
+
+def test_zero_variance_and_an_interval_touching_zero():
+    """sd = 0 gives a zero-width interval at the mean; an interval that touches 0 neither holds nor reverses."""
+    assert (paired_gain([2.0, 2.0, 2.0]).low, paired_gain([2.0, 2.0, 2.0]).high) == (2.0, 2.0)
+    assert paired_gain([2.0, 2.0, 2.0]).verdict == "holds" and paired_gain([-1.0, -1.0]).verdict == "reversed"
+    assert paired_gain([0.0, 0.0, 0.0]).verdict == "does not show"
+
+
+def test_one_seed_gives_its_gain_and_no_bounds():
     g = paired_gain([1.5])
-    assert math.isnan(g.low) and "no interval" in g.describe()
-    with pytest.raises(ValueError):
+    assert g.mean == 1.5 and g.n == 1 and math.isnan(g.low) and math.isnan(g.high)
+    assert g.describe() == "gain 1.5 (one run each: no interval)"
+    with pytest.raises(ValueError, match="paired_gain needs at least one seed"):
         paired_gain([])

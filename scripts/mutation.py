@@ -1,0 +1,182 @@
+"""Mutation testing of the core modules with mutmut 3 (`make mutation`), and its report tests/MUTATION.md.
+
+    python scripts/mutation.py run [MODULE ...]   # mutmut over TARGETS' functions (all modules by default)
+    python scripts/mutation.py report             # tests/MUTATION.md from mutants/*.meta
+
+mutmut's settings (the files it mutates, the test files whose coverage picks each mutant's tests, `-m "not
+slow"`) are in pyproject.toml's [tool.mutmut]. A mutant counts as equivalent only where
+tests/mutation_equivalent.toml gives its function, its changed line and the reason; a changed line that no
+longer matches the code shows up as a survivor again.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT = ROOT / "tests" / "MUTATION.md"
+EQUIVALENT = ROOT / "tests" / "mutation_equivalent.toml"
+
+
+def _functions(module: str, *names: str) -> list[str]:
+    """mutmut's mutant-name patterns of the functions (`f`) or methods (`Class.f`) of imagefolder.`module`."""
+    return [f"imagefolder.{module}.x" + ("ǁ" + name.replace(".", "ǁ") if "." in name else "_" + name) + "__mutmut_*"
+            for name in names]
+
+
+# what `make mutation` mutates, per report row: a module's every function, or the functions named (stats,
+# quantize, layouts, checkpoint: whole modules; the rest: the sampler, config's run identity and checks,
+# pipeline's run names, the trainer's resume, the data split)
+TARGETS: dict[str, list[str]] = {
+    "stats": ["imagefolder.stats.*"],
+    "quantize": ["imagefolder.quantize.*"],
+    "layouts": ["imagefolder.layouts.*"],
+    "sampler": _functions("sampler", "sample_tokens", "guidance_weights", "sample", "Forcing.resolve",
+                          "KVCache.extend", "CachedSteps.__call__"),
+    "generator_sampling": _functions("generator", "Generator.sample", "Generator._check_labels"),
+    "run_identity": _functions("config", "role", "field_roles", "run_definition", "without_roles", "_select"),
+    "config_checks": _functions("config", "check_types", "check_value", "_is_instance", "_describe", "_type_error",
+                                "_unknown_field", "_check", "_need", "validate", "_validate_train"),
+    "run_names": _functions("pipeline", "run_path", "run_definition", "config_hash", "tokenizer_name",
+                            "generator_name"),
+    "checkpoint": ["imagefolder.checkpoint.*"],
+    "resume": _functions("train", "resume", "_load_exactly"),
+    "data_split": _functions("emoji", "split_of") + _functions("data", "split_folder", "split_files", "_spread"),
+}
+
+DETECTED = ("killed", "timeout")
+
+
+def patterns(modules: list[str]) -> list[str]:
+    unknown = [m for m in modules if m not in TARGETS]
+    if unknown:
+        raise SystemExit(f"scripts/mutation.py: unknown module(s) {unknown}; known: {list(TARGETS)}")
+    return [p for m in modules for p in TARGETS[m]]
+
+
+def run(modules: list[str]) -> int:
+    """mutmut run over the modules' patterns, at low priority, one worker per core, one torch thread each."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = ["nice", "-n", "10", str(Path(sys.executable).parent / "mutmut"), "run",
+           "--max-children", str(os.cpu_count() or 1), *patterns(modules)]
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def results() -> dict[str, str]:
+    """Mutant name → mutmut's status, for every mutant that mutmut has tested."""
+    import json
+
+    from mutmut.stats import status_by_exit_code
+    out = {}
+    for meta in sorted((ROOT / "mutants" / "imagefolder").glob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        out.update({name: status_by_exit_code[code] for name, code in codes.items() if code is not None})
+    return out
+
+
+def changed_lines(name: str) -> str:
+    """The mutant's changed lines, `- old` / `+ new`, from mutmut's diff."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    diff = get_diff_for_mutant(name, path=f"imagefolder/{name.split('.')[1]}.py")
+    return "\n".join(line.rstrip() for line in diff.splitlines()
+                     if line[:1] in "-+" and not line.startswith(("---", "+++")))
+
+
+def function_of(name: str) -> str:
+    """'imagefolder.config.x_check_types__mutmut_3' → 'config.check_types'; methods as 'Class.method'."""
+    module, mangled = name.split(".")[1], name.split(".", 2)[2].rsplit("__mutmut_", 1)[0]
+    return f"{module}." + (mangled[2:].replace("ǁ", ".") if mangled.startswith("xǁ") else mangled[2:])
+
+
+def equivalents() -> dict[tuple[str, str], str]:
+    """(function, changed lines) → why the mutant cannot change behaviour the package promises."""
+    entries = tomllib.loads(EQUIVALENT.read_text())["equivalent"] if EQUIVALENT.exists() else []
+    return {(e["function"], e["change"].strip()): e["reason"] for e in entries}
+
+
+def measured() -> str:
+    """When mutmut last wrote a result."""
+    newest = max(p.stat().st_mtime for p in (ROOT / "mutants" / "imagefolder").glob("*.py.meta"))
+    return f"{datetime.fromtimestamp(newest, UTC):%Y-%m-%d %H:%M}"
+
+
+def commit() -> str:
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "imagefolder"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return rev.stdout.strip() + (" with uncommitted changes under imagefolder/" if dirty else "")
+
+
+def report() -> str:
+    status, known = results(), equivalents()
+    rows, survivors, used = [], [], set()
+    totals: Counter[str] = Counter()
+    for module, pats in TARGETS.items():
+        names = sorted((n for n in status if any(fnmatch.fnmatchcase(n, p) for p in pats)),
+                       key=lambda n: (n.rsplit("__mutmut_", 1)[0], int(n.rsplit("_", 1)[1])))
+        if not names:
+            continue
+        count = Counter(status[n] for n in names)
+        for n in names:
+            if status[n] in DETECTED:
+                continue
+            key = (function_of(n), changed_lines(n))
+            reason = known.get(key)
+            if reason is not None:
+                used.add(key)
+                count["equivalent"] += 1
+            survivors.append((module, n, status[n], key[1], reason))
+        count["total"] = len(names)
+        totals.update(count)
+        rows.append((module, count))
+    lines = [
+        "# Mutation testing of the core modules",
+        "",
+        "Written by `make mutation` (scripts/mutation.py) from mutmut's results; do not edit by hand.",
+        f"Code: {commit()}, measured {measured()} UTC. Fast tests only "
+        "(`-m \"not slow\"`); each mutant runs the tests that reach its function.",
+        "",
+        "Score = (killed + timed out) / (mutants − equivalent).",
+        "",
+        "| module | mutants | killed | timed out | survived | no tests | equivalent | score |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for module, c in [*rows, ("**all**", totals)]:
+        other = c["total"] - sum(c[s] for s in ("killed", "timeout", "survived", "no tests"))
+        scored = c["total"] - c["equivalent"]
+        score = f"{100 * (c['killed'] + c['timeout']) / scored:.1f} %" if scored else "–"
+        lines.append(f"| {module} | {c['total']} | {c['killed']} | {c['timeout']} | {c['survived']} | "
+                     f"{c['no tests'] + other} | {c['equivalent']} | {score} |")
+    lines += ["", "## Survivors", "",
+              "Each mutant that no fast test kills: equivalent (with the reason, from "
+              "tests/mutation_equivalent.toml) or open.", ""]
+    for module, name, state, change, reason in survivors:
+        verdict = f"equivalent: {reason}" if reason else f"**open** ({state})"
+        lines += [f"- `{name}` ({module}): {verdict}", "", "  ```diff",
+                  *("  " + line for line in change.splitlines()), "  ```", ""]
+    stale = sorted(set(known) - used)
+    if stale:
+        lines += ["## Equivalence entries that matched no survivor", "",
+                  *(f"- `{f}`: `{c.splitlines()[0] if c else ''}`" for f, c in stale), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "report"):
+        raise SystemExit(__doc__)
+    os.chdir(ROOT)  # mutmut reads pyproject.toml and mutants/ from the working directory
+    if argv[0] == "run":
+        return run(argv[1:] or list(TARGETS))
+    REPORT.write_text(report() + "\n")
+    print(f"wrote {REPORT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
