@@ -685,6 +685,8 @@ def validate(cfg: Config) -> None:
         _need(0.0 <= v.drop_path < 1.0, f"tokenizer.{part}.drop_path", v.drop_path, "in [0, 1)")
     _need(t.teacher_patch_size is None or (t.teacher_patch_size >= 1 and d.resolution % t.teacher_patch_size == 0),
           "tokenizer.teacher_patch_size", t.teacher_patch_size, f"None or a divisor of the resolution {d.resolution}")
+    _check(t.teacher_patch_size is None or t.teacher_network != "reference", "tokenizer.teacher_patch_size",
+           "re-patches a pretrained teacher; the reference teacher keeps the profile's own patch (set None)")
     _need(t.query_window is None or t.query_window >= 0, "tokenizer.query_window", t.query_window,
           "None (global attention) or a radius ≥ 0 in query cells")
     if t.token_source == "feature_map":

@@ -1,4 +1,4 @@
-"""The official release's training choices as config fields (issue 29, item 2): each on a hand-worked or
+"""The official release's training choices as config fields: each on a hand-worked or
 independently computed expectation, and the paper profile naming every one of them."""
 import math
 import os
@@ -114,26 +114,34 @@ def _gathered_loss(rank: int, world: int, port: int, out: dict) -> None:
         proj = nn.Linear(5, 3)
         loss_fn = SemanticContrastiveLoss("one", 2, 3, 5, form="official", teacher_proj=proj)
         half = slice(4 * rank, 4 * rank + 4)  # each rank holds half of the batch
-        out[rank] = loss_fn(f_hat[half], cls[half], keep[half]).item()
+        local = f_hat[half].clone().requires_grad_(True)
+        loss = loss_fn(local, cls[half], keep[half])
+        loss.backward()
+        out[rank] = (loss.item(), local.grad)
     finally:
         torch.distributed.destroy_process_group()
 
 
 def test_official_semantic_loss_takes_its_negatives_from_every_rank():
     """Two gloo processes, each with half of a batch, compute the loss of the whole batch: the loss one
-    process computes on all eight samples, by an independent few lines."""
+    process computes on all eight samples, by an independent few lines. Each rank's features get the
+    gradient of every rank's (identical) loss, twice the one-process gradient, as all_gather's backward sums."""
     torch.manual_seed(0)
-    f_hat, cls = torch.randn(8, 2, 3, 2, 2), torch.randn(8, 5)
+    f_hat, cls = torch.randn(8, 2, 3, 2, 2, requires_grad=True), torch.randn(8, 5)
     keep = torch.tensor([True, False, True, True, True, True, False, True])
     proj = nn.Linear(5, 3)
     z, t = f_hat[keep, 1].mean(dim=(-1, -2)), proj(cls[keep])
     logits = z @ t.T
     target = torch.arange(len(z))
-    expected = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)).item()
-    assert clip_loss(z, t).item() == pytest.approx(expected)
+    expected = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    assert clip_loss(z, t).item() == pytest.approx(expected.item())
+    expected.backward()
     out = mp.Manager().dict()
     mp.spawn(_gathered_loss, args=(2, _free_port(), out), nprocs=2)
-    assert out[0] == pytest.approx(expected, rel=1e-5) and out[1] == pytest.approx(expected, rel=1e-5)
+    for rank in (0, 1):
+        loss, grad = out[rank]
+        assert loss == pytest.approx(expected.item(), rel=1e-5)
+        assert torch.allclose(grad, 2 * f_hat.grad[4 * rank:4 * rank + 4], atol=1e-6)
 
 
 def test_official_semantic_loss_in_the_objective_trains_the_encoders_projection():
@@ -273,3 +281,11 @@ def test_semantic_loss_reads_the_rows_dropout_leaves_whole(pick, monkeypatch):
     obj((torch.tanh(torch.randn(8, 3, 16, 16)), torch.zeros(8, dtype=torch.long)), "model", 0)
     expected = torch.arange(8) >= 2 if pick == "first" else n_scales["n"] == len(cfg.quantizer.scales)
     assert torch.equal(seen["keep"], expected)
+
+
+def test_teacher_patch_size_needs_a_pretrained_teacher_and_a_divisor():
+    with pytest.raises(config.ConfigError, match="tokenizer.teacher_patch_size.*reference teacher"):
+        config.profile("smoke", {"tokenizer.teacher_patch_size": 4})
+    with pytest.raises(config.ConfigError, match="tokenizer.teacher_patch_size.*divisor of the resolution 256"):
+        config.profile("paper", {"tokenizer.teacher_patch_size": 12})
+    assert config.profile("paper", {"tokenizer.teacher_patch_size": 8}).tokenizer.teacher_patch_size == 8

@@ -46,6 +46,8 @@ NO_PERTURBATION = {
     "run_dir": "perturbed by every group: each training writes under its own run_dir",
     "tokenizer.token_source": "feature_map, the only other choice, needs quantizer.branches = 1 and the last "
                               "scale at the patch grid: valid only with fields that rename the run anyway",
+    "tokenizer.teacher_patch_size": "re-patches a pretrained teacher: valid only with tokenizer.teacher_network "
+                                    "set to one, which renames the run anyway",
 }
 
 
