@@ -216,6 +216,8 @@ class ReferenceNetConfig:
 @dataclass
 class EvalConfig:
     fid_network: Literal["evaluator", "inception"] = "evaluator"  # evaluator: small profiles; inception: paper (inception-v3-compat)
+    # train: gFID against the train split; adm: also against the ADM suite's VIRTUAL_imagenet256_labeled.npz (paper)
+    fid_reference: Literal["train", "adm"] = "train"
     perceptual_network: Literal["teacher", "lpips_vgg"] = "teacher"  # the reported perceptual distance's network (the training loss: tokenizer.perceptual_loss)
     num_samples: int = 1000  # generated images for gFID / IS / precision / recall
     num_recon: int = 1000  # val images for rFID / PSNR
@@ -299,7 +301,7 @@ def _paper() -> Config:
                                     weight_decay=0.05, ckpt_every=5000, ema_decay=0.9999),
         train_generator=TrainConfig(steps=250_000, batch_size=768, lr=8e-5 * 768 / 256, warmup_steps=5000,
                                     weight_decay=0.05, grad_clip=2.0, ckpt_every=5000, ema_decay=0.0),
-        evaluation=EvalConfig(fid_network="inception", perceptual_network="lpips_vgg",
+        evaluation=EvalConfig(fid_network="inception", perceptual_network="lpips_vgg", fid_reference="adm",
                               num_samples=50_000, num_recon=50_000, num_reference=50_000, batch_size=250,
                               kid_subset_size=1000),
     )

@@ -25,7 +25,7 @@ from timm.models.vision_transformer import checkpoint_filter_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoint, config, metrics, pretrained, reference, results
+from . import adm_reference, checkpoint, config, metrics, pretrained, reference, results
 from .config import Config, DataConfig, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, split_files, to_uint8
 from .generator import Generator, GeneratorObjective
@@ -455,10 +455,16 @@ def evaluate_generator(cfg: Config, generator: Generator, tokenizer: ImageFolder
                        network: metrics.MetricNetwork, n: int, seed: int, train_images=None, **sampling) -> dict:
     """gFID / IS / precision / recall / KID of n samples (classes by `sample_labels`) against the train split
     (`score_against_train`), and their class consistency (`class_consistency_<network>`: the network's top-1
-    class agrees with the label the sample was generated for)."""
+    class agrees with the label the sample was generated for). With `evaluation.fid_reference="adm"` also the
+    paper's gFID against the ADM statistics (`adm_reference.adm_fid`: FID_adm), their file checked first."""
+    adm = adm_reference.load_reference() if cfg.evaluation.fid_reference == "adm" else None
     labels = sample_labels(cfg, n, generator.num_classes)
     images = sample_images(generator, tokenizer, labels, cfg, seed, **sampling)
-    return score_against_train(cfg, images, network, labels, train_images)
+    scores = score_against_train(cfg, images, network, labels, train_images)
+    if adm is not None:
+        scores |= adm_reference.adm_fid(images, network, adm, batch_size=cfg.evaluation.batch_size,
+                                        device=device_of(cfg))
+    return scores
 
 
 def score_against_train(cfg: Config, images_u8: torch.Tensor, network: metrics.MetricNetwork,

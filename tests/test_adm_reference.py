@@ -68,3 +68,12 @@ def test_features_of_another_width_are_refused(tmp_path):
     ref = adm_reference.load_reference(write_npz(tmp_path / "ref.npz", np.zeros(3), np.eye(3)))
     with pytest.raises(ValueError, match=r"features \(8, 4\) do not match .*3-d"):
         adm_reference.fid_against(torch.zeros(8, 4), ref)
+
+
+def test_the_paper_profile_checks_the_file_before_sampling(tmp_path, monkeypatch):
+    from imagefolder import config, pipeline
+    monkeypatch.setenv("IMAGEFOLDER_WEIGHTS", str(tmp_path))
+    cfg = config.profile("paper", {"run_dir": str(tmp_path / "runs")})
+    assert cfg.evaluation.fid_reference == "adm"
+    with pytest.raises(pretrained.MissingWeightsError, match=adm_reference.ADM_FILE):  # nothing sampled: no models
+        pipeline.evaluate_generator(cfg, None, None, None, n=2, seed=0)
