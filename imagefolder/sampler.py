@@ -37,6 +37,18 @@ def sample_tokens(logits: torch.Tensor, top_k: int | None = None, top_p: float =
     The draw inverts each row's cumulative distribution at one uniform number: `torch.multinomial` draws
     an exponential per candidate, 20× slower at the cpu profile's last scale (12 800 rows × 256).
     """
+    order_Nk, cdf_Nk, kept_N1 = candidates(logits, top_k, top_p)
+    mass_N1 = cdf_Nk.gather(1, kept_N1 - 1)  # of the kept prefix, which the draw renormalises over
+    u_N1 = torch.rand(mass_N1.shape, generator=generator, device=mass_N1.device, dtype=mass_N1.dtype)
+    pick_N1 = torch.searchsorted(cdf_Nk, u_N1 * mass_N1)  # the first candidate whose cdf reaches u · mass
+    return order_Nk.gather(1, pick_N1).view(logits.shape[:-1])
+
+
+def candidates(logits: torch.Tensor, top_k: int | None = None, top_p: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tokens `sample_tokens` draws from, per row of `logits` (..., V) flattened to N rows: the top-k
+    token ids by decreasing logit (N, k), their cumulative probability within the k (N, k), and how many of
+    them top-p keeps (N, 1) (the kept set is `order[:, :kept]`)."""
     V = logits.shape[-1]
     flat_NV = logits.reshape(-1, V).float()
     if top_k is not None and top_k < V:
@@ -47,10 +59,7 @@ def sample_tokens(logits: torch.Tensor, top_k: int | None = None, top_p: float =
     cdf_Nk = probs_Nk.cumsum(dim=-1)
     kept_N1 = ((cdf_Nk - probs_Nk < top_p).sum(-1, keepdim=True) if top_p < 1.0  # the top token: mass 0 before it
                else torch.full_like(order_Nk[:, :1], order_Nk.shape[1]))
-    mass_N1 = cdf_Nk.gather(1, kept_N1 - 1)  # of the kept prefix, which the draw renormalises over
-    u_N1 = torch.rand(mass_N1.shape, generator=generator, device=mass_N1.device, dtype=mass_N1.dtype)
-    pick_N1 = torch.searchsorted(cdf_Nk, u_N1 * mass_N1)  # the first candidate whose cdf reaches u · mass
-    return order_Nk.gather(1, pick_N1).view(logits.shape[:-1])
+    return order_Nk, cdf_Nk, kept_N1
 
 
 def guidance_weights(cfg_scale: float, num_scales: int) -> list[float]:
