@@ -229,7 +229,7 @@ class EvalConfig:
     kid_subset_size: int = 100
     amp: Literal["auto", "bf16", "off"] = "auto"  # reconstruction and sampling (not the metric network), as the trainer's
     # sampling steps through torch.compile over a static KV cache (CUDA graphs on a GPU; `Generator.sample`);
-    # off in every profile: on 2 CPU cores it is slower at batch 1 (`make bench`), on a GPU not yet measured
+    # off in every profile (`make bench` times it against eager)
     compile_sampler: bool = _role(EXECUTION, False)
 
 
@@ -310,12 +310,10 @@ def _paper() -> Config:
 def _small(profile: str, resolution: int, patch: int, width: int, depth: int, heads: int,
            codebook: int, gen_depth: int, gen_width: int) -> Config:
     """A small profile keeping the paper's ratios: 10 scales shaped like the paper's, 2 branches,
-    the same loss weights, dropout p and N_start; the teacher matches the encoder's shape. Each query
-    attends to its own cell only (`query_window=0`): without it the queries do not align spatially at
-    this scale (tokenizer.py), and at 600 cpu steps it lifts val PSNR from 13.9 to 16.7 dB. The adversarial
-    weight is 0.05 (the paper's 0.5): at these learning rates a full-strength term keeps the discriminator
-    at chance. Samples get their classes in the train split's proportions: the emoji categories are far from
-    balanced (README, Profiles)."""
+    the same loss weights, dropout p and N_start; the teacher matches the encoder's shape. Three choices
+    differ from the paper's (README, Profiles, says why): each query attends to its own cell only
+    (`query_window=0`), the adversarial weight is 0.05 (the paper's 0.5), and samples get their classes in
+    the train split's proportions."""
     grid = resolution // patch
     vit = ViTConfig(width=width, depth=depth, heads=heads, patch_size=patch)
     return Config(
@@ -361,18 +359,10 @@ def _smoke() -> Config:
 
 def _cpu() -> Config:
     """2 CPU cores, 32 px emoji, one torch thread per process so that `make -j2 reproduce` runs two
-    notebooks side by side (two two-thread processes thrash). Both trainings run under CPU bf16 autocast
-    (tokenizer step 1.6×, generator step 1.8× the float32 speed, interleaved on one thread), the generator's
-    compiled as well (2.1×; the tokenizer's is slower compiled). Reconstruction and sampling in evaluation
-    run under bf16 too, the metric networks in float32: over nine sampling seeds the main generator's gFD,
-    recall and class consistency under bf16 match float32's (README, Profiles). Measured
-    with two such processes running: the tokenizer at batch 16 takes 0.33 s per step before the
-    adversarial start and ≈ 0.42 s after (2600 steps in 15 min; batch 16 / lr 2e-3 gained more PSNR per
-    minute than batch 32 / lr 3e-3); EMA 0.997 (a ≈ 330-step horizon) suits the 2600-step run; the
-    adversarial loss starts at 60 % of it. The generator (depth 4, width 192, 2.7M parameters in its
-    blocks) takes ≈ 0.72 s per batch-32 step: 2000 steps ≈ 24 min; it keeps a checkpoint every 500 steps
-    for notebook 05's gFD-against-minutes curve. Study budget: a 500-step tokenizer ≈ 3 min, a 250-step
-    generator ≈ 3 min, each over seeds 0, 1, 2."""
+    notebooks side by side; both trainings under CPU bf16 autocast, the generator's compiled as well, and
+    evaluation's reconstruction and sampling under bf16 (the metric networks in float32). README, Profiles,
+    gives the timings and checks behind these choices and behind the batch, learning rate, EMA, adversarial
+    start and study budget below."""
     cfg = _small("cpu", resolution=32, patch=4, width=128, depth=3, heads=4, codebook=1024,
                  gen_depth=4, gen_width=192)
     cfg.threads = 1

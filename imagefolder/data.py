@@ -234,7 +234,7 @@ class _Decoded(Dataset):
 class MultiLabelView(Dataset):
     """Items `(image, label_1, …, label_n)` for the named labels of an ImageFolderDataset."""
 
-    def __init__(self, base: ImageFolderDataset, labels: list[str]):
+    def __init__(self, base: ImageFolderDataset, labels: Sequence[str]):
         missing = [name for name in labels if name not in base.targets]
         if missing:
             raise DataError(f"labels {missing} are not available for {base.split} (have {sorted(base.targets)})")

@@ -8,7 +8,7 @@
   norm (`official_head`), cutout at 0.2 of the side.
 
 Both map images (B, 3, H, W) in [-1, 1] to logits (B, ...). The backbone follows the teacher interface
-of `losses.TeacherViT`: `width`, `num_blocks`, `block_features(images, depths) -> [(B, D, g, g)]` and, for the
+of `backbones.TeacherViT`: `width`, `num_blocks`, `block_features(images, depths) -> [(B, D, g, g)]` and, for the
 official heads, `readouts(images, depths) -> [(B, D, N)]` (the embedded input first).
 """
 from __future__ import annotations
@@ -199,6 +199,6 @@ def build_discriminator(cfg: Config, backbone: nn.Module | None = None) -> nn.Mo
     if t.discriminator == "patchgan":
         return PatchGAN(t.disc_width, t.disc_layers, t.disc_norm)
     if backbone is None:
-        raise ValueError("tokenizer.discriminator='dino' needs a frozen backbone (losses.TeacherViT: the teacher "
+        raise ValueError("tokenizer.discriminator='dino' needs a frozen backbone (backbones.TeacherViT: the teacher "
                          "in small profiles, DINO-v1 ViT-S/16 in the paper profile)")
     return DinoDiscriminator(backbone, t.disc_width, heads=t.disc_heads)

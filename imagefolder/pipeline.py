@@ -29,14 +29,11 @@ from . import adm_reference, checkpoint, config, metrics, pretrained, reference,
 from .config import Config, DataConfig, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, split_files, to_uint8
 from .generator import Generator, GeneratorObjective
-from .losses import IMAGENET_MEAN, IMAGENET_STD, TeacherPerceptualLoss, TeacherViT, TokenizerObjective, build_perceptual
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, TeacherViT
+from .losses import TeacherPerceptualLoss, TokenizerObjective, build_perceptual
 from .sample_classes import reference_data, sample_labels
 from .tokenizer import ImageFolderTokenizer
 from .train import forward_precision, pick_device, seed_everything, train
-
-# the timm architecture of each pretrained ViT the profiles name (weights through `pretrained.resolve`)
-PRETRAINED_VITS = {"dinov2_vitb14": "vit_base_patch14_dinov2", "dinov2_vits14": "vit_small_patch14_dinov2",
-                   "dino_vits16": "vit_small_patch16_224"}
 
 
 # Bumped with every change of code that alters trained weights (tests/test_behaviour.py guards it): it is
@@ -69,8 +66,8 @@ def generator_name(cfg: Config) -> str:
 def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
     """Overrides (relative to a `TrainConfig`) that shorten its run to `steps`: the warm-up capped at the run,
     the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold a fifth
-    of the first weights after 500 steps), and no compiling (a few hundred steps do not repay the 1–3 min
-    that inductor takes per model shape on 2 cores)."""
+    of the first weights after 500 steps: 0.997⁵⁰⁰ = 0.22), and no compiling (a short run does not repay
+    inductor's compile time; README, Profiles)."""
     out = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps), "compile": False}
     if tcfg.ema_decay > 0:
         out["ema_decay"] = max(0.0, round(1 - (1 - tcfg.ema_decay) * tcfg.steps / steps, 6))  # 0: no EMA
@@ -121,15 +118,15 @@ def data_fingerprint(cfg: Config) -> str:
 
 def frozen_vit(cfg: Config, network: str, trained: bool = True, patch_size: int | None = None) -> TeacherViT:
     """A frozen ViT behind the teacher interface: the profile's reference teacher or a pretrained file
-    (`PRETRAINED_VITS`). `patch_size`: the pretrained ViT re-patched to that patch at the data resolution (patch
-    kernels and position embeddings resampled, as timm loads them). `trained=False`: the same architecture with
-    random weights (benchmarks: shapes only, no files)."""
+    (`pretrained.KNOWN`: its file and timm architecture). `patch_size`: the pretrained ViT re-patched to that
+    patch at the data resolution (patch kernels and position embeddings resampled, as timm loads them).
+    `trained=False`: the same architecture with random weights (benchmarks: shapes only, no files)."""
     if network == "reference":
         net = (reference.load(cfg, "teacher") if trained
                else reference.ReferenceNet(cfg.teacher, cfg.data.resolution, num_classes={}))
         return TeacherViT(net.vit)
     geometry = {} if patch_size is None else {"img_size": cfg.data.resolution, "patch_size": patch_size}
-    vit = timm.create_model(PRETRAINED_VITS[network], pretrained=False, num_classes=0, **geometry)
+    vit = timm.create_model(pretrained.KNOWN[network].timm_arch, pretrained=False, num_classes=0, **geometry)
     if trained:
         state = load_file(str(pretrained.resolve(network)))
         vit.load_state_dict(checkpoint_filter_fn(state, vit) if geometry else state)

@@ -35,6 +35,11 @@ class Known:
     hf_repo: str | None = None  # also looked up in the Hugging Face cache (timm weights)
     shipped: bool = False  # also looked up among the files shipped with the package (SHIPPED_DIR)
 
+    @property
+    def timm_arch(self) -> str | None:
+        """The timm architecture its weights fit: the Hugging Face repo's model without its pretrained tag."""
+        return self.hf_repo.split("/", 1)[1].split(".")[0] if self.hf_repo else None
+
 
 KNOWN = {
     "dinov2_vitb14": Known("dinov2_vitb14.safetensors", "DINOv2 ViT-B/14 (timm vit_base_patch14_dinov2.lvd142m)",

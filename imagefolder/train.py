@@ -136,10 +136,8 @@ def forward_precision(model: nn.Module, device: torch.device, amp: str) -> Itera
 
     On CPU under bf16, when entered with gradients enabled (a training forward), every submodule with a
     `fused_attn` switch (timm's Attention, the generator's SelfAttention) computes attention as two matmuls
-    and a softmax for the duration: the fused CPU kernel's bf16 backward is slow (6× its float32 one), the
-    matmul form runs on the bf16 units (cpu tokenizer step 1.60× vs 1.05× with the fused kernel,
-    interleaved, one thread). Entered without gradients (evaluation), the fused kernel stays: in a bf16
-    forward alone it is the faster one (cpu tokenizer reconstruction 1.15×)."""
+    and a softmax for the duration, whose backward runs on the bf16 units where the fused CPU kernel's does
+    not (README, Profiles); entered without gradients (evaluation), the fused kernel stays."""
     if not uses_bf16(device, amp):
         yield
         return

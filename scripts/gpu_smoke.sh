@@ -24,11 +24,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 $py - <<'PY'
 import os, timm, torch, torchvision
 from safetensors.torch import save_file
-from imagefolder.pipeline import PRETRAINED_VITS
 from imagefolder.pretrained import KNOWN, torch_hub_dir, weights_dir
 weights_dir().mkdir(parents=True); torch_hub_dir().mkdir(parents=True)
-for name, arch in PRETRAINED_VITS.items():
-    save_file(timm.create_model(arch, pretrained=False, num_classes=0).state_dict(), str(weights_dir() / KNOWN[name].file))
+for known in KNOWN.values():
+    if known.timm_arch:
+        save_file(timm.create_model(known.timm_arch, pretrained=False, num_classes=0).state_dict(), str(weights_dir() / known.file))
 torch.save(torchvision.models.vgg16().state_dict(), torch_hub_dir() / KNOWN["vgg16"].file)
 print("random stand-ins:", sorted(os.listdir(weights_dir())), os.listdir(torch_hub_dir()))
 PY

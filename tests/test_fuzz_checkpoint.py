@@ -1,6 +1,5 @@
-"""Faults planted in a smoke tokenizer's training checkpoints, one at a time (issue 14, items 7 and 8, and
-the cases that already held): each is refused with a CheckpointError naming the checkpoint and the fault,
-or, when it changes nothing that defines the run, resumed."""
+"""Faults planted in a smoke tokenizer's training checkpoints, one at a time: each is refused with a
+CheckpointError naming the checkpoint and the fault, or, when it changes nothing that defines the run, resumed."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Bad config values planted one at a time (issue 14 item 6 and more): each is refused with a ConfigError
+"""Bad config values planted one at a time: each is refused with a ConfigError
 that names the field and the value, before anything runs; the profiles themselves are unchanged."""
 import dataclasses
 import hashlib

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from imagefolder import config, pretrained
-from imagefolder.backbones import build_vit
+from imagefolder.backbones import TeacherViT, build_vit
 from imagefolder.discriminator import DinoDiscriminator, PatchGAN, build_discriminator, diff_augment
-from imagefolder.losses import (LeCam, LPIPSLoss, SemanticContrastiveLoss, TeacherPerceptualLoss, TeacherViT,
-                                TokenizerObjective, adaptive_weight, build_perceptual, gather_batch, hinge_d_loss,
-                                hinge_g_loss, semantic_branch)
+from imagefolder.losses import (LeCam, LPIPSLoss, SemanticContrastiveLoss, TeacherPerceptualLoss, TokenizerObjective,
+                                adaptive_weight, build_perceptual, gather_batch, hinge_d_loss, hinge_g_loss,
+                                semantic_branch)
 from imagefolder.tokenizer import ImageFolderTokenizer
 
 

@@ -123,3 +123,18 @@ def test_a_copy_with_an_override_leaves_the_original_untouched(smoke_run, tmp_pa
     assert not missing, f"the copy did not write {missing} under {variant}"
     section = json.loads((variant / "provenance.json").read_text())["sections"][name]
     assert section["notebook"] == original and section["overrides"] == params["overrides"]
+
+
+def test_a_notebook_starts_and_finishes_in_one_call_each(tmp_path, capsys):
+    from imagefolder import notebook
+    run = notebook.start("01_token_length", "smoke", 3, "cpu", "01_token_length", str(tmp_path),
+                         {"run_dir": str(tmp_path / "runs")})
+    cfg, report, network, FD, IS = run
+    assert (cfg.profile, cfg.seed, cfg.device, cfg.run_dir) == ("smoke", 3, "cpu", str(tmp_path / "runs"))
+    assert report.variant is None and (FD, IS) == ("FD_evaluator", "IS_evaluator")  # run_dir: not a variant
+    assert "metrics by evaluator" in capsys.readouterr().out
+    notebook.finish(run, tokenizer="tok.safetensors")
+    section = json.loads((tmp_path / "smoke" / "provenance.json").read_text())["sections"]["01_token_length"]
+    assert section["seeds"] == cfg.study.seeds and section["tokenizer"] == "tok.safetensors"
+    assert section["metric_networks"]["FD/IS/precision/recall"]["sha256"] == network.sha256
+    assert section["override_roles"] == {"run_dir": "bookkeeping"} and section["data_fingerprint"]

@@ -11,9 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from imagefolder import config, pipeline, pretrained
-from imagefolder.backbones import build_vit
+from imagefolder.backbones import TeacherViT, build_vit
 from imagefolder.discriminator import DinoDiscriminator, LocalBatchNorm, fit_official, official_head
-from imagefolder.losses import SemanticContrastiveLoss, TeacherViT, TokenizerObjective, build_perceptual, clip_loss
+from imagefolder.losses import SemanticContrastiveLoss, TokenizerObjective, build_perceptual, clip_loss
 from imagefolder.quantize import Codebook, MultiScaleResidualQuantizer, Phi, ProductQuantizer
 from imagefolder.tokenizer import ImageFolderTokenizer
 

@@ -41,3 +41,16 @@ def test_reference_networks_train_save_and_load_frozen(tmp_path, monkeypatch):
         x = torch.zeros(2, 3, cfg.data.resolution, cfg.data.resolution)
         assert net.features(x).ndim == 2 and net.logits(x, getattr(cfg, role).labels[0]).shape[0] == 2
     assert isinstance(reference.load(cfg, "teacher").vit, torch.nn.Module)  # same layout as the encoder
+
+
+def test_every_pretrained_vit_a_profile_names_is_known_with_its_timm_architecture():
+    import timm
+    from typing import get_args
+    hints = config._hints(config.TokenizerConfig)
+    named = {n for field in ("teacher_network", "disc_backbone") for n in get_args(hints[field])} - {"reference"}
+    assert named <= set(pretrained.KNOWN)
+    assert {name: pretrained.KNOWN[name].timm_arch for name in sorted(named)} == {
+        "dino_vits16": "vit_small_patch16_224", "dinov2_vitb14": "vit_base_patch14_dinov2",
+        "dinov2_vits14": "vit_small_patch14_dinov2"}
+    assert all(timm.is_model(pretrained.KNOWN[name].timm_arch) for name in named)
+    assert pretrained.KNOWN["vgg16"].timm_arch is None

@@ -13,8 +13,8 @@ def test_interval_matches_scipys_t_interval():
     assert g.n == 4 and g.low == pytest.approx(low) and g.high == pytest.approx(high)
 
 
-def test_issue_17_example_does_not_show():
-    """Issue 17's measured gFD of 'one semantic, one detail' vs 'two detail branches', seeds 0, 1, 2:
+def test_a_measured_three_seed_gain_does_not_show():
+    """A measured gFD of 'one semantic, one detail' vs 'two detail branches', seeds 0, 1, 2:
     a paired gain of 3.6 with an interval of about [-6.5, 13.7]."""
     gains = [78.6 - 74.9, 87.1 - 87.6, 86.7 - 79.1]
     g = paired_gain(gains)
