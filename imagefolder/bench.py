@@ -24,7 +24,9 @@ from `cost.interleaved`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import platform
+import sys
 from typing import Callable
 
 import pandas as pd
@@ -358,11 +360,13 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     device = torch.device(device)
     rows = []
 
+    announce("tokenizer train step")
     paths = _paths(cfg.train_tokenizer)
     B = cfg.train_tokenizer.batch_size
     fns = {v: _tokenizer_step(cfg, t, device, B, seed) for v, t in paths.items()}
     rows += _training_rows("tokenizer train step", "img/s", fns, B, cfg.train_tokenizer, warmup, repeats, device)
 
+    announce("generator train step")
     paths = _paths(cfg.train_generator)
     steps = {v: _generator_step(cfg, t, device, seed) for v, t in paths.items()}
     rows += _training_rows("generator train step", "tokens/s", {v: fn for v, (fn, _) in steps.items()},
@@ -373,6 +377,7 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     bf16 = "adopted: bf16 (evaluation.amp)" if adopted else "bf16 (candidate, not adopted)"
     amps = {path_name(FP32): FP32.amp, bf16: "bf16"}
     B = cfg.evaluation.batch_size
+    announce("reconstruction")
     times = interleaved({v: _reconstruction(cfg, a, device, seed) for v, a in amps.items()}, warmup, repeats, device)
     rows += _ratio_rows("reconstruction (encode + decode)", "img/s", B, B, times)
 
@@ -380,6 +385,7 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
                 f"adopted: {'bf16' if adopted else path_name(FP32)}, features cached": (ev, True)}
     if not adopted:
         variants[bf16 + ", features cached"] = ("bf16", True)
+    announce("study evaluation")
     times = interleaved({v: _study_evaluation(cfg, a, c, device, seed) for v, (a, c) in variants.items()},
                         min(1, warmup), max(1, repeats // 5), device)
     rows += _ratio_rows("study evaluation (rFD + gFD)", "variants/s", 1, 1, times)
@@ -387,6 +393,7 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     sampler_variants = {v: (a, False) for v, a in amps.items()} | {
         ("adopted: bf16 + compiled sampler (evaluation.compile_sampler)" if cfg.evaluation.compile_sampler
          else "bf16 + compiled sampler (candidate, not adopted)"): ("bf16", True)}
+    announce("sampling batch 1")
     samplers, built = {}, {}
     for name, (gcfg, qcfg) in generator_setups(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, 10, device, seed)
@@ -400,6 +407,7 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
                             {v: times[f"{name} | {v}"] for v in sampler_variants},
                             {v: first[f"{name} | {v}"] for v in sampler_variants})
 
+    announce(f"sampling batch {SAMPLING_BATCH}")
     generator, quantizer = built["folded"]
     fns = {v: _under(a, generator, device, _sampler(generator, quantizer, SAMPLING_BATCH, device, seed))
            for v, a in amps.items()}
@@ -410,9 +418,17 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
 
 # ----------------------------------------------------------------------------- entry point
 
+def announce(workload: str) -> None:
+    """Say on stderr which workload a benchmark times now (stdout keeps the tables)."""
+    print(f"bench: {workload} …", file=sys.stderr, flush=True)
+
+
 def main(cfg: Config, quick: bool = False) -> None:
     """Print the benchmark tables of a config on its device, headed by the machine they ran on
-    (`python -m imagefolder bench --profile P [--quick] [overrides]`; `--quick`: one round, no warm-up)."""
+    (`python -m imagefolder bench --profile P [--quick] [overrides]`; `--quick`: one round, no warm-up). Each
+    workload is announced on stderr as it starts; torch's own log warnings (inductor's, which name local
+    paths) are silenced, its errors kept."""
+    torch._logging.set_logs(all=logging.ERROR)
     device = str(pipeline.device_of(cfg))
     warmup, repeats = QUICK_REPEATS if quick else REPEATS.get(cfg.profile, DEFAULT_REPEATS)
     print(f"# imagefolder bench — profile {cfg.profile}, device {device_name(device)}, torch {torch.__version__}, "
@@ -426,11 +442,14 @@ def main(cfg: Config, quick: bool = False) -> None:
               "warm); run_speedup: the profile's run of run_calls steps in fp32 eager over the same run on the "
               "variant, each with its first step")
         print("\n## Sampling, batch 1, KV cache, CFG (ratios to folded, same run)")
+        announce("sampling latency and FLOPs of the four generator set-ups")
         print(sampling_benchmark(cfg, warmup, repeats, device)[0].drop(columns="flops_counted").to_string(index=False))
         print(f"FLOPs: {FLOPS_NOTE}")
         print("\n## FLOPs per image of the paper's generators, both with CFG")
+        announce("FLOPs of the paper's generators")
         paper = paper_flops(device=device)
         print(paper.drop(columns="flops_counted").to_string(index=False))
         print(tables.TABLE6_PAPER.verdicts(paper))
         print("\n## Tokenizer throughput")
+        announce("tokenizer throughput")
         print(tokenizer_benchmark(cfg, device, warmup=max(1, warmup), repeats=max(3, repeats // 2)).to_string(index=False))

@@ -72,9 +72,12 @@ def test_interleaved_timing_is_round_robin():
     assert calls == ["a", "b"] * 3 and [len(t) for t in times.values()] == [2, 2]
 
 
-def test_speed_benchmark_rows_are_ratios_to_fp32():
+def test_speed_benchmark_rows_are_ratios_to_fp32(capsys):
     cfg = config.profile("smoke")
     df = bench.speed_benchmark(cfg, warmup=0, repeats=1)
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("bench:")] == [  # each announced
+        f"bench: {w} …" for w in ("tokenizer train step", "generator train step", "reconstruction",
+                                  "study evaluation", "sampling batch 1", f"sampling batch {bench.SAMPLING_BATCH}")]
     assert set(df.workload.str.split(",").str[0]) == {"tokenizer train step", "generator train step",
                                                       "reconstruction (encode + decode)",
                                                       "study evaluation (rFD + gFD)", "sampling batch 1",
