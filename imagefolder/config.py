@@ -127,6 +127,7 @@ class TokenizerConfig:
     decoder: ViTConfig = field(default_factory=ViTConfig)
     token_source: Literal["query", "feature_map"] = "query"  # what is quantized: query: ImageFolder K×K query tokens; feature_map: VAR-style patch grid
     query_window: int | None = None  # None: queries attend to all tokens (paper); r: only within r cells (README)
+    decoder_code_cls: bool = True  # a second cls token (the decoder's own, no new parameter) before the code tokens (official)
     encoder_init: Literal["pretrained", "random"] = "pretrained"  # pretrained: DINOv2 / teacher
     decoder_init: Literal["random", "pretrained"] = "random"  # pretrained: from the teacher's weights (official: DINOv2)
     encoder_tuning: Literal["full", "lora", "linear"] = "full"  # Table 2
@@ -173,6 +174,9 @@ class GeneratorConfig:
     drop_path: float = 0.0  # stochastic depth of the last block, linear from 0 at the first (official: 0.1·depth/24)
     # adaln_zero: DiT's; var: VAR's (official): std √(1/3W), head ×0.02, adaLN γ ×1e-4, proj / fc2 ÷ √(2·depth)
     init: Literal["adaln_zero", "var"] = "adaln_zero"
+    # l2_norm: VAR's (official): q, k l2-normalised per head, q × exp(min(s_h, ln 100)) with a learned per-head
+    # log-scale s_h (from ln 4), softmax scale 1, q and v biases only; scaled_dot: 1/√d, full qkv bias
+    attention: Literal["l2_norm", "scaled_dot"] = "l2_norm"
     class_dropout: float = 0.1  # class label dropped for classifier-free guidance
     cfg_scale: float = _role(SAMPLING, 3.25)  # guidance at the last scale, ramped linearly over scales
     top_k: int = _role(SAMPLING, 750)

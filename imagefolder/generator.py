@@ -6,9 +6,10 @@ transformer, `sampler.py` the sampling loop that `Generator.sample` runs. The fi
 start token: class embedding + a learned start position embedding. Every position also gets a learned
 position embedding and a level (scale) embedding (and a branch embedding where the layout asks). Blocks
 are GPT-2 style with adaptive layer norm on the class embedding (adaLN-Zero init) and the layout's
-block-causal mask; class dropout to a null class trains classifier-free guidance. Loss: cross-entropy
-averaged over positions and branches. Paper model (depth 17, width 1088, 2×4096 head): 362.5M parameters
-in the blocks (the paper's #Para ≈ 362M), 375.3M in total.
+block-causal mask; attention is VAR's l2-normalised q·k with a learned per-head scale, or 1/√d
+(`generator.attention`, `SelfAttention`); class dropout to a null class trains classifier-free guidance.
+Loss: cross-entropy averaged over positions and branches. Paper model (depth 17, width 1088, 2×4096
+head): 362.5M parameters in the blocks (the paper's #Para ≈ 362M), 375.3M in total.
 
 The generator knows the tokenizer only through the quantizer's public conversions (CONTRACTS.md):
 `teacher_forcing_inputs`, `next_input` and the attributes `scales`, `branches`, `codebook_size`,
@@ -17,6 +18,7 @@ not in the training step.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -30,13 +32,16 @@ from .sampler import KVCache, StaticKVCache
 
 # ----------------------------------------------------------------------------- transformer
 
+MAX_LOG_SCALE = math.log(100.0)  # the l2_norm attention's per-head log-scale is clamped here (VAR)
+
+
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_LL: torch.Tensor | None,
-                     dropout_p: float) -> torch.Tensor:
+                     dropout_p: float, scale: float | None = None) -> torch.Tensor:
     """`F.scaled_dot_product_attention` as two matmuls and a softmax (q, k, v (B, H, l | n, d)): under CPU
     bf16 autocast all three run in bf16 (CPU autocast keeps a softmax in its input's dtype), 1.6× faster
     than the fused CPU kernel in bf16 (which is slower than in float32). Same mask convention (True = may
-    attend)."""
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, l, n)
+    attend) and `scale` (None: 1/√d)."""
+    scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)  # (B, H, l, n)
     if mask_LL is not None:
         scores = scores.masked_fill(~mask_LL, float("-inf"))
     return F.dropout(scores.softmax(dim=-1), dropout_p) @ v  # (B, H, l, d)
@@ -44,25 +49,51 @@ def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_LL:
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention with an optional boolean mask (True = may attend) and KV cache.
-    `fused_attn` (as in timm's Attention): the fused kernel, else `matmul_attention`."""
+    `fused_attn` (as in timm's Attention): the fused kernel, else `matmul_attention`.
+
+    attention "scaled_dot": softmax(q kᵀ/√d) with a full qkv bias. "l2_norm" (VAR's): q and k l2-normalised
+    per head, q multiplied by exp(min(s_h, ln 100)) with `scale_mul` s_h a learned per-head log-scale
+    (initialised at ln 4), softmax scale 1; q and v have a bias, k none. The cache holds the normalised keys.
+    """
 
     fused_attn = True
 
-    def __init__(self, width: int, heads: int, dropout: float):
+    def __init__(self, width: int, heads: int, dropout: float, attention: str):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(width, 3 * width)
+        self.heads, self.dropout, self.l2_norm = heads, dropout, attention == "l2_norm"
+        self.qkv = nn.Linear(width, 3 * width, bias=not self.l2_norm)
+        if self.l2_norm:
+            self.q_bias, self.v_bias = nn.Parameter(torch.zeros(width)), nn.Parameter(torch.zeros(width))
+            self.register_buffer("zero_k_bias", torch.zeros(width), persistent=False)
+            self.scale_mul = nn.Parameter(torch.full((heads, 1, 1), math.log(4.0)))  # s_h, broadcast over (l, d)
         self.proj = nn.Linear(width, width)
 
+    def constants(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What a forward reads of the parameters besides the weights, computed once per sequence: the qkv
+        bias (3W; (b_q, 0, b_v) for l2_norm) and the l2_norm per-head gain exp(min(s_h, ln 100)) (H, 1, 1)."""
+        if not self.l2_norm:
+            return self.qkv.bias, None
+        return (torch.cat([self.q_bias, self.zero_k_bias, self.v_bias]),
+                self.scale_mul.clamp(max=MAX_LOG_SCALE).exp())
+
     def forward(self, x_BLW: torch.Tensor, mask_LL: torch.Tensor | None = None,
-                cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
+                cache: KVCache | StaticKVCache | None = None,
+                constants: tuple[torch.Tensor | None, torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Attention over x (B, L, W) → (B, L, W); `constants` from `constants()` (None: computed here)."""
         B, L, W = x_BLW.shape
-        q, k, v = self.qkv(x_BLW).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # 3×(B,H,L,d)
+        bias, gain_H11 = self.constants() if constants is None else constants
+        qkv = F.linear(x_BLW, self.qkv.weight, bias).view(B, L, 3, self.heads, W // self.heads)  # (B, L, 3, H, d)
+        if gain_H11 is not None:  # l2_norm
+            qk = F.normalize(qkv[:, :, :2], dim=-1)  # (B, L, 2, H, d): q and k in one pass
+            q = qk[:, :, 0].transpose(1, 2) * gain_H11  # (B, H, L, d)
+            k, v, scale = qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2), 1.0
+        else:
+            (q, k, v), scale = qkv.permute(2, 0, 3, 1, 4), None  # 3×(B, H, L, d)
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, H, n, d)
         dropout_p = self.dropout if self.training else 0.0
-        o = (F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL, dropout_p=dropout_p) if self.fused_attn
-             else matmul_attention(q, k, v, mask_LL, dropout_p))  # (B, H, l, d)
+        o = (F.scaled_dot_product_attention(q, k, v, attn_mask=mask_LL, dropout_p=dropout_p, scale=scale)
+             if self.fused_attn else matmul_attention(q, k, v, mask_LL, dropout_p, scale))  # (B, H, l, d)
         return self.proj(o.transpose(1, 2).reshape(B, L, W))
 
 
@@ -70,23 +101,25 @@ class Block(nn.Module):
     """Pre-norm transformer block whose two layer norms and residual gates are set by the class
     embedding (adaptive layer norm): x += γ₁·attn(LN(x)(1+a₁)+b₁); x += γ₂·mlp(LN(x)(1+a₂)+b₂)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float, attention: str):
         super().__init__()
         hidden = round(width * mlp_ratio)
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(width, heads, dropout)
+        self.attn = SelfAttention(width, heads, dropout, attention)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"),
                                  nn.Linear(hidden, width), nn.Dropout(dropout))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
-    def modulation(self, cond_BW: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 6W): γ₁, γ₂, a₁, a₂, b₁, b₂ from the class embedding (computed once per sequence)."""
-        return self.ada(cond_BW)[:, None]
+    def modulation(self, cond_BW: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """What the block computes once per sequence: γ₁, γ₂, a₁, a₂, b₁, b₂ (B, 1, 6W) from the class
+        embedding, and the attention's `constants`."""
+        return self.ada(cond_BW)[:, None], self.attn.constants()
 
-    def forward(self, x_BLW: torch.Tensor, mod_B1X: torch.Tensor, mask_LL: torch.Tensor | None = None,
+    def forward(self, x_BLW: torch.Tensor, mod: tuple[torch.Tensor, tuple], mask_LL: torch.Tensor | None = None,
                 cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
+        mod_B1X, constants = mod
         g1, g2, a1, a2, b1, b2 = mod_B1X.chunk(6, dim=-1)  # 6×(B, 1, W)
-        x_BLW = x_BLW + g1 * self.attn(self.norm(x_BLW) * (1 + a1) + b1, mask_LL, cache)
+        x_BLW = x_BLW + g1 * self.attn(self.norm(x_BLW) * (1 + a1) + b1, mask_LL, cache, constants)
         return x_BLW + g2 * self.mlp(self.norm(x_BLW) * (1 + a2) + b2)
 
 
@@ -117,7 +150,8 @@ class Generator(nn.Module):
         self.level_emb = nn.Embedding(len(self.scales), W)
         self.branch_emb = nn.Embedding(self.branches, W) if layout.embeds_branch else None
         self.word_embed = layout.input_embedding(W)
-        self.blocks = nn.ModuleList(Block(W, gcfg.heads, gcfg.mlp_ratio, gcfg.dropout) for _ in range(gcfg.depth))
+        self.blocks = nn.ModuleList(Block(W, gcfg.heads, gcfg.mlp_ratio, gcfg.dropout, gcfg.attention)
+                                    for _ in range(gcfg.depth))
         self.head_norm = nn.LayerNorm(W, elementwise_affine=False, eps=1e-6)
         self.head_ada = nn.Sequential(nn.SiLU(), nn.Linear(W, 2 * W))
         self.head = nn.Linear(W, layout.tokens_per_position * V)
@@ -141,11 +175,13 @@ class Generator(nn.Module):
 
     def init_weights(self, std: float = 0.02) -> None:
         """Linear / embeddings: truncated normal(std), zero biases; adaLN and head: zero (adaLN-Zero),
-        so every block starts as the identity and the first logits are uniform."""
+        so every block starts as the identity and the first logits are uniform. (`SelfAttention` starts its
+        own q / v biases at zero and its log-scales at ln 4.)"""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=std)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
                 nn.init.trunc_normal_(m.weight, std=std)
         for p in (self.pos_start, self.pos_emb):
@@ -256,7 +292,7 @@ class Generator(nn.Module):
             raise ValueError(f"labels: unknown class index {int(bad[0])}; the model has {self.num_classes} "
                              f"classes (0..{self.num_classes - 1})")
 
-    def blocks_and_head(self, x_BlW: torch.Tensor, mods: list[torch.Tensor], head_mod_B1X: torch.Tensor,
+    def blocks_and_head(self, x_BlW: torch.Tensor, mods: list[tuple], head_mod_B1X: torch.Tensor,
                         caches: Sequence[KVCache | StaticKVCache], mask_lL: torch.Tensor | None) -> torch.Tensor:
         """One sampling step after the input: every block over its cache, then the head: (B, l, G, V)."""
         for block, mod, cache in zip(self.blocks, mods, caches):

@@ -38,7 +38,7 @@ from .train import forward_precision, pick_device, seed_everything, train
 
 # Bumped with every change of code that alters trained weights (tests/test_behaviour.py guards it): it is
 # part of every run's name, so such a change never reuses a stale run.
-MODEL_CODE_VERSION = 2
+MODEL_CODE_VERSION = 3
 
 def run_path(cfg: Config, kind: str, name: str) -> Path:
     return Path(cfg.run_dir) / cfg.profile / kind / name

@@ -3,7 +3,7 @@ multi-scale residual quantization, ViT decoder with mask tokens.
 
     images (B, 3, H, W) ─encoder(patches + P·K² queries)→ queries (B, P·K², D) ─linear→ f (B, P, C, K, K)
       ─ProductQuantizer→ f̂ (B, P, C, K, K) ─concat branches per position, linear→ (B, K², D')
-      ─decoder(codes + g'² mask tokens)→ patches ─linear→ images
+      ─decoder([cls, g'² mask tokens, cls, codes])→ patches ─linear→ images
 
 `tokenizer.query_window=r` restricts what each query token attends to in the encoder: the cls token, the
 patches overlapping the cells within r of its own K×K cell, and the queries of those cells (patches keep
@@ -11,6 +11,10 @@ global attention). The paper relies on shared position encodings alone for the s
 small profiles' scale that does not emerge (measured: a query puts ≈1 % of its attention on its own
 patch, less than uniform), so the small profiles build it in (README, Profiles). None (the paper
 profile) is global attention.
+
+The decoder's sequence is the official one: its cls token, the g'² mask tokens (the patch queries), the cls
+token again (the same parameter and position embedding, plus the code-type embedding; `decoder_code_cls`,
+False leaves it out), then the K² code tokens.
 
 `token_source="feature_map"` is the VAR-style baseline: the encoder's own patch-grid features are
 quantized (one branch, last scale = patch grid) instead of query tokens.
@@ -109,7 +113,7 @@ class ImageFolderTokenizer(nn.Module):
                              "DINOv2 weights); set tokenizer.encoder_init='random' for a random encoder or "
                              "before loading a trained tokenizer checkpoint")
         self.resolution = cfg.data.resolution
-        self.token_source = t.token_source
+        self.token_source, self.code_cls = t.token_source, t.decoder_code_cls
         self.P, self.C, self.K = q.branches, q.code_dim, q.scales[-1]
         self.encoder = build_vit(t.encoder, self.resolution)
         self.decoder = build_vit(t.decoder, self.resolution)
@@ -256,6 +260,9 @@ class ImageFolderTokenizer(nn.Module):
         B = f_hat_BPCkk.shape[0]
         codes = f_hat_BPCkk.flatten(3).permute(0, 3, 1, 2).reshape(B, self.K * self.K, self.P * self.C)  # (B, K², P·C)
         codes = self.from_code(codes) + self._grid_pos(dec, self.K) + self.code_type_embed  # (B, K², D')
+        if self.code_cls:  # the decoder's cls token again, with its position and the code-type embedding
+            cls = dec.cls_token + dec.pos_embed[:, :1] + self.code_type_embed  # (1, 1, D')
+            codes = torch.cat([cls.expand(B, -1, -1), codes], dim=1)  # (B, 1 + K², D')
         masks = self._prefix_and_positions(dec, self.mask_token.expand(B, self.dec_grid ** 2, -1))  # (B, 1 + g'², D')
         x = dec.norm(dec.blocks(dec.norm_pre(torch.cat([masks, codes], dim=1))))
         x = self.to_pixels(x[:, dec.num_prefix_tokens:dec.num_prefix_tokens + self.dec_grid ** 2])  # (B, g'², p²·3)

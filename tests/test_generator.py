@@ -3,6 +3,7 @@ sampling filters, CFG, teacher forcing, training, the token cache, errors, the p
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import pytest
@@ -13,7 +14,7 @@ from imagefolder import config, sampler
 from imagefolder.checkpoint import state_dict_hash
 from imagefolder.config import ConfigError, GeneratorConfig, QuantizerConfig
 from imagefolder.data import TokenCacheMismatch, TokenDataset
-from imagefolder.generator import Generator, GeneratorObjective, parameter_counts
+from imagefolder.generator import Generator, GeneratorObjective, SelfAttention, parameter_counts
 from imagefolder.layouts import flatten_indices, unflatten_indices
 from imagefolder.quantize import ProductQuantizer
 from imagefolder.sampler import sample_tokens
@@ -112,11 +113,74 @@ def test_block_causal_mask_finer_inputs_never_change_coarser_logits(layout):
         assert not torch.allclose(out[:, start:end], base[:, start:end]), "the perturbation had no effect"
 
 
+# ----------------------------------------------------------------------------- attention
+
+def l2_norm_attention_by_hand(attn, x_BLW, mask_LL):
+    """VAR's attention written out head by head from `attn`'s parameters: q = x W_q + b_q, k = x W_k (no bias),
+    v = x W_v + b_v; logits = exp(min(s_h, ln 100)) · (q/|q|)·(k/|k|), masked, softmax, times v; then proj."""
+    B, L, W = x_BLW.shape
+    H = attn.heads
+    d = W // H
+    Wq, Wk, Wv = attn.qkv.weight.split(W)
+    q, k, v = x_BLW @ Wq.T + attn.q_bias, x_BLW @ Wk.T, x_BLW @ Wv.T + attn.v_bias
+    heads = []
+    for h in range(H):
+        sl = slice(h * d, (h + 1) * d)
+        qh = q[..., sl] / q[..., sl].norm(dim=-1, keepdim=True)
+        kh = k[..., sl] / k[..., sl].norm(dim=-1, keepdim=True)
+        gain = math.exp(min(float(attn.scale_mul[h]), math.log(100)))
+        logits = gain * qh @ kh.transpose(1, 2)  # (B, L, L)
+        logits = logits.masked_fill(~mask_LL, float("-inf"))
+        heads.append(logits.softmax(-1) @ v[..., sl])
+    return attn.proj(torch.cat(heads, dim=-1))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_l2_norm_attention_equals_a_by_hand_version(fused):
+    """Both attention paths (fused kernel, matmul) against the hand version, one head's log-scale past
+    ln 100 (clamped there), with a block-causal mask; k has no bias, q and v do."""
+    torch.manual_seed(0)
+    attn = SelfAttention(12, 3, 0.0, "l2_norm").eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.5)
+        attn.scale_mul[1] = math.log(1000.0)
+    assert attn.qkv.bias is None
+    assert dict(attn.named_parameters()).keys() == {"q_bias", "v_bias", "scale_mul", "qkv.weight", "proj.weight",
+                                                    "proj.bias"}
+    x = torch.randn(2, 5, 12)
+    mask = torch.tensor([0, 0, 1, 1, 2])[:, None] >= torch.tensor([0, 0, 1, 1, 2])[None]  # (L, L) block-causal
+    attn.fused_attn = fused
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, mask), l2_norm_attention_by_hand(attn, x, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_scaled_dot_attention_keeps_the_full_qkv_bias_and_the_sqrt_d_scale():
+    torch.manual_seed(0)
+    attn = SelfAttention(12, 3, 0.0, "scaled_dot").eval()
+    assert dict(attn.named_parameters()).keys() == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+    x = torch.randn(2, 5, 12)
+    q, k, v = (x @ w.T + b for w, b in zip(attn.qkv.weight.split(12), attn.qkv.bias.split(12)))
+    heads = [((q[..., h * 4:(h + 1) * 4] @ k[..., h * 4:(h + 1) * 4].transpose(1, 2)) / 2).softmax(-1)
+             @ v[..., h * 4:(h + 1) * 4] for h in range(3)]  # 1/√d = 1/2
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), attn.proj(torch.cat(heads, -1)), atol=1e-5, rtol=1e-5)
+
+
+def test_l2_norm_attention_is_the_default_and_starts_its_scales_at_ln_4():
+    model, _ = tiny("folded", randomize=False)
+    assert model.cfg.attention == "l2_norm"
+    for block in model.blocks:
+        torch.testing.assert_close(block.attn.scale_mul.flatten(), torch.full((2,), math.log(4.0)))
+        assert not block.attn.q_bias.any() and not block.attn.v_bias.any()
+
+
 # ----------------------------------------------------------------------------- sampling
 
-@pytest.mark.parametrize("layout", ["folded", "unfolded", "raster"])
-def test_kv_cache_matches_recomputation(layout, monkeypatch):
-    model, q = tiny(layout)
+@pytest.mark.parametrize("layout, attention", [("folded", "l2_norm"), ("unfolded", "l2_norm"),
+                                               ("raster", "l2_norm"), ("folded", "scaled_dot")])
+def test_kv_cache_matches_recomputation(layout, attention, monkeypatch):
+    model, q = tiny(layout, {"generator.attention": attention})
     labels = torch.tensor([0, 1, 2])
     kw = dict(cfg_scale=1.5, top_k=8, top_p=0.9, return_logits=True)
     idx_c, log_c = model.sample(labels, q, generator=rng(3), **kw)
@@ -127,7 +191,7 @@ def test_kv_cache_matches_recomputation(layout, monkeypatch):
     model.layout.check_indices(idx_c)
 
 
-@pytest.mark.parametrize("layout", ["folded", "raster"])
+@pytest.mark.parametrize("layout", ["folded", "raster"])  # l2_norm attention (the default)
 def test_compiled_sampler_matches_the_eager_cache_and_keeps_its_buffers(layout):
     """The compiled sampler over a StaticKVCache (whole-buffer attention, masked) draws what the eager KV
     cache draws from the same seed, its logits equal to float rounding; a second call of the same batch

@@ -1,4 +1,4 @@
-"""The fast paths of issue 13: bf16 autocast on CPU trains, compiled or not, matmul attention equals the fused
+"""The fast paths: bf16 autocast on CPU trains, compiled or not, matmul attention equals the fused
 kernel, the precision context restores the modules, the benchmark times interleaved, thread choices are
 printed, and evaluation samples through the compiled sampler where the config asks."""
 from __future__ import annotations
@@ -19,16 +19,17 @@ BF16 = {"train_tokenizer.amp": "bf16", "train_generator.amp": "bf16", "train_tok
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_matmul_attention_equals_the_fused_kernel(masked):
+@pytest.mark.parametrize("scale", [None, 1.0])
+def test_matmul_attention_equals_the_fused_kernel(masked, scale):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
     mask = (torch.rand(7, 7) > 0.4) | torch.eye(7, dtype=torch.bool) if masked else None
-    assert torch.allclose(matmul_attention(q, k, v, mask, 0.0),
-                          F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-5)
+    assert torch.allclose(matmul_attention(q, k, v, mask, 0.0, scale),
+                          F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale), atol=1e-5)
 
 
 def test_forward_precision_switches_attention_only_for_cpu_bf16_training():
-    attn = SelfAttention(16, 2, 0.0)
+    attn = SelfAttention(16, 2, 0.0, "l2_norm")
     cpu = torch.device("cpu")
     assert not uses_bf16(cpu, "auto") and uses_bf16(cpu, "bf16") and uses_bf16(torch.device("cuda"), "auto")
     with forward_precision(attn, cpu, "off"):
@@ -87,7 +88,8 @@ def test_speed_benchmark_rows_are_ratios_to_fp32(capsys):
     batch1 = variants[variants.index.str.startswith("sampling batch 1,")]
     assert len(batch1) == 4 and all(v == ["fp32 eager"] + candidates for v in batch1)
     assert variants[f"sampling batch {bench.SAMPLING_BATCH}, folded"] == ["fp32 eager", candidates[0]]
-    assert all(len(v) == 2 and v[1].startswith("adopted: ") for v in variants[variants.index.str.endswith("train step")])
+    steps = variants[variants.index.str.endswith("train step")]
+    assert all(len(v) == 2 and v[1].startswith("adopted: ") for v in steps)
     assert len(variants["study evaluation (rFD + gFD)"]) == 3
     first = df.groupby("workload", sort=False).head(1)
     assert first.variant.str.startswith("fp32").all() and (first.speedup == 1.0).all() and (df.per_s > 0).all()

@@ -82,6 +82,34 @@ def test_straight_through_gradient_reaches_encoder():
     assert all(b.codebook.weight.grad is None for b in t.quantizer.msrq)  # codes learn from the VQ loss only
 
 
+@pytest.mark.parametrize("code_cls", [True, False])
+def test_decoder_sequence_is_cls_masks_cls_codes(code_cls):
+    """The decoder reads [cls, g'² mask tokens, cls, K² codes] (official), or without the second cls: its
+    length, the second cls (the same token and position embedding, plus the code-type embedding) and the
+    codes, each computed here from the parameters; the output reads the mask tokens' positions only."""
+    torch.manual_seed(0)
+    t = ImageFolderTokenizer(smoke_cfg(**{"tokenizer.decoder_code_cls": code_cls})).eval()
+    dec, K, g = t.decoder, t.K, t.dec_grid
+    seen = []
+    dec.norm_pre.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    f_hat = torch.randn(2, t.P, t.C, K, K)
+    with torch.no_grad():
+        t.decode_fhat(f_hat)
+    x = seen[0]
+    assert x.shape == (2, 1 + g * g + int(code_cls) + K * K, dec.embed_dim)
+    cls_D = dec.cls_token[0, 0] + dec.pos_embed[0, 0]
+    torch.testing.assert_close(x[:, 0], cls_D.expand(2, -1))
+    torch.testing.assert_close(x[:, 1:1 + g * g], (t.mask_token[0, 0] + dec.pos_embed[0, 1:]).expand(2, -1, -1))
+    if code_cls:
+        torch.testing.assert_close(x[:, 1 + g * g], (cls_D + t.code_type_embed[0, 0]).expand(2, -1))
+    codes = torch.stack([f_hat[:, :, :, i, j].flatten(1) for i in range(K) for j in range(K)], dim=1)  # (B, K², P·C)
+    pos = F.interpolate(dec.pos_embed[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2), size=(K, K),
+                        mode="bicubic", align_corners=False).flatten(2).transpose(1, 2)  # (1, K², D')
+    with torch.no_grad():
+        want = t.from_code(codes) + pos + t.code_type_embed
+    torch.testing.assert_close(x[:, -K * K:], want, atol=1e-5, rtol=1e-5)
+
+
 def test_feature_map_token_source_is_the_single_branch_baseline():
     cfg = smoke_cfg(**{"quantizer.branches": 1})
     cfg.tokenizer.token_source = "feature_map"
