@@ -107,9 +107,20 @@ def cmd_html(args: argparse.Namespace) -> None:
         print(path)
 
 
+def cmd_import_official(args: argparse.Namespace) -> None:
+    """Write the released official checkpoints (lxa9867/ImageFolder) as the paper profile's runs, no training."""
+    from . import official
+    try:
+        paths = official.import_official(args.tokenizer, args.generator, args.weights, _cfg(args), args.force)
+    except official.OfficialCheckpointError as err:
+        sys.exit(f"import-official: {err}")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
 COMMANDS = {"config": cmd_config, "data": cmd_data, "train-tokenizer": cmd_train_tokenizer,
             "train-generator": cmd_train_generator, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "bench": cmd_bench, "claims": cmd_claims, "html": cmd_html}
+            "bench": cmd_bench, "claims": cmd_claims, "html": cmd_html, "import-official": cmd_import_official}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +138,13 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--out", default="samples.png")
             p.add_argument("--per-class", type=int, default=8)
             p.add_argument("--classes", type=int, nargs="*", help="class indices (default: all)")
+        if name == "import-official":
+            p.add_argument("--tokenizer", required=True, help="the official MSVR10P2-4096/best_ckpt.pt")
+            p.add_argument("--generator", help="the official VAR-d17-MSVR10P2-4096/ar-ckpt-last.pth")
+            p.add_argument("--weights", default="ema",
+                           help="the tokenizer file's state dict to import: ema or model (default: %(default)s)")
+            p.add_argument("--force", action="store_true", help="replace runs that exist already")
+            p.set_defaults(profile="paper")
         if name in ("claims", "html"):
             p.add_argument("--results", default="results", help="the results root (tables under <root>/<profile>/)")
             p.set_defaults(overrides=[])
