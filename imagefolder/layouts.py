@@ -18,7 +18,8 @@ folded / unfolded, single tokens for raster). A new layout is one `Layout` subcl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Protocol, Sequence
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn as nn
