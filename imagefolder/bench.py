@@ -27,15 +27,15 @@ import dataclasses
 import logging
 import platform
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import torch
 
 from . import config, pipeline, tables
 from .config import Config, GeneratorConfig, QuantizerConfig, TrainConfig
-from .generator import Generator, GeneratorObjective, parameter_counts
 from .cost import FLOPS_NOTE, count_flops, device_name, interleaved, spread
+from .generator import Generator, GeneratorObjective, parameter_counts
 from .quantize import ProductQuantizer
 from .train import build_optimisation, compiled, forward_precision, train_step, uses_bf16
 
@@ -436,7 +436,8 @@ def main(cfg: Config, quick: bool = False) -> None:
           f"{warmup} warm-up + {repeats} timed rounds, variants interleaved")
     with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 40,
                            "display.float_format", "{:.4g}".format):
-        print("\n## Speed: the adopted paths vs float32 eager (speedup = fp32 time / time, per round: median [p10, p90])")
+        print("\n## Speed: the adopted paths vs float32 eager "
+              "(speedup = fp32 time / time, per round: median [p10, p90])")
         print(speed_benchmark(cfg, warmup, repeats, device).to_string(index=False, na_rep=""))
         print("first_call_s: a variant's first step, compilation included (inductor's on-disk cache may make it "
               "warm); run_speedup: the profile's run of run_calls steps in fp32 eager over the same run on the "
@@ -452,4 +453,5 @@ def main(cfg: Config, quick: bool = False) -> None:
         print(tables.TABLE6_PAPER.verdicts(paper))
         print("\n## Tokenizer throughput")
         announce("tokenizer throughput")
-        print(tokenizer_benchmark(cfg, device, warmup=max(1, warmup), repeats=max(3, repeats // 2)).to_string(index=False))
+        throughput = tokenizer_benchmark(cfg, device, warmup=max(1, warmup), repeats=max(3, repeats // 2))
+        print(throughput.to_string(index=False))

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import functools
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -601,7 +602,7 @@ def field_roles(cls: type | None = None) -> dict[str, str]:
     """Dotted path → role of every leaf field of `cls` (default `Config`), nested sections walked."""
     root = cls or Config
 
-    def leaves(node: type, path: str) -> list[str]:
+    def leaves(node: Any, path: str) -> list[str]:
         return [leaf for name, hint in _hints(node).items()
                 for leaf in (leaves(hint, f"{path}{name}.") if dataclasses.is_dataclass(hint) else [f"{path}{name}"])]
 
@@ -621,7 +622,7 @@ def without_roles(node: Any, roles: tuple[str, ...] = (BOOKKEEPING, EXECUTION)) 
     return _select(node, lambda r: r not in roles, None)
 
 
-def _select(node: Any, keep: Any, inherited: str | None) -> dict[str, Any]:
+def _select(node: Any, keep: Callable[[str | None], bool], inherited: str | None) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(node):
         r = f.metadata.get("role", inherited)

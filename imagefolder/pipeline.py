@@ -26,15 +26,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import adm_reference, checkpoint, config, metrics, pretrained, reference, results
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, TeacherViT
 from .config import Config, DataConfig, TrainConfig, apply_overrides, from_dict, to_dict, validate
 from .data import ImageFolderDataset, TokenDataset, UInt8View, from_uint8, resolve_root, split_files, to_uint8
 from .generator import Generator, GeneratorObjective
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, TeacherViT
 from .losses import TeacherPerceptualLoss, TokenizerObjective, build_perceptual
 from .sample_classes import reference_data, sample_labels
 from .tokenizer import ImageFolderTokenizer
 from .train import forward_precision, pick_device, seed_everything, train
-
 
 # Bumped with every change of code that alters trained weights (tests/test_behaviour.py guards it): it is
 # part of every run's name, so such a change never reuses a stale run.
@@ -362,7 +361,8 @@ def class_count(cfg: Config) -> int:
     return ImageFolderDataset(dataclasses.replace(cfg.data, max_per_split=1), "val").num_classes
 
 
-def token_cache(tokenizer: ImageFolderTokenizer, tokenizer_path: Path, cfg: Config, split: str = "train") -> TokenDataset:
+def token_cache(tokenizer: ImageFolderTokenizer, tokenizer_path: Path, cfg: Config,
+                split: str = "train") -> TokenDataset:
     """Token indices of a split, encoded once per tokenizer and cached beside its weights."""
     fingerprint = checkpoint.state_dict_hash(tokenizer)
     path = Path(tokenizer_path).with_name(f"tokens-{split}.safetensors")

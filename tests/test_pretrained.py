@@ -44,8 +44,9 @@ def test_reference_networks_train_save_and_load_frozen(tmp_path, monkeypatch):
 
 
 def test_every_pretrained_vit_a_profile_names_is_known_with_its_timm_architecture():
-    import timm
     from typing import get_args
+
+    import timm
     hints = config._hints(config.TokenizerConfig)
     named = {n for field in ("teacher_network", "disc_backbone") for n in get_args(hints[field])} - {"reference"}
     assert named <= set(pretrained.KNOWN)

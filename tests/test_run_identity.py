@@ -166,4 +166,5 @@ def test_the_names_follow_the_declared_roles(tmp_path):
     for path, value in _perturbations(tmp_path).items():
         tok, gen = _names(_cfg(tmp_path, {path: value}))
         role = config.role(path)
-        assert (tok != base[0], gen != base[1]) == (role == config.TOKENIZER, role in config.RUN_ROLES["generator"]), path
+        renames = (role == config.TOKENIZER, role in config.RUN_ROLES["generator"])
+        assert (tok != base[0], gen != base[1]) == renames, path
