@@ -30,6 +30,7 @@ Both folds are exact up to float rounding (tests/test_official.py matches the of
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import checkpoint, config, pipeline, pretrained
+from . import checkpoint, config, pipeline, pretrained, results
 from .config import Config
 from .generator import Generator
 from .tokenizer import ImageFolderTokenizer
@@ -258,11 +259,20 @@ def paper_config(run_dir: str | None = None, overrides: dict[str, Any] | None = 
     return config.profile("paper", ({"run_dir": run_dir} if run_dir else {}) | (overrides or {}))
 
 
+def _write_source(path: Path, official_file: Path, entry: str) -> None:
+    """Beside an imported model, where the pipeline's `code.json` names the code that trained a run of ours: the
+    official file and entry it came from, its SHA-256, and the code that imported it."""
+    checkpoint.atomic_write_text(path.with_name("code.json"), json.dumps(
+        {"imported_from": str(official_file), "entry": entry, "sha256": pretrained.sha256(official_file),
+         "git": results.CODE_AT_IMPORT, "model_code_version": pipeline.MODEL_CODE_VERSION}, indent=1))
+
+
 def import_official(tokenizer_file: str | Path, generator_file: str | Path | None = None, weights: str = "ema",
                     cfg: Config | None = None, overwrite: bool = False) -> dict[str, Path]:
     """Map the official tokenizer (and generator) onto ours and write them as the runs of `cfg` (default:
-    the paper profile) that `train_tokenizer` / `train_generator` would find. Both maps finish before
-    anything is written; each file is written atomically. Returns {"tokenizer": path[, "generator": path]}."""
+    the paper profile) that `train_tokenizer` / `train_generator` would find, each with a `code.json` naming its
+    source. Both maps finish before anything is written; each file is written atomically. Returns
+    {"tokenizer": path[, "generator": path]}."""
     if weights not in WEIGHTS:
         raise OfficialCheckpointError(f"weights: choose one of {WEIGHTS}, got {weights!r}")
     cfg = cfg or paper_config()
@@ -278,11 +288,11 @@ def import_official(tokenizer_file: str | Path, generator_file: str | Path | Non
     if taken and not overwrite:
         raise OfficialCheckpointError(f"{', '.join(taken)} exists already (pass overwrite=True / --force to replace)")
     record = config.to_dict(cfg)
-    checkpoint.save_model(tok_state, paths["tokenizer"], record,
-                          {"imported_from": str(tok_file), "sha256": pretrained.sha256(tok_file), "weights": weights})
+    checkpoint.save_model(tok_state, paths["tokenizer"], record)
+    _write_source(paths["tokenizer"], tok_file, weights)
     if gen_file is not None and gen_state is not None:
         checkpoint.save_model(gen_state, paths["generator"],
                               record | {"tokenizer_file": str(paths["tokenizer"]),
-                                        "tokenizer_hash": pretrained.file_hash(paths["tokenizer"])},
-                              {"imported_from": str(gen_file), "sha256": pretrained.sha256(gen_file)})
+                                        "tokenizer_hash": pretrained.file_hash(paths["tokenizer"])})
+        _write_source(paths["generator"], gen_file, "trainer/var_wo_ddp")
     return paths

@@ -193,8 +193,12 @@ def test_import_writes_runs_the_pipeline_loads(fixture, tmp_path):
     K = spec["scales"][-1]
     theirs = out["enc_features"].view(spec["batch"], spec["code_dim"], spec["branches"], K, K).transpose(1, 2)
     assert rel_error(tok.encode_features(out["x"]), theirs) <= REL
-    tensors, record, extra = checkpoint.load_model(paths["generator"])
-    assert record["tokenizer_file"] == str(paths["tokenizer"]) and extra["imported_from"] == str(gen_file)
+    assert pipeline.train_tokenizer(cfg) == paths["tokenizer"] and pipeline.train_generator(cfg) == paths["generator"]
+    tensors, record, _ = checkpoint.load_model(paths["generator"])
+    assert record["tokenizer_file"] == str(paths["tokenizer"])
+    for kind, source in (("tokenizer", tok_file), ("generator", gen_file)):
+        code = json.loads(paths[kind].with_name("code.json").read_text())
+        assert code["imported_from"] == str(source) and code["model_code_version"] == pipeline.MODEL_CODE_VERSION
     Generator(cfg.generator, cfg.quantizer, spec["num_classes"]).load_state_dict(tensors)
     with pytest.raises(official.OfficialCheckpointError, match="exists already"):
         official.import_official(tok_file, gen_file, cfg=cfg)
