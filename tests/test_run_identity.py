@@ -4,7 +4,7 @@ changes the run's name, or leaves it unchanged and trains a bit-identical model.
 The fields whose perturbation leaves a name unchanged are perturbed together (one group per model) and the
 model is trained with all of them (a few steps, tiny): the trained tensors must equal the unperturbed run's
 bit for bit. The test reads no role declarations: it finds by itself a field that changes what is trained
-without changing the name (as `evaluation.perceptual_network` once chose the tokenizer's training loss).
+without changing the name (say, a training loss chosen by a field of the evaluation section), and names it.
 """
 from __future__ import annotations
 
