@@ -1,6 +1,6 @@
 """The fast paths: bf16 autocast on CPU trains, compiled or not, matmul attention equals the fused
-kernel, the precision context restores the modules, the benchmark times interleaved, thread choices are
-printed, and evaluation samples through the compiled sampler where the config asks."""
+kernel, the precision context restores the modules, the benchmark announces its workloads, thread choices
+are printed, and evaluation samples through the compiled sampler where the config asks."""
 from __future__ import annotations
 
 import json
@@ -65,12 +65,6 @@ def test_compiled_bf16_generator_trains_like_eager(tmp_path):
                           for line in path.with_name("history.jsonl").read_text().splitlines()]
     assert all(math.isfinite(v) for v in runs[True]) and runs[True][-1] < runs[True][0], runs
     assert runs[True][0] == pytest.approx(runs[False][0], rel=0.02), runs
-
-
-def test_interleaved_timing_is_round_robin():
-    calls = []
-    times = bench.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=2)
-    assert calls == ["a", "b"] * 3 and [len(t) for t in times.values()] == [2, 2]
 
 
 def test_speed_benchmark_rows_are_ratios_to_fp32(capsys):
