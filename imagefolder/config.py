@@ -1,9 +1,10 @@
-"""Dataclass configs, the named profiles, validation and overrides.
+"""Dataclass configs, the named profiles, validation, overrides and the role of every field.
 
 Every variant in the paper's tables is a field value of these configs, never a code branch. A field's
 annotation is its type check: choice fields are `Literal[...]`, and one generic walker (`check_types`)
-checks every field against its annotation; `validate` adds the ranges and the cross-field rules. The
-module imports nothing of ours and does no work at import time beyond defining the presets.
+checks every field against its annotation; `validate` adds the ranges and the cross-field rules. A field's
+role (`ROLES`: what it is for) decides whether it names a trained run (`run_definition`). The module
+imports nothing of ours and does no work at import time beyond defining the presets.
 """
 from __future__ import annotations
 
