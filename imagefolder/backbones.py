@@ -42,6 +42,9 @@ class TeacherViT(nn.Module):
     images as they are; DINOv2 wants IMAGENET_MEAN / IMAGENET_STD). Inputs whose size differs from the
     ViT's `img_size` are resized bilinearly."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, vit: nn.Module, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
                  std: tuple[float, ...] = (0.5, 0.5, 0.5)):
         super().__init__()
