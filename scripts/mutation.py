@@ -37,7 +37,7 @@ TARGETS: dict[str, list[str]] = {
     "stats": ["imagefolder.stats.*"],
     "quantize": ["imagefolder.quantize.*"],
     "layouts": ["imagefolder.layouts.*"],
-    "sampler": _functions("sampler", "sample_tokens", "guidance_weights", "sample", "Forcing.resolve",
+    "sampler": _functions("sampler", "sample_tokens", "candidates", "guidance_weights", "sample", "Forcing.resolve",
                           "KVCache.extend", "CachedSteps.__call__"),
     "generator_sampling": _functions("generator", "Generator.sample", "Generator._check_labels"),
     "run_identity": _functions("config", "role", "field_roles", "run_definition", "without_roles", "_select"),
@@ -63,6 +63,10 @@ def patterns(modules: list[str]) -> list[str]:
 def run(modules: list[str]) -> int:
     """mutmut run over the modules' patterns, at low priority, one worker per core, one torch thread each."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    (ROOT / "mutants").mkdir(exist_ok=True)
+    data = ROOT / "mutants" / "data"  # the tests run inside mutants/ and read the smoke data at data/
+    if not data.exists():
+        data.symlink_to(ROOT / "data", target_is_directory=True)
     cmd = ["nice", "-n", "10", str(Path(sys.executable).parent / "mutmut"), "run",
            "--max-children", str(os.cpu_count() or 1), *patterns(modules)]
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode

@@ -166,3 +166,14 @@ def test_stale_temporary_folders_are_removed_at_the_next_save(tmp_path):
     checkpoint.save_training(root, 2, {"w": torch.ones(1)}, {}, {}, keep=2)
     assert not stale.exists() and all(p.exists() for p in others)
     assert sorted(p.name for p in root.glob("step_*")) == ["step_00000001", "step_00000002"]
+
+
+def test_training_checkpoint_round_trip_and_config_mismatch(tmp_path):
+    folder = checkpoint.save_training(tmp_path, 7, {"w": torch.arange(3.0)}, {"opt": torch.ones(2), "n": 3},
+                                      {"lr": 0.1, "steps": 10}, keep=1)
+    assert folder == tmp_path / "step_00000007" and (tmp_path / "latest").read_text() == "step_00000007"
+    step, tensors, state = checkpoint.load_training(folder, {"lr": 0.1, "steps": 10})
+    assert step == 7 and torch.equal(tensors["w"], torch.arange(3.0)) and state["n"] == 3
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.load_training(folder, {"lr": 0.2, "steps": 10})
+    assert str(err.value) == f"{folder} was made with a different config:\n  lr: 0.1 → 0.2"

@@ -70,19 +70,62 @@ BAD_DICT_VALUES = [
     ("evaluator.labels", ["category", 3], "evaluator.labels[1]: expected one of ('category', 'subcategory'), got 3"),
     ("tokenizer.encoder", 5, "tokenizer.encoder: expected a ViTConfig section, got 5"),
     ("study.nonsense", 1, f"study.nonsense: unknown field (given 1; known: {_known(config.StudyConfig)})"),
+    # values of the wrong type that look right
+    ("seed", True, "seed: expected an int, got True"),
+    ("train_tokenizer.steps", "3", "train_tokenizer.steps: expected an int, got '3'"),
+    ("quantizer.branches", 1.0, "quantizer.branches: expected an int, got 1.0"),
+    ("data.hflip", 1, "data.hflip: expected true or false, got 1"),
+    ("data.hflip", 0, "data.hflip: expected true or false, got 0"),
+    ("quantizer.dropout_p", True, "quantizer.dropout_p: expected a number, got True"),
+    ("quantizer.scales", (1, 2), "quantizer.scales: expected a list, got (1, 2)"),
+    ("evaluation.num_reference", False, "evaluation.num_reference: expected an int or None, got False"),
+    ("quantizer.lookup", "L2", "quantizer.lookup: expected one of ('cosine', 'l2'), got 'L2'"),
+    ("train_tokenizer.betas", [0.9, "0.95"], "train_tokenizer.betas[1]: expected a number, got '0.95'"),
 ]
 
 
 @pytest.mark.parametrize("dotted, value, message", BAD_DICT_VALUES, ids=[f"{d}={v!r}" for d, v, _ in BAD_DICT_VALUES])
 def test_bad_dict_value_is_refused_naming_field_and_value(dotted, value, message):
-    data = config.to_dict(config.profile("smoke"))
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(_with(config.to_dict(config.profile("smoke")), dotted, value))
+    assert str(err.value) == message
+
+
+def _with(data: dict, dotted: str, value) -> dict:
+    """`data` with the field at the dotted path set to `value`."""
     *parents, leaf = dotted.split(".")
     node = data
     for part in parents:
         node = node[part]
     node[leaf] = value
+    return data
+
+
+# values at the edge of what a field accepts: an int where a number is expected, None where it is allowed,
+# the closed end of a half-open range
+ACCEPTED_DICT_VALUES = [("quantizer.dropout_p", 0), ("generator.class_dropout", 0.0),
+                        ("train_tokenizer.ema_decay", 0.0), ("evaluation.num_reference", None),
+                        ("train_generator.warmup_steps", 6)]  # = the smoke profile's steps
+
+
+@pytest.mark.parametrize("dotted, value", ACCEPTED_DICT_VALUES, ids=[f"{d}={v!r}" for d, v in ACCEPTED_DICT_VALUES])
+def test_edge_values_are_accepted(dotted, value):
+    cfg = config.from_dict(_with(config.to_dict(config.profile("smoke")), dotted, value))
+    config.validate(cfg)
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    assert node == value and type(node) is type(value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("generator.class_dropout=1", "generator.class_dropout: must be in [0, 1), got 1.0"),
+    ("train_generator.warmup_steps=7", "train_generator.warmup_steps: must be in [0, steps=6], got 7"),
+    ("train_generator.steps=0", "train_generator.steps: must be at least 1, got 0"),
+])
+def test_just_outside_a_range_is_refused(override, message):
     with pytest.raises(ConfigError) as err:
-        config.from_dict(data)
+        config.profile("smoke", config.parse_overrides([override]))
     assert str(err.value) == message
 
 

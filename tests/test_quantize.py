@@ -211,3 +211,49 @@ def test_phi_index_other_counts_and_the_paper_layout():
     assert [k for k in msrq.state_dict() if k.startswith("phis.")] == [
         f"phis.{i}.conv.{w}" for i in range(4) for w in ("weight", "bias")]
     assert [msrq.phi_index(si) for si in range(10)] == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]
+
+
+def test_single_scale_vq_hand_worked():
+    """Two codes (1, 0) and (0, 2), L2 lookup; features (0.9, 0.1) and (0.2, 1.5) pick codes 0 and 1. The squared
+    errors are 0.01 + 0.01 and 0.04 + 0.25, so both loss terms equal their mean 0.0775: loss = (1 + β) · 0.0775."""
+    cb = Codebook(2, 2, "l2", beta=0.25)
+    with torch.no_grad():
+        cb.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    f = torch.tensor([[0.9, 0.2], [0.1, 1.5]]).view(1, 2, 1, 2).requires_grad_()  # (B, C, h, w): sites as columns
+    out = cb(f)
+    assert out.indices[0].tolist() == [[[0, 1]]]
+    assert out.loss.item() == pytest.approx(1.25 * 0.0775)
+    assert out.f_hat.detach().view(2, 2).tolist() == [[1.0, 0.0], [0.0, 2.0]]  # (C, w): the codes
+    out.f_hat.sum().backward()
+    assert f.grad.tolist() == torch.ones(1, 2, 1, 2).tolist()  # straight-through
+
+
+def test_single_scale_vq_keeps_every_sample_on_its_device():
+    cb = Codebook(2, 2, "l2").to("meta")
+    out = cb(torch.zeros(3, 2, 1, 1, device="meta"))
+    assert out.n_scales.dtype == torch.long and out.n_scales.device.type == "meta" and out.n_scales.shape == (3,)
+
+
+@pytest.mark.parametrize("batch, p, first", [(5, 0.5, 2), (5, 0.4, 2), (4, 0.5, 2), (3, 0.0, 0), (3, 0.99, 2)])
+def test_first_rows_are_the_first_floor_p_b(batch, p, first):
+    """`dropout_pick="first"`: ⌊p·B⌋ samples (5 · 0.4 = 2 exactly: two, not three)."""
+    q = make_pq(scales=(1, 2), dropout_p=p, dropout_pick="first")
+    assert q.first_rows(batch, "cpu").tolist() == [i < first for i in range(batch)]
+    assert q.first_rows(batch, "meta").device.type == "meta"
+
+
+def test_dropout_pick_first_truncates_only_the_first_rows():
+    torch.manual_seed(0)
+    q = make_pq(scales=(1, 2, 3, 4), dropout_p=0.5, dropout_n_start=1, dropout_pick="first").train()
+    draws = torch.stack([q.sample_n_scales(6, "cpu") for _ in range(200)])  # (200, 6)
+    assert (draws[:, 3:] == 4).all()  # the last ⌊6/2⌋ rows keep every scale
+    assert set(draws[:, :3].unique().tolist()) == {1, 2, 3, 4}  # the first three draw n in [1, 4]
+    assert (q.eval().sample_n_scales(6, "cpu") == 4).all()  # never in eval
+
+
+@pytest.mark.parametrize("indices, got", [(torch.zeros(3, 2, 1, 1, dtype=torch.long), "Tensor of length 3"),
+                                          (5, "int of length ?"), ([], "list of length 0")])
+def test_index_check_names_what_it_got(indices, got):
+    with pytest.raises(ValueError) as err:
+        make_pq(scales=(1, 2), V=8).check_indices(indices)
+    assert str(err.value) == f"indices: expected a list of 1..2 tensors (one per scale), got {got}"
