@@ -177,3 +177,18 @@ def test_training_checkpoint_round_trip_and_config_mismatch(tmp_path):
     with pytest.raises(CheckpointError) as err:
         checkpoint.load_training(folder, {"lr": 0.2, "steps": 10})
     assert str(err.value) == f"{folder} was made with a different config:\n  lr: 0.1 → 0.2"
+
+
+def test_load_exactly_names_missing_and_unexpected_tensors_and_misfits(tmp_path):
+    from imagefolder.train import _load_exactly
+    net = torch.nn.Linear(2, 2)
+    with pytest.raises(CheckpointError) as err:
+        _load_exactly(net, {"weight": torch.zeros(2, 2), "x": torch.zeros(1)}, {"weight", "bias"}, "model", tmp_path)
+    assert str(err.value) == (f"{tmp_path} does not match the model being trained: missing tensors ['bias']; "
+                              f"unexpected tensors ['x']")
+    with pytest.raises(CheckpointError) as err:
+        _load_exactly(net, {"weight": torch.zeros(3, 2)}, {"weight"}, "EMA", tmp_path)
+    assert str(err.value).startswith(f"{tmp_path}: the EMA tensors do not fit: ") and "size mismatch" in str(err.value)
+    bias = net.bias.detach().clone()
+    _load_exactly(net, {"weight": torch.ones(2, 2)}, {"weight"}, "model", tmp_path)  # bias: frozen, kept
+    assert torch.equal(net.weight.detach(), torch.ones(2, 2)) and torch.equal(net.bias.detach(), bias)

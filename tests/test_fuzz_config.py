@@ -1,5 +1,6 @@
 """Bad config values planted one at a time: each is refused with a ConfigError
 that names the field and the value, before anything runs; the profiles themselves are unchanged."""
+import copy
 import dataclasses
 import hashlib
 import json
@@ -148,3 +149,104 @@ def test_every_profile_validates_and_is_unchanged(name):
     config.validate(cfg)
     digest = hashlib.sha256(json.dumps(config.to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
     assert digest == PROFILE_DIGESTS[name]
+
+
+# every range rule of `validate` at its edge: (field, the last value it accepts, the first it refuses, the whole
+# message), on the smoke profile (resolution 16, patch 4, scales [1 ×6, 2, 2, 3, 4], width 32, 2 ViT heads)
+EDGES = [
+    ("threads", 0, -1, "threads: must be ≥ 0 (0 = torch's default), got -1"),
+    ("data.resolution", 16, 0, "data.resolution: must be positive, got 0"),
+    ("data.max_per_split", 1, 0, "data.max_per_split: must be positive or None, got 0"),
+    ("quantizer.scales", [1, 1, 4], [0, 1, 4], "quantizer.scales: must be a non-empty list of positive integers, "
+                                               "got [0, 1, 4]"),
+    ("quantizer.scales", [1, 2, 2, 4], [1, 3, 2, 4], "quantizer.scales: must be non-decreasing, got [1, 3, 2, 4]"),
+    ("quantizer.branches", 1, 0, "quantizer.branches: must be at least 1 (P), got 0"),
+    ("quantizer.codebook_size", 2, 1, "quantizer.codebook_size: must be at least 2, got 1"),
+    ("quantizer.code_dim", 1, 0, "quantizer.code_dim: must be positive, got 0"),
+    ("quantizer.dropout_p", 1.0, 1.01, "quantizer.dropout_p: must be in [0, 1], got 1.01"),
+    ("quantizer.dropout_p", 0.0, -0.01, "quantizer.dropout_p: must be in [0, 1], got -0.01"),
+    ("quantizer.dropout_n_start", 10, 11, "quantizer.dropout_n_start: must be in [1, number of scales=10], got 11"),
+    ("quantizer.dropout_n_start", 1, 0, "quantizer.dropout_n_start: must be in [1, number of scales=10], got 0"),
+    ("quantizer.phi_gamma", 1.0, 1.5, "quantizer.phi_gamma: must be in [0, 1], got 1.5"),
+    ("quantizer.phi_gamma", 0.0, -0.5, "quantizer.phi_gamma: must be in [0, 1], got -0.5"),
+    ("quantizer.phi_convs", 1, 0, "quantizer.phi_convs: must be at least 1, got 0"),
+    ("tokenizer.encoder.patch_size", 16, 0, "tokenizer.encoder.patch_size: must be positive, got 0"),
+    ("tokenizer.encoder.patch_size", 8, 3, "tokenizer.encoder.patch_size: resolution 16 is not divisible by patch "
+                                           "size 3"),
+    ("tokenizer.decoder.patch_size", 2, 5, "tokenizer.decoder.patch_size: resolution 16 is not divisible by patch "
+                                           "size 5"),
+    ("tokenizer.encoder.heads", 1, 0, "tokenizer.encoder.heads: must be at least 1, got 0"),
+    ("tokenizer.decoder.heads", 4, 3, "tokenizer.decoder.heads: width 32 not divisible by 3 heads"),
+    ("tokenizer.encoder.drop_path", 0.0, 1.0, "tokenizer.encoder.drop_path: must be in [0, 1), got 1.0"),
+    ("tokenizer.decoder.drop_path", 0.5, -0.1, "tokenizer.decoder.drop_path: must be in [0, 1), got -0.1"),
+    ("tokenizer.teacher_patch_size", None, 0, "tokenizer.teacher_patch_size: must be None or a divisor of the "
+                                              "resolution 16, got 0"),
+    ("tokenizer.teacher_patch_size", None, 3, "tokenizer.teacher_patch_size: must be None or a divisor of the "
+                                              "resolution 16, got 3"),
+    ("tokenizer.teacher_patch_size", None, 4, "tokenizer.teacher_patch_size: re-patches a pretrained teacher; the "
+                                              "reference teacher keeps the profile's own patch (set None)"),
+    ("tokenizer.query_window", 0, -1, "tokenizer.query_window: must be None (global attention) or a radius ≥ 0 in "
+                                      "query cells, got -1"),
+    ("tokenizer.semantic_weight", 0.0, -1.0, "tokenizer.semantic_weight: must be non-negative, got -1.0"),
+    ("tokenizer.lecam_weight", 0.0, -1.0, "tokenizer.lecam_weight: must be non-negative, got -1.0"),
+    ("tokenizer.adv_ramp_steps", 0, -1, "tokenizer.adv_ramp_steps: must be non-negative, got -1"),
+    ("generator.heads", 32, 0, "generator.heads: must be at least 1, got 0"),
+    ("generator.heads", 2, 3, "generator.heads: width 32 not divisible by 3 heads"),
+    ("generator.class_dropout", 0.0, -0.1, "generator.class_dropout: must be in [0, 1), got -0.1"),
+    ("generator.drop_path", 0.0, 1.0, "generator.drop_path: must be in [0, 1), got 1.0"),
+    ("generator.top_k", 0, -1, "generator.top_k: must be ≥ 0 (0 disables), got -1"),
+    ("generator.top_p", 1.0, 0.0, "generator.top_p: must be in (0, 1], got 0.0"),
+    ("generator.top_p", 1.0, 1.01, "generator.top_p: must be in (0, 1], got 1.01"),
+    ("train_tokenizer.steps", 2, 0, "train_tokenizer.steps: must be at least 1, got 0"),
+    ("train_tokenizer.batch_size", 1, 0, "train_tokenizer.batch_size: must be at least 1, got 0"),
+    ("train_tokenizer.lr", 1e-9, 0.0, "train_tokenizer.lr: must be positive, got 0.0"),
+    ("train_tokenizer.warmup_steps", 0, -1, "train_tokenizer.warmup_steps: must be in [0, steps=6], got -1"),
+    ("train_tokenizer.ema_decay", 0.999, 1.0, "train_tokenizer.ema_decay: must be in [0, 1), got 1.0"),
+    ("train_tokenizer.betas", [0.5, 0.5], [0.9], "train_tokenizer.betas: must be two values, got [0.9]"),
+    ("train_tokenizer.ckpt_every", 1, 0, "train_tokenizer.ckpt_every: must be at least 1, got 0"),
+    ("teacher.train.steps", 2, 0, "teacher.train.steps: must be at least 1, got 0"),  # its warmup is 2
+    ("evaluator.train.lr", 1.0, -1.0, "evaluator.train.lr: must be positive, got -1.0"),
+    ("evaluation.num_samples", 1, 0, "evaluation.num_samples: must be positive, got 0"),
+    ("evaluation.num_recon", 1, 0, "evaluation.num_recon: must be positive, got 0"),
+    ("evaluation.num_reference", 2, 1, "evaluation.num_reference: must be None (all) or > 1, got 1"),
+    ("study.tokenizer_steps", 1, 0, "study.tokenizer_steps: must be at least 1, got 0"),
+    ("study.generator_steps", 1, 0, "study.generator_steps: must be at least 1, got 0"),
+    ("study.seeds", [7], [], "study.seeds: must be at least one seed, got []"),
+]
+
+
+def _validated(dotted: str, value) -> config.Config:
+    cfg = config.from_dict(_with(config.to_dict(config.profile("smoke")), dotted, value))
+    config.validate(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("dotted, inside, outside, message", EDGES,
+                         ids=[f"{d}={o!r}" for d, _, o, _ in EDGES])
+def test_each_rule_at_its_edge(dotted, inside, outside, message):
+    _validated(dotted, inside)
+    with pytest.raises(ConfigError) as err:
+        _validated(dotted, outside)
+    assert str(err.value) == message
+
+
+def test_unknown_profile_is_named():
+    with pytest.raises(ConfigError) as err:
+        _validated("profile", "nope")
+    assert str(err.value) == "profile: unknown profile 'nope'; choose one of ['cpu', 'gpu', 'paper', 'smoke']"
+
+
+def test_feature_map_token_source_needs_one_branch_at_the_patch_grid():
+    """The feature-map baseline: the last scale must be the patch grid (16 / 4 = 4) and P must be 1."""
+    base = config.to_dict(config.profile("smoke"))
+    for dotted, value in (("tokenizer.token_source", "feature_map"), ("quantizer.branches", 1)):
+        _with(base, dotted, value)
+    config.validate(config.from_dict(base))
+    for dotted, value, message in (
+            ("quantizer.scales", [1, 2, 3], "quantizer.scales: token_source feature_map needs the last scale to equal "
+                                            "the patch grid 4, got 3"),
+            ("quantizer.branches", 2, "quantizer.branches: token_source feature_map is the single-branch (VAR) "
+                                      "baseline: P must be 1")):
+        with pytest.raises(ConfigError) as err:
+            config.validate(config.from_dict(_with(copy.deepcopy(base), dotted, value)))
+        assert str(err.value) == message

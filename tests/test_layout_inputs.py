@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imagefolder.config import GeneratorConfig, QuantizerConfig
+from imagefolder.config import ConfigError, GeneratorConfig, QuantizerConfig
 from imagefolder.generator import Generator
 from imagefolder.layouts import build_layout
 
@@ -168,3 +168,31 @@ def test_targets_written_out_for_two_scales():
     assert unfolded.targets(indices)[0].flatten().tolist() == list(range(10))
     for lay in (folded, unfolded):
         assert all(torch.equal(a, b) for a, b in zip(lay.indices(lay.targets(indices)), indices))
+
+
+@pytest.mark.parametrize("scales, branches", [([4], 2), ([2, 4], 1), ([2, 4], 2)])
+def test_raster_refuses_all_but_one_scale_and_one_branch(scales, branches):
+    with pytest.raises(ConfigError) as err:
+        build_layout("raster", QuantizerConfig(scales=scales, branches=branches, codebook_size=V, code_dim=C))
+    assert str(err.value) == ("generator.layout: 'raster' needs a single-scale, single-branch tokenizer "
+                              f"(quantizer.scales=[K], quantizer.branches=1), got scales={scales}, "
+                              f"branches={branches}")
+
+
+@pytest.mark.parametrize("layout", ["folded", "unfolded"])
+def test_sampling_starts_from_an_empty_f_hat_at_the_last_scale(layout):
+    """f̂ = 0 (B, P, C, K, K), K the last scale (3 here, not the second, 2)."""
+    state = _layout(layout).start_state(torch.ones(5, 7, dtype=torch.float64))
+    assert state.shape == (5, P, C, 3, 3) and state.dtype == torch.float64 and not state.any()
+
+
+def test_index_check_edges():
+    lay = _layout("folded")
+    top = [torch.full((1, P, s, s), V - 1) for s in SCALES]
+    lay.check_indices(top)  # V − 1 is the last code
+    for bad, got in ((V, f"[{V - 1}, {V}]"), (-1, f"[-1, {V - 1}]")):
+        idx = [t.clone() for t in top]
+        idx[1][0, 1, 1, 0] = bad
+        with pytest.raises(ValueError) as err:
+            lay.check_indices(idx)
+        assert str(err.value) == f"indices: values must be in [0, {V}) (the codebook size), got range {got}"
