@@ -73,14 +73,14 @@ def run(modules: list[str]) -> int:
 
 
 def results() -> dict[str, str]:
-    """Mutant name → mutmut's status, for every mutant that mutmut has tested."""
+    """Mutant name → mutmut's status ("not checked" for a mutant mutmut has not run)."""
     import json
 
     from mutmut.stats import status_by_exit_code
     out = {}
     for meta in sorted((ROOT / "mutants" / "imagefolder").glob("*.py.meta")):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
-        out.update({name: status_by_exit_code[code] for name, code in codes.items() if code is not None})
+        out.update({name: status_by_exit_code[code] for name, code in codes.items()})
     return out
 
 
@@ -128,7 +128,7 @@ def report() -> str:
             continue
         count = Counter(status[n] for n in names)
         for n in names:
-            if status[n] in DETECTED:
+            if status[n] in DETECTED or status[n] == "not checked":
                 continue
             key = (function_of(n), changed_lines(n))
             reason = known.get(key)
@@ -143,20 +143,20 @@ def report() -> str:
         "# Mutation testing of the core modules",
         "",
         "Written by `make mutation` (scripts/mutation.py) from mutmut's results; do not edit by hand.",
-        f"Code: {commit()}, measured {measured()} UTC. Fast tests only "
-        "(`-m \"not slow\"`); each mutant runs the tests that reach its function.",
+        f"Code: {commit()}, measured {measured()} UTC. Tests: the files and deselections of pyproject.toml's "
+        "[tool.mutmut], fast only (`-m \"not slow\"`); each mutant runs those of them that reach its function.",
         "",
-        "Score = (killed + timed out) / (mutants − equivalent).",
+        "Score = (killed + timed out) / (mutants − equivalent); a mutant not checked counts against it.",
         "",
-        "| module | mutants | killed | timed out | survived | no tests | equivalent | score |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| module | mutants | killed | timed out | survived | no tests | not checked | equivalent | score |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for module, c in [*rows, ("**all**", totals)]:
-        other = c["total"] - sum(c[s] for s in ("killed", "timeout", "survived", "no tests"))
+        other = c["total"] - sum(c[s] for s in ("killed", "timeout", "survived", "no tests", "not checked"))
         scored = c["total"] - c["equivalent"]
         score = f"{100 * (c['killed'] + c['timeout']) / scored:.1f} %" if scored else "–"
         lines.append(f"| {module} | {c['total']} | {c['killed']} | {c['timeout']} | {c['survived']} | "
-                     f"{c['no tests'] + other} | {c['equivalent']} | {score} |")
+                     f"{c['no tests'] + other} | {c['not checked']} | {c['equivalent']} | {score} |")
     lines += ["", "## Survivors", "",
               "Each mutant that no fast test kills: equivalent (with the reason, from "
               "tests/mutation_equivalent.toml) or open.", ""]

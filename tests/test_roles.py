@@ -1,12 +1,15 @@
 """Config field roles on hand-built sections: a field's own role, else its nearest enclosing field's
-(config.role, field_roles, without_roles, run_definition)."""
+(config.role, field_roles, without_roles, run_definition); the run names and folders built on them."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from imagefolder import config
+from imagefolder import config, pipeline
 from imagefolder.config import BOOKKEEPING, EXECUTION, GENERATOR, TOKENIZER, ConfigError
 
 
@@ -63,3 +66,23 @@ def test_run_definitions_nest_the_tokenizers_inside_the_generators():
     assert "generator" not in tok and gen["generator"]["layout"] == "folded"
     assert {k: gen[k] for k in tok} == tok  # every tokenizer section, as the tokenizer's run has it
     assert tok["quantizer"]["scales"] == [1, 1, 1, 1, 1, 1, 2, 2, 3, 4] and "compile" not in tok["train_tokenizer"]
+
+
+def _name_by_hand(cfg: config.Config, model: str) -> str:
+    """sha256 of the run definition plus the model-code version, as sorted JSON, first 10 hex digits."""
+    definition = config.run_definition(cfg, model) | {"model_code_version": pipeline.MODEL_CODE_VERSION}
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{model[:3]}-{digest}"
+
+
+def test_run_names_and_folders(tmp_path):
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path)})
+    assert pipeline.tokenizer_name(cfg) == _name_by_hand(cfg, "tokenizer")
+    assert pipeline.generator_name(cfg) == _name_by_hand(cfg, "generator")
+    assert pipeline.run_path(cfg, "tokenizer", "tok-x") == Path(tmp_path) / "smoke" / "tokenizer" / "tok-x"
+    other_generator = config.profile("smoke", {"run_dir": str(tmp_path), "generator.depth": 2})
+    other_tokenizer = config.profile("smoke", {"run_dir": str(tmp_path), "quantizer.beta": 0.5})
+    assert pipeline.tokenizer_name(other_generator) == pipeline.tokenizer_name(cfg)
+    assert pipeline.generator_name(other_generator) != pipeline.generator_name(cfg)
+    assert pipeline.tokenizer_name(other_tokenizer) != pipeline.tokenizer_name(cfg)
+    assert pipeline.generator_name(other_tokenizer) != pipeline.generator_name(cfg)  # trained on other tokens

@@ -71,3 +71,45 @@ def test_sample_tokens_inverts_the_cdf_at_one_uniform_per_row():
             expected.append(int(ids[int((cdf < ur * cdf[-1]).sum())]))
         assert got.shape == (6, 3) and got.dtype == torch.long
         assert got.flatten().tolist() == expected, (top_k, top_p)
+
+
+def _tiny_generator():
+    from imagefolder.config import GeneratorConfig, QuantizerConfig
+    from imagefolder.generator import Generator
+    from imagefolder.quantize import ProductQuantizer
+    torch.manual_seed(0)
+    qcfg = QuantizerConfig(scales=[1, 2], branches=2, codebook_size=8, code_dim=4)
+    model = Generator(GeneratorConfig(depth=1, width=16, heads=2), qcfg, num_classes=3).eval()
+    for p in model.parameters():  # away from adaLN-Zero's identity start, so the class matters
+        torch.nn.init.normal_(p, std=0.3)
+    return model, ProductQuantizer(qcfg).eval()
+
+
+@pytest.mark.parametrize("cfg_scale, rows", [(0.0, 2), (0.5, 4)])
+def test_guidance_doubles_the_batch_only_when_on(cfg_scale, rows):
+    """cfg_scale 0 is no guidance and runs B rows; any positive scale runs 2B (conditional, then null class)."""
+    model, q = _tiny_generator()
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    model.sample(torch.tensor([0, 1]), q, cfg_scale=cfg_scale, generator=torch.Generator().manual_seed(0))
+    assert seen and set(seen) == {rows}
+
+
+def test_a_small_guidance_scale_changes_the_logits_of_the_last_scale():
+    """Weights ramp 0 → cfg_scale over the scales: scale 1 is unguided, scale 2 gets cond + 0.5·(cond − uncond)."""
+    model, q = _tiny_generator()
+    runs = [model.sample(torch.tensor([0, 1]), q, cfg_scale=c, top_k=1, return_logits=True)[1] for c in (0.0, 0.5)]
+    torch.testing.assert_close(runs[0][0], runs[1][0])  # first scale: weight 0
+    assert not torch.allclose(runs[0][1], runs[1][1])
+
+
+def test_the_compiled_path_runs_its_static_caches(monkeypatch):
+    """compiled=True steps through `CompiledSteps` over the model's static KV caches (torch.compile replaced by
+    the identity here, so it runs eagerly and fast): the same tokens as the eager cache."""
+    model, q = _tiny_generator()
+    labels = torch.tensor([0, 2])
+    eager = model.sample(labels, q, cfg_scale=1.5, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    static = model.sample(labels, q, cfg_scale=1.5, generator=torch.Generator().manual_seed(4), compiled=True)
+    assert list(model.static_kv) == [(4, torch.float32, torch.device("cpu"))]  # 2B rows with guidance
+    assert all(torch.equal(a, b) for a, b in zip(eager, static))
