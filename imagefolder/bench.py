@@ -32,7 +32,7 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from . import config, pipeline, tables
+from . import claims, config, pipeline, tables
 from .config import Config, GeneratorConfig, QuantizerConfig, TrainConfig
 from .cost import FLOPS_NOTE, count_flops, device_name, interleaved, spread
 from .generator import Generator, GeneratorObjective, parameter_counts
@@ -450,7 +450,7 @@ def main(cfg: Config, quick: bool = False) -> None:
         announce("FLOPs of the paper's generators")
         paper = paper_flops(device=device)
         print(paper.drop(columns="flops_counted").to_string(index=False))
-        print(tables.TABLE6_PAPER.verdicts(paper))
+        print(claims.verdicts(tables.TABLE6_PAPER, paper))
         print("\n## Tokenizer throughput")
         announce("tokenizer throughput")
         throughput = tokenizer_benchmark(cfg, device, warmup=max(1, warmup), repeats=max(3, repeats // 2))

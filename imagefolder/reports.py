@@ -20,9 +20,8 @@ from nbconvert.filters import markdown2html
 from nbconvert.preprocessors import Preprocessor
 
 from .checkpoint import atomic_write_text
-from .claims import Tables, claims
+from .claims import VERDICT_RULE, Tables, claims
 from .results import results_dir
-from .tables import VERDICT_RULE
 
 VERDICT_SECTION = "What-this-run-shows"  # the id nbconvert gives the heading under which each notebook judges
 # how `warnings` prints one, and how torch's own log does (e.g. inductor's "W1202 02:10:19.118000 5570

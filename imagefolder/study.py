@@ -10,10 +10,23 @@ import time
 
 import pandas as pd
 
-from . import metrics, pipeline, results, sample_classes
+from . import losses, metrics, pipeline, results, sample_classes
 from .config import Config
 from .generator import parameter_counts
-from .tables import TableSpec, paper_label
+from .tables import GENERATION_METRICS, TableSpec, paper_label
+
+# the perceptual distance of `pipeline.evaluate_tokenizer`'s result is keyed by its network's name: one of these
+PERCEPTUAL_KEYS = (losses.LPIPSLoss.name, losses.TeacherPerceptualLoss.name)
+
+
+def metric_names(network: metrics.MetricNetwork) -> dict[str, str]:
+    """{metric: its result key under `network`} for FD and `tables.GENERATION_METRICS` (e.g. 'IS' →
+    'IS_evaluator'); a spec's column templates ("r{FD}", "{IS}") are formatted with it."""
+    return {m: metrics.metric_key(m, network.name) for m in ("FD", *GENERATION_METRICS)}
+
+
+def _generation_columns(result: dict, names: dict[str, str]) -> dict:
+    return {names[m]: result[names[m]] for m in GENERATION_METRICS}
 
 
 def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) -> dict:
@@ -22,31 +35,27 @@ def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) 
     tok_path = pipeline.train_tokenizer(cfg)
     tokenizer, _ = pipeline.load_tokenizer(tok_path, pipeline.device_of(cfg))
     rec = pipeline.evaluate_tokenizer(cfg, tokenizer, network)
-    fd = metrics.metric_key("FD", network.name)
+    names = metric_names(network)
+    fd = names["FD"]
     row = {"tokens/branch": cfg.tokens_per_branch, "branches": cfg.quantizer.branches,
            f"r{fd}": rec[fd], "PSNR": rec["PSNR"], "perceptual": rec[perceptual_key(rec)],
            "usage": min(rec["usage"]), "N_recon": rec["N"]}
     if generator:
         gen, tok, _ = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg), cfg)
         gm = pipeline.evaluate_generator(cfg, gen, tok, network, n=cfg.study.num_samples, seed=cfg.seed)
-        row |= {f"g{fd}": gm[fd]} | _generation_columns(gm, network) | {
+        row |= {f"g{fd}": gm[fd]} | _generation_columns(gm, names) | {
             "N_gen": gm["N"], "#Para (blocks)": parameter_counts(gen)["blocks"], "AR positions": gen.length,
             "AR steps": len(gen.steps)}
     return row | {"seed": cfg.seed, "minutes": (time.time() - t0) / 60}
-
-
-def _generation_columns(result: dict, network: metrics.MetricNetwork) -> dict:
-    keys = [metrics.metric_key(m, network.name) for m in ("IS", "precision", "recall", "class_consistency")]
-    return {k: result[k] for k in keys}
 
 
 def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
     """The real-vs-real row: val images (up to `study.num_samples`) scored as if generated, against train."""
     val = pipeline.val_subset(cfg, cfg.study.num_samples)
     result = pipeline.score_against_train(cfg, val.uint8_images(), network, val.labels)
-    fd = metrics.metric_key("FD", network.name)
-    return {f"g{fd}": result[fd]} | _generation_columns(result, network) | {"N_gen": result["N"],
-                                                                            "N_reference": result["N_reference"]}
+    names = metric_names(network)
+    return ({f"g{names['FD']}": result[names["FD"]]} | _generation_columns(result, names)
+            | {"N_gen": result["N"], "N_reference": result["N_reference"]})
 
 
 def sample_sizes(df: pd.DataFrame, cfg: Config) -> str:
@@ -61,7 +70,11 @@ def sample_sizes(df: pd.DataFrame, cfg: Config) -> str:
 
 
 def perceptual_key(rec: dict) -> str:
-    return next(k for k in ("LPIPS", "lpips_vgg", "teacher_feature_perceptual") if k in rec)
+    """The key of the perceptual distance in `pipeline.evaluate_tokenizer`'s result `rec` (`PERCEPTUAL_KEYS`)."""
+    keys = [k for k in PERCEPTUAL_KEYS if k in rec]
+    if len(keys) != 1:
+        raise KeyError(f"expected one perceptual distance of {PERCEPTUAL_KEYS} in {sorted(rec)}")
+    return keys[0]
 
 
 def run_table(cfg: Config, variants: dict[str, dict], network: metrics.MetricNetwork, *,
@@ -75,11 +88,16 @@ def run_table(cfg: Config, variants: dict[str, dict], network: metrics.MetricNet
     return pd.DataFrame(rows)
 
 
+def _ours(templates: dict, network: metrics.MetricNetwork) -> dict:
+    """`templates` ({"g{FD}": v}) keyed by our column names under `network` ({"gFD_evaluator": v})."""
+    names = metric_names(network)
+    return {c.format(**names): v for c, v in templates.items()}
+
+
 def paper_pairs(spec: TableSpec, network: metrics.MetricNetwork) -> dict[str, str]:
     """{our column: the header of the paper's column beside it} for `spec` under `network`'s metric names."""
-    names = {m: metrics.metric_key(m, network.name) for m in ("FD", "IS", "precision", "recall")}
     theirs = dict(spec.columns) | {c: name for c, (name, _) in spec.facts.items()}
-    return {c.format(**names): paper_label(t) for c, t in theirs.items()}
+    return {c: paper_label(t) for c, t in _ours(theirs, network).items()}
 
 
 def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork) -> pd.DataFrame:
@@ -93,17 +111,15 @@ def with_paper(spec: TableSpec, df: pd.DataFrame, network: metrics.MetricNetwork
         return df
     keys: list[str | None] = (list(spec.settings) if spec.settings
                               else [spec.paper_key(str(row)) for row in df[spec.key]])
-    names = {m: metrics.metric_key(m, network.name) for m in ("FD", "IS", "precision", "recall")}
-    return results.with_paper_columns(df, spec.paper, keys, {c.format(**names): t for c, t in spec.columns.items()},
+    return results.with_paper_columns(df, spec.paper, keys, _ours(spec.columns, network),
                                       names=paper_pairs(spec, network),
-                                      facts={c.format(**names): stated for c, (_, stated) in spec.facts.items()})
+                                      facts=_ours({c: stated for c, (_, stated) in spec.facts.items()}, network))
 
 
 def metric_columns(network: metrics.MetricNetwork) -> list[str]:
     """The per-run metric columns of `tokenizer_row` (reconstruction, then generation)."""
-    fd = metrics.metric_key("FD", network.name)
-    return [f"r{fd}", "PSNR", f"g{fd}"] + [metrics.metric_key(m, network.name)
-                                           for m in ("IS", "precision", "recall", "class_consistency")]
+    names = metric_names(network)
+    return [f"r{names['FD']}", "PSNR", f"g{names['FD']}"] + [names[m] for m in GENERATION_METRICS]
 
 
 def seed_summary(runs: pd.DataFrame, network: metrics.MetricNetwork, by: str = "variant") -> pd.DataFrame:

@@ -1,36 +1,28 @@
-"""The paper's tables as data: one `TableSpec` per table we regenerate, the claims the ledger judges, the rule.
+"""The paper's tables as data: one `TableSpec` per table we regenerate, and the claims the ledger judges.
 
 A spec names its output table, its variants (name → config overrides, for `study.run_table`), the
 column naming its rows, our metric columns and the paper's column beside each, and the paper's setting
-of each variant. A `Claim` says which row beats which on which metric; its paper numbers are references
-into `paper_reference.yaml`, never typed. The verdict is computed in one place, `Claim.judge`: it pairs
-the two rows by seed (a table with a `seed` column, e.g. a spec's `runs` table) and applies
-`stats.paired_gain`'s rule; the notebooks' closing cells (`TableSpec.verdicts`) and the ledger
-(`claims.py`) both call it.
+of each variant. Every spec registers itself in `SPECS` when it is constructed. A claim says which row
+beats which on which metric (`Claim`), or what one row reaches (`LevelClaim`, `RatioClaim`, `Reported`);
+its paper numbers are references into `paper_reference.yaml`, never typed. Judging a claim against a
+written table is `claims.judge`'s job.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 
-import pandas as pd
-
-from . import config, stats
+from . import config
 from .config import Config
 from .results import paper_fact, paper_tables, paper_value
 
 USAGE_LEVEL = 0.95  # "uses its whole codebook": at least this fraction of every branch's entries in use
 
-VERDICT_RULE = f"""- **comparisons**: {stats.RULE} Latency is paired by interleaved timing round instead of seed.
-- **levels** (codebook usage): the same interval, of the mean over seeds of the value minus the level
-  ({USAGE_LEVEL:.0%} of the codebook's entries used on the val split for "its whole codebook"): **holds** above
-  0, **does not hold** below 0, **does not show** otherwise.
-- **ratios** (FLOPs): **holds** if our ratio is nearer (in log) the paper's ratio than twice it, else
-  **does not hold: nearer** twice the paper's ratio (named as a fraction).
-- **reported**: a headline number with nothing at this scale to compare it with (one run).
-- **not run**: a table the claim needs has not been written for this profile."""
+# the metrics a generator's row reports beside its FD, as `metrics.generation_metrics` names them (a spec's
+# column templates, e.g. "{IS}", and `study.metric_names` read them from here)
+GENERATION_METRICS = ("IS", "precision", "recall", "class_consistency")
+
+SPECS: dict[str, TableSpec] = {}  # every TableSpec constructed, by name (each registers itself)
 
 Ref = tuple[str, ...]  # (paper table, row, column) for a cell of paper_reference.yaml, (paper table, key) for a fact
 
@@ -43,33 +35,12 @@ def paper_number(ref: Ref):
     return value
 
 
-def _metric_column(df: pd.DataFrame, prefix: str) -> str:
-    """The column of a metric whatever network computed it (e.g. 'gFD_evaluator' or 'gFID')."""
-    cols = [c for c in df.columns if c.startswith(prefix) and "(paper)" not in c and not c.endswith(" sd")]
-    if not cols:
-        raise KeyError(f"no column starting with {prefix!r} in {list(df.columns)}")
-    return cols[0]
-
-
-def _rows(df: pd.DataFrame, key: str, value: str) -> pd.DataFrame:
-    rows = df[df[key].astype(str) == value]
-    if rows.empty:
-        raise KeyError(f"no row {key}={value!r}")
-    return rows
-
-
-def _row(df: pd.DataFrame, key: str, value: str) -> pd.Series:
-    return _rows(df, key, value).iloc[0]
-
-
-def _mean_sd(values: pd.Series) -> str:
-    return f"{values.mean():.4g}" + (f" ± {values.std():.2g}" if len(values) > 1 else "")
-
-
 # ----------------------------------------------------------------------------- claims
 
 @dataclass(frozen=True, kw_only=True)
-class _Claim:
+class ClaimBase:
+    """What every claim states: its text, the table that judges it and the paper's side."""
+
     text: str  # the claim as the ledger states it
     table: str  # the `TableSpec.name` whose written table judges it
     paper: str  # the paper's side, "{}" where each of `refs` goes
@@ -77,10 +48,6 @@ class _Claim:
 
     def paper_text(self) -> str:
         return self.paper.format(*(paper_number(r) for r in self.refs))
-
-    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
-        """(ours, verdict) from the written table `df` that judges the claim."""
-        raise NotImplementedError
 
     @property
     def spec(self) -> TableSpec:
@@ -90,7 +57,7 @@ class _Claim:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Claim(_Claim):
+class Claim(ClaimBase):
     """Row `better` beats row `worse` on the metric whose column starts with `metric`."""
 
     better: str
@@ -106,35 +73,9 @@ class Claim(_Claim):
     def rows(self) -> tuple[str, ...]:
         return self.better, self.worse
 
-    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
-        """(ours, verdict) from a written table: with a `seed` (or timing `round`) column, the two rows are
-        paired by it (one gain per seed both ran), else each row is one observation; `stats.paired_gain`
-        gives the verdict."""
-        if self.where:
-            df = df[df[self.where[0]].astype(str) == self.where[1]]
-        col = _metric_column(df, self.metric)
-        a, b = (_rows(df, self.by or self.spec.key, r) for r in self.rows)
-        pair = next((c for c in ("seed", "round") if c in df.columns), None)
-        if pair:
-            pairs = a[[pair, col]].merge(b[[pair, col]], on=pair, suffixes=("_a", "_b"))
-            va, vb = pairs[f"{col}_a"], pairs[f"{col}_b"]
-        else:
-            va, vb = a[col].iloc[:1], b[col].iloc[:1]
-        diff = va.to_numpy() - vb.to_numpy()  # by position: the pairs' indices differ
-        unit = "rounds" if pair == "round" else "seeds"
-        gain = stats.paired_gain((diff if self.higher else -diff).tolist())
-        names = self.labels or (str(a.iloc[0][self.spec.key]), str(b.iloc[0][self.spec.key]))
-        label = col + (f", {self.where[1]}" if self.where else "")
-        first_a, first_b = a.iloc[0], b.iloc[0]
-        extra = [f"{c} {first_a[c]}" if first_a[c] == first_b[c] else f"{c} {first_a[c]} vs {first_b[c]}"
-                 for c in self.context]
-        ours = (f"{names[0]} {_mean_sd(va)} vs {names[1]} {_mean_sd(vb)} ({label}, "
-                f"{'higher' if self.higher else 'lower'} is better; {gain.describe(unit)})")
-        return "; ".join([ours] + extra), gain.verdict
-
 
 @dataclass(frozen=True, kw_only=True)
-class _OneRowClaim(_Claim):
+class _OneRowClaim(ClaimBase):
     """A claim about one row, `row`, of its table."""
 
     row: str
@@ -151,23 +92,12 @@ class LevelClaim(_OneRowClaim):
     metric: str
     level: float
 
-    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
-        col = _metric_column(df, self.metric)
-        values = _rows(df, self.spec.key, self.row)[col]
-        gain = stats.paired_gain((values - self.level).tolist())
-        verdict = "does not hold" if gain.verdict == "reversed" else gain.verdict
-        return f"{self.row} {_mean_sd(values)} ({col}, level {self.level:.0%}; {gain.describe()})", verdict
-
 
 @dataclass(frozen=True, kw_only=True)
 class Reported(_OneRowClaim):
     """A headline number with nothing at this scale to compare it with: ours beside the paper's."""
 
     metrics: tuple[str, ...]
-
-    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
-        row = _row(df, self.spec.key, self.row)
-        return ", ".join(f"{c} {row[c]:.3g}" for c in (_metric_column(df, m) for m in self.metrics)), "reported"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,14 +107,6 @@ class RatioClaim(_OneRowClaim):
     column: str
     target: Ref
     measured: str  # how the ledger states our ratio, "{}" where it goes
-
-    def judge(self, df: pd.DataFrame) -> tuple[str, str]:
-        ratio = float(_row(df, self.spec.key, self.row)[self.column])
-        target = paper_number(self.target)
-        other = 2 * target
-        nearer = abs(math.log(ratio / target)) < abs(math.log(ratio / other))
-        return self.measured.format(ratio), ("holds" if nearer else
-                                             f"does not hold: nearer {Fraction(other).limit_denominator(64)}")
 
 
 # ----------------------------------------------------------------------------- table specifications
@@ -228,13 +150,15 @@ class TableSpec:
     # cfg → {our row: what it ran}, where the paper's label for the row would not describe ours
     describe: Callable[[Config], dict[str, str]] | None = None
     paper_text: tuple[str, ...] = ()  # the paper's columns that describe its rows (e.g. "method"), shown beside ours
+    repeated: bool = False  # its rows are measured in repeated rounds (timings): `runs` holds one row per round
 
     def __post_init__(self):
         for _, stated in self.facts.values():
             for fact in stated.values():
                 paper_fact(self.paper_table(), fact)  # KeyError naming the fact when paper_reference.yaml lacks it
-
-    repeated: bool = False  # its rows are measured in repeated rounds (timings): `runs` holds one row per round
+        if self.name in SPECS:
+            raise ValueError(f"TableSpec {self.name!r} is defined twice")
+        SPECS[self.name] = self
 
     def paper_table(self) -> str:
         """Its table in paper_reference.yaml; ValueError naming this spec where it has none."""
@@ -257,16 +181,9 @@ class TableSpec:
         return self.aliases.get(row) if self.aliases else row
 
     @property
-    def claims(self) -> tuple[_Claim, ...]:
+    def claims(self) -> tuple[ClaimBase, ...]:
+        """The ledger's claims this table judges, in the ledger's order."""
         return tuple(c for c in CLAIMS if c.table == self.name)
-
-    def verdicts(self, df: pd.DataFrame) -> str:
-        """Markdown bullets, one per claim of this table: the claim, its verdict, ours and the paper's."""
-        lines = []
-        for claim in self.claims:
-            ours, verdict = claim.judge(df)
-            lines.append(f"- {claim.text}: **{verdict}** ({ours}; paper: {claim.paper_text()}).")
-        return "\n".join(lines)
 
 
 def var_style(cfg: Config, scales: list[int] | None = None) -> dict:
@@ -411,9 +328,6 @@ FOLDED_VS_UNFOLDED = TableSpec(
     "folded_vs_unfolded", "Folded vs unfolded generation from the same tokenizer",
     variants=lambda cfg: {m: {"generator.layout": m} for m in ("folded", "unfolded")})
 
-SPECS = {s.name: s for s in (TOKEN_COUNTS, TABLE1, TABLE2, TOKENIZER_MAIN, GENERATOR_MAIN, TABLE3_ROWS12, TABLE3,
-                             TABLE4, TABLE4_LP, TABLE5A, TABLE5B, TABLE5C, TABLE5D, TABLE6, TABLE6_PAPER, TABLE7,
-                             TABLE8, TABLE9, FOLDED_VS_UNFOLDED)}
 
 def _by_setting(text: str, spec: TableSpec, better: str, worse: str, metric: str = "rFD",
                 label: bool = False) -> Claim:
@@ -430,7 +344,7 @@ def _by_setting(text: str, spec: TableSpec, better: str, worse: str, metric: str
                  paper=paper, refs=(ref(better), ref(worse)))
 
 
-CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
+CLAIMS: tuple[ClaimBase, ...] = (  # in the ledger's order
     Claim(text="Two branches beat one at equal length (product quantization)", table="table9_branch_settings",
           better="two detail branches", worse="single detail branch", metric="gFD",
           paper="gFID {} (2 detail branches) vs {} (1 branch)",
@@ -495,7 +409,7 @@ CLAIMS: tuple[_Claim, ...] = (  # in the ledger's order
           metric="rFD", labels=("ImageFolder", "VAR-style"), paper="rFID {} vs {} (VAR d16)",
           refs=(("table4", "ImageFolder", "rFID"), ("table4", "VAR (d16)", "rFID"))),
     Reported(text="The main generator (headline)", table="generator_main", row="ImageFolder (main)",
-             metrics=("FD", "IS", "precision", "recall", "class_consistency"),
+             metrics=("FD", *GENERATION_METRICS),
              paper="gFID {}, IS {}, precision {}, recall {}", refs=tuple(("table4", "ImageFolder", c) for c in
                                                                   ("gFID", "IS", "Pre", "Rec"))),
     LevelClaim(text="The main tokenizer uses its whole codebook", table="tokenizer_main", row="ImageFolder (main)",

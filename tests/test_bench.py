@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from imagefolder import bench, config, tables
+from imagefolder import bench, claims, config, tables
 from imagefolder.config import GeneratorConfig, QuantizerConfig
 
 
@@ -55,7 +55,7 @@ def test_flops_claim_picks_the_nearer_ratio_in_log():
     (claim,) = tables.TABLE6_PAPER.claims
 
     def verdict(ratio):
-        return claim.judge(pd.DataFrame({"model": ["ImageFolder", "VAR d16"], "flops_vs_VAR": [ratio, 1.0]}))[1]
+        return claims.judge(claim, pd.DataFrame({"model": ["ImageFolder", "VAR d16"], "flops_vs_VAR": [ratio, 1.0]}))[1]
 
     assert verdict(0.3) == verdict(0.1) == "holds"
     assert "1/2" in verdict(0.4) and "1/2" in verdict(0.9)

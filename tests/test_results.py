@@ -268,7 +268,7 @@ def _executed_notebook(path: Path) -> Path:
 
 def test_make_html_cleans_reports_and_writes_the_index(tmp_path):
     from imagefolder import reports
-    from imagefolder.tables import VERDICT_RULE
+    from imagefolder.claims import VERDICT_RULE
     folder = tmp_path / "smoke"
     _executed_notebook(folder / "executed" / "01_token_length.ipynb")
     R.update_provenance("smoke", "01_token_length", {"outputs": ["results/smoke/tables/table9_branch_settings.csv",

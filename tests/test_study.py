@@ -72,3 +72,30 @@ def test_tokenizer_row_scores_the_generator_under_the_callers_evaluation(monkeyp
     row = study.tokenizer_row(cfg, NET, generator=True)
     assert seen["cfg"] is cfg and seen["cfg"].evaluation.sample_labels == "reference"
     assert seen["n"] == cfg.study.num_samples and row["gFD_evaluator"] == 0.5 and row["usage"] == 0.5
+
+
+def test_metric_columns_name_the_networks_metrics():
+    assert study.metric_columns(NET) == ["rFD_evaluator", "PSNR", "gFD_evaluator", "IS_evaluator",
+                                         "precision_evaluator", "recall_evaluator", "class_consistency_evaluator"]
+
+
+def test_paper_pairs_format_the_specs_columns_under_the_network():
+    from imagefolder import tables
+    assert study.paper_pairs(tables.TABLE4, NET) == {
+        "rFD_evaluator": "paper rFID (Inception, ImageNet)", "gFD_evaluator": "paper gFID (Inception, ImageNet)",
+        "IS_evaluator": "paper IS (Inception, ImageNet)",
+        "precision_evaluator": "paper precision (Inception, ImageNet)",
+        "recall_evaluator": "paper recall (Inception, ImageNet)"}
+    assert study.paper_pairs(tables.TABLE5C, NET) == {"rFD_evaluator": "paper rFID (Inception, ImageNet)",
+                                                      "gFD_evaluator": "paper gFID (Inception, ImageNet)"}
+
+
+# the names under which losses.build_perceptual's two distances report
+@pytest.mark.parametrize("key", ["teacher_feature_perceptual", "lpips_vgg"])
+def test_perceptual_key_finds_the_distance_evaluate_tokenizer_reports(key):
+    assert study.perceptual_key({"FD_evaluator": 1.0, "PSNR": 20.0, key: 0.1, "usage": [0.5], "N": 32}) == key
+
+
+def test_perceptual_key_refuses_a_result_without_a_known_distance():
+    with pytest.raises(KeyError, match="one perceptual distance"):
+        study.perceptual_key({"PSNR": 20.0, "LPIPS": 0.1})

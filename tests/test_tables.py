@@ -1,6 +1,5 @@
 import string
 
-import pandas as pd
 import pytest
 
 from imagefolder import bench, config, tables
@@ -67,29 +66,6 @@ def test_rows_written_by_bench_match_its_generator_setups():
     assert set(tables.TABLE6_PAPER.rows) == set(bench.PAPER_MODELS)
 
 
-def _seeded(folded: list[float], unfolded: list[float]) -> pd.DataFrame:
-    seeds = list(range(len(folded)))
-    return pd.DataFrame({"variant": ["folded"] * len(seeds) + ["unfolded"] * len(seeds), "seed": seeds + seeds,
-                         "gFD_evaluator": folded + unfolded})
-
-
-def test_verdicts_pair_the_rows_by_seed():
-    text = tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([5.0, 5.5, 4.5], [9.0, 9.6, 8.7]))
-    assert "**holds**" in text and "folded 5 ± 0.5 vs unfolded 9.1 ± 0.46" in text and "over 3 seeds" in text
-    assert "**reversed**" in tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([9.0, 9.6, 8.7], [5.0, 5.5, 4.5]))
-    # a large mean gain with a sign flip across seeds is not enough
-    assert "**does not show**" in tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([5.0, 12.0, 4.0], [9.0, 9.0, 9.0]))
-    # pairing is by seed: a seed only one side ran is left out
-    text = tables.FOLDED_VS_UNFOLDED.verdicts(_seeded([5.0, 5.5, 4.5], [9.0, 9.6, 8.7]).drop(index=5))
-    assert "over 2 seeds" in text
-
-
-def test_one_observation_per_row_has_no_interval():
-    df = pd.DataFrame({"variant": ["folded", "unfolded"], "gFD_evaluator": [5.0, 9.0]})
-    text = tables.FOLDED_VS_UNFOLDED.verdicts(df)
-    assert "**does not show**" in text and "one run each: no interval" in text
-
-
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_row_descriptions_cover_exactly_the_rows(profile):
     cfg = config.profile(profile)
@@ -98,36 +74,20 @@ def test_row_descriptions_cover_exactly_the_rows(profile):
             assert set(spec.describe(cfg)) == set(spec.variants(cfg)) | set(spec.rows), spec.name
 
 
-def test_latency_is_paired_by_timing_round():
-    rounds = pd.DataFrame({"layout": ["folded"] * 3 + ["unfolded"] * 3, "round": [0, 1, 2] * 2,
-                           "latency_s": [0.10, 0.11, 0.09, 0.20, 0.22, 0.19], "positions": [10] * 3 + [20] * 3,
-                           "device": ["cpu"] * 6})
-    text = tables.TABLE6.verdicts(rounds)
-    assert tables.TABLE6.runs == "table6_latency_flops_runs"
-    assert "**holds**" in text and "over 3 rounds" in text and "positions 10 vs 20" in text
-
-
-def _usage(values: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"tokenizer": ["ImageFolder (main)"] * len(values), "seed": range(len(values)),
-                         "usage": values})
-
-
-@pytest.mark.parametrize("values, verdict", [([0.99, 0.98, 0.995], "holds"), ([0.80, 0.78, 0.82], "does not hold"),
-                                             ([0.99, 0.80, 0.97], "does not show"), ([0.99], "does not show")])
-def test_level_claim(values, verdict):
-    claim = next(c for c in CLAIMS if isinstance(c, tables.LevelClaim))
-    ours, got = claim.judge(_usage(values))
-    assert got == verdict and f"level {tables.USAGE_LEVEL:.0%}" in ours
-
-
-def test_reported_claim_states_ours_without_a_comparison():
-    claim = next(c for c in CLAIMS if isinstance(c, tables.Reported))
-    df = pd.DataFrame([{"model": "ImageFolder (main)", "FD_evaluator": 11.5, "IS_evaluator": 3.2,
-                        "precision_evaluator": 0.7, "recall_evaluator": 0.5, "class_consistency_evaluator": 0.8}])
-    ours, verdict = claim.judge(df)
-    assert verdict == "reported" and ours.startswith("FD_evaluator 11.5, IS_evaluator 3.2")
-
-
 def test_runs_tables_exist_for_the_specs_with_variants():
     assert tables.TABLE9.runs == "table9_branch_settings_runs" and tables.TOKENIZER_MAIN.runs is None
     assert all(s.runs for s in SPECS.values() if s.variants(config.profile("smoke")))
+
+
+def test_a_newly_defined_spec_registers_itself(monkeypatch):
+    monkeypatch.setattr(tables, "SPECS", dict(tables.SPECS))  # the module's registry is left as it was
+    spec = TableSpec("table_new", "A table no list names")
+    assert tables.SPECS["table_new"] is spec
+    claim = Claim(text="t", table="table_new", better="a", worse="b", metric="gFD", paper="")
+    assert claim.spec is spec
+
+
+def test_a_spec_name_defined_twice_is_refused(monkeypatch):
+    monkeypatch.setattr(tables, "SPECS", dict(tables.SPECS))
+    with pytest.raises(ValueError, match="'table9_branch_settings' is defined twice"):
+        TableSpec("table9_branch_settings", "Another Table 9")
