@@ -25,7 +25,10 @@ def metric_names(network: metrics.MetricNetwork) -> dict[str, str]:
     return {m: metrics.metric_key(m, network.name) for m in ("FD", *GENERATION_METRICS)}
 
 
-def _generation_columns(result: dict, names: dict[str, str]) -> dict:
+def generation_columns(result: dict, network: metrics.MetricNetwork) -> dict:
+    """The generation metrics of `result` (`pipeline.evaluate_generator`'s or `score_against_train`'s) but FD,
+    keyed as `network` names them, in the order of `tables.GENERATION_METRICS`."""
+    names = metric_names(network)
     return {names[m]: result[names[m]] for m in GENERATION_METRICS}
 
 
@@ -35,15 +38,14 @@ def tokenizer_row(cfg: Config, network: metrics.MetricNetwork, generator: bool) 
     tok_path = pipeline.train_tokenizer(cfg)
     tokenizer, _ = pipeline.load_tokenizer(tok_path, pipeline.device_of(cfg))
     rec = pipeline.evaluate_tokenizer(cfg, tokenizer, network)
-    names = metric_names(network)
-    fd = names["FD"]
+    fd = metric_names(network)["FD"]
     row = {"tokens/branch": cfg.tokens_per_branch, "branches": cfg.quantizer.branches,
            f"r{fd}": rec[fd], "PSNR": rec["PSNR"], "perceptual": rec[perceptual_key(rec)],
            "usage": min(rec["usage"]), "N_recon": rec["N"]}
     if generator:
         gen, tok, _ = pipeline.load_generator(pipeline.train_generator(cfg), pipeline.device_of(cfg), cfg)
         gm = pipeline.evaluate_generator(cfg, gen, tok, network, n=cfg.study.num_samples, seed=cfg.seed)
-        row |= {f"g{fd}": gm[fd]} | _generation_columns(gm, names) | {
+        row |= {f"g{fd}": gm[fd]} | generation_columns(gm, network) | {
             "N_gen": gm["N"], "#Para (blocks)": parameter_counts(gen)["blocks"], "AR positions": gen.length,
             "AR steps": len(gen.steps)}
     return row | {"seed": cfg.seed, "minutes": (time.time() - t0) / 60}
@@ -54,7 +56,7 @@ def real_baseline(cfg: Config, network: metrics.MetricNetwork) -> dict:
     val = pipeline.val_subset(cfg, cfg.study.num_samples)
     result = pipeline.score_against_train(cfg, val.uint8_images(), network, val.labels)
     names = metric_names(network)
-    return ({f"g{names['FD']}": result[names["FD"]]} | _generation_columns(result, names)
+    return ({f"g{names['FD']}": result[names["FD"]]} | generation_columns(result, network)
             | {"N_gen": result["N"], "N_reference": result["N_reference"]})
 
 

@@ -192,3 +192,18 @@ def test_load_exactly_names_missing_and_unexpected_tensors_and_misfits(tmp_path)
     bias = net.bias.detach().clone()
     _load_exactly(net, {"weight": torch.ones(2, 2)}, {"weight"}, "model", tmp_path)  # bias: frozen, kept
     assert torch.equal(net.weight.detach(), torch.ones(2, 2)) and torch.equal(net.bias.detach(), bias)
+
+
+def test_state_dict_hash_by_hand():
+    """16 hex digits of SHA-256 over each tensor's `name|dtype|shape|` and its bytes, in name order."""
+    import hashlib
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        net.bias.fill_(0.5)
+    h = hashlib.sha256()
+    for name, values in (("bias", [0.5]), ("weight", [1.0, 2.0])):
+        shape = "(1,)" if name == "bias" else "(1, 2)"
+        h.update(f"{name}|torch.float32|{shape}|".encode() + torch.tensor(values).numpy().tobytes())
+    assert checkpoint.state_dict_hash(net) == h.hexdigest()[:16]
+    assert checkpoint.state_dict_hash(net.double()) != checkpoint.state_dict_hash(net.float())

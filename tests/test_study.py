@@ -77,6 +77,11 @@ def test_tokenizer_row_scores_the_generator_under_the_callers_evaluation(monkeyp
 def test_metric_columns_name_the_networks_metrics():
     assert study.metric_columns(NET) == ["rFD_evaluator", "PSNR", "gFD_evaluator", "IS_evaluator",
                                          "precision_evaluator", "recall_evaluator", "class_consistency_evaluator"]
+    result = {"FD_evaluator": 9.0, "IS_evaluator": 2.0, "KID_evaluator": 0.1, "precision_evaluator": 0.6,
+              "recall_evaluator": 0.4, "class_consistency_evaluator": 0.5, "N": 10}
+    assert list(study.generation_columns(result, NET).items()) == [
+        ("IS_evaluator", 2.0), ("precision_evaluator", 0.6), ("recall_evaluator", 0.4),
+        ("class_consistency_evaluator", 0.5)]
 
 
 def test_paper_pairs_format_the_specs_columns_under_the_network():
