@@ -3,12 +3,13 @@
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := help
-.PHONY: help setup data lint test mutation reproduce claims html bench clean distclean
+.PHONY: help setup data lint test mutation reproduce claims html bench plan clean distclean
 
 PROFILE ?= cpu## the profile to run: smoke | cpu | gpu | paper
 VENV ?= .venv## the Python environment: VENV=$CONDA_PREFIX uses an existing (conda) env, no .venv is built
 PINNED ?= 1## 1: install the exact versions in requirements-lock.txt; 0: only pyproject's lower bounds
 PYTHON ?= python3## the interpreter that creates .venv
+THROUGHPUT ?=## plan: a stated FLOP/s (e.g. 4e14) to estimate steps from their FLOPs instead of timing them
 OVERRIDES ?=## nb-NN's config overrides as JSON ('{"quantizer.dropout_p": 0.3}'): a variant, under results/<profile>/variants/
 PY := $(VENV)/bin/python
 LOCK := requirements-lock.txt
@@ -94,6 +95,9 @@ claims: $(STAMP) ## re-write the claims ledger results/<profile>/claims.md from 
 
 html: $(STAMP) ## the HTML reports and index.html from the executed notebooks (runs nothing)
 	$(PY) -m imagefolder html --profile $(PROFILE)
+
+plan: $(STAMP) ## the models `reproduce` would train, which exist, and their estimated time (trains nothing)
+	$(PY) -m imagefolder plan --profile $(PROFILE) $(if $(THROUGHPUT),--flops-per-second $(THROUGHPUT)) threads=$(THREADS)
 
 bench: data ## the fast paths against fp32 eager as ratios; latency / FLOPs of the token layouts; tokenizer throughput
 	$(PY) -m imagefolder bench --profile $(PROFILE) threads=$(THREADS)

@@ -191,7 +191,7 @@ def _random_tokenizer_objective(cfg: Config, device: torch.device, seed: int):
     return pipeline.tokenizer_objective(cfg, trained=False).to(device)
 
 
-def _tokenizer_step(cfg: Config, tcfg: TrainConfig, device: torch.device, batch: int, seed: int = 0
+def tokenizer_step(cfg: Config, tcfg: TrainConfig, device: torch.device, batch: int, seed: int = 0
                     ) -> Callable[[], object]:
     """A no-argument `train.train_step` of the profile's tokenizer objective as `tcfg` runs it, at step
     `disc_start` (adversarial terms on), on a fixed batch of random images."""
@@ -219,7 +219,7 @@ def tokenizer_benchmark(cfg: Config, device: torch.device | str = "cpu", batch: 
     images = torch.rand(batch, 3, cfg.data.resolution, cfg.data.resolution, device=device) * 2 - 1
     indices = tokenizer.encode(images)
     times = interleaved({"encode": lambda: tokenizer.encode(images), "decode": lambda: tokenizer.decode(indices),
-                         "train step": _tokenizer_step(cfg, cfg.train_tokenizer, device, batch, seed)},
+                         "train step": tokenizer_step(cfg, cfg.train_tokenizer, device, batch, seed)},
                         warmup, repeats, device)
     timings = {stage: spread(ts) for stage, ts in times.items()}
     notes = {"encode": "tokenizer.encode (eval, no grad)", "decode": "tokenizer.decode (eval, no grad)",
@@ -249,7 +249,7 @@ def _paths(tcfg: TrainConfig) -> dict[str, TrainConfig]:
             f"adopted: {path_name(tcfg)}": tcfg}
 
 
-def _generator_step(cfg: Config, tcfg: TrainConfig, device: torch.device, seed: int = 0
+def generator_step(cfg: Config, tcfg: TrainConfig, device: torch.device, seed: int = 0
                     ) -> tuple[Callable[[], object], int]:
     """A no-argument `train.train_step` of the profile's generator (random weights, random tokens) as `tcfg`
     runs it, and the tokens it trains on per step."""
@@ -363,12 +363,12 @@ def speed_benchmark(cfg: Config, warmup: int = 2, repeats: int = 10, device: tor
     announce("tokenizer train step")
     paths = _paths(cfg.train_tokenizer)
     B = cfg.train_tokenizer.batch_size
-    fns = {v: _tokenizer_step(cfg, t, device, B, seed) for v, t in paths.items()}
+    fns = {v: tokenizer_step(cfg, t, device, B, seed) for v, t in paths.items()}
     rows += _training_rows("tokenizer train step", "img/s", fns, B, cfg.train_tokenizer, warmup, repeats, device)
 
     announce("generator train step")
     paths = _paths(cfg.train_generator)
-    steps = {v: _generator_step(cfg, t, device, seed) for v, t in paths.items()}
+    steps = {v: generator_step(cfg, t, device, seed) for v, t in paths.items()}
     rows += _training_rows("generator train step", "tokens/s", {v: fn for v, (fn, _) in steps.items()},
                            next(iter(steps.values()))[1], cfg.train_generator, warmup, repeats, device)
 

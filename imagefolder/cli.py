@@ -59,17 +59,26 @@ def cmd_train_generator(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """Reconstruction metrics of the config's trained tokenizer, and generation metrics of its generator if trained."""
+    """Reconstruction metrics of the config's trained tokenizer, and generation metrics of its generator if
+    trained, with the paper's (Table 4, ImageFolder) beside them where the metric network is Inception; trains
+    nothing."""
     from . import pipeline
+    from .results import paper_value
     cfg = _cfg(args)
+    tok_path = pipeline.model_file(cfg, "tokenizer")
+    if not tok_path.exists():
+        sys.exit(f"evaluate: no trained tokenizer at {tok_path}: run train-tokenizer (or import-official) first")
     network = pipeline.metric_network(cfg)
-    tokenizer, _ = pipeline.load_tokenizer(pipeline.train_tokenizer(cfg), pipeline.device_of(cfg))
+    tokenizer, _ = pipeline.load_tokenizer(tok_path, pipeline.device_of(cfg))
     report = {"tokenizer": pipeline.evaluate_tokenizer(cfg, tokenizer, network)}
-    gen_path = pipeline.run_path(cfg, "generator", pipeline.generator_name(cfg)) / "model.safetensors"
+    gen_path = pipeline.model_file(cfg, "generator")
     if gen_path.exists():
         generator, tokenizer, _ = pipeline.load_generator(gen_path, pipeline.device_of(cfg), cfg)
         report["generator"] = pipeline.evaluate_generator(cfg, generator, tokenizer, network,
                                                           n=cfg.evaluation.num_samples, seed=cfg.seed)
+    if cfg.evaluation.fid_network == "inception":
+        report["paper (Table 4, ImageFolder)"] = {c: paper_value("table4", "ImageFolder", c)
+                                                  for c in ("rFID", "gFID", "IS", "Pre", "Rec")}
     print(json.dumps(report, indent=1, default=str))
 
 
@@ -118,9 +127,17 @@ def cmd_import_official(args: argparse.Namespace) -> None:
         print(f"{kind}: {path}")
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    """List every model the profile's `make reproduce` trains, which are trained already, and an estimate of
+    their training time (measured step times, or FLOPs over --flops-per-second); trains nothing."""
+    from . import plan
+    print(plan.report(_cfg(args), args.flops_per_second))
+
+
 COMMANDS = {"config": cmd_config, "data": cmd_data, "train-tokenizer": cmd_train_tokenizer,
             "train-generator": cmd_train_generator, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "bench": cmd_bench, "claims": cmd_claims, "html": cmd_html, "import-official": cmd_import_official}
+            "bench": cmd_bench, "claims": cmd_claims, "html": cmd_html, "import-official": cmd_import_official,
+            "plan": cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
                            help="the tokenizer file's state dict to import: ema or model (default: %(default)s)")
             p.add_argument("--force", action="store_true", help="replace runs that exist already")
             p.set_defaults(profile="paper")
+        if name == "plan":
+            p.add_argument("--flops-per-second", type=float, metavar="X",
+                           help="estimate each step as its FLOPs / X (a stated throughput) instead of timing it")
         if name in ("claims", "html"):
             p.add_argument("--results", default="results", help="the results root (tables under <root>/<profile>/)")
             p.set_defaults(overrides=[])

@@ -281,9 +281,9 @@ def import_official(tokenizer_file: str | Path, generator_file: str | Path | Non
     gen_file = Path(generator_file) if generator_file is not None else None
     gen_state = None if gen_file is None else generator_state(
         _entry(load_official(gen_file), ("trainer", "var_wo_ddp"), gen_file), cfg, f"{gen_file} [trainer/var_wo_ddp]")
-    paths = {"tokenizer": pipeline.run_path(cfg, "tokenizer", pipeline.tokenizer_name(cfg)) / "model.safetensors"}
+    paths = {"tokenizer": pipeline.model_file(cfg, "tokenizer")}
     if gen_state is not None:
-        paths["generator"] = pipeline.run_path(cfg, "generator", pipeline.generator_name(cfg)) / "model.safetensors"
+        paths["generator"] = pipeline.model_file(cfg, "generator")
     taken = [str(p) for p in paths.values() if p.exists()]
     if taken and not overwrite:
         raise OfficialCheckpointError(f"{', '.join(taken)} exists already (pass overwrite=True / --force to replace)")

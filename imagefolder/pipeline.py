@@ -62,6 +62,12 @@ def generator_name(cfg: Config) -> str:
     return f"gen-{config_hash(cfg, 'generator')}"
 
 
+def model_file(cfg: Config, model: Literal["tokenizer", "generator"]) -> Path:
+    """The final weights file of `cfg`'s `model` run: it exists once that run has finished."""
+    name = tokenizer_name(cfg) if model == "tokenizer" else generator_name(cfg)
+    return run_path(cfg, model, name) / "model.safetensors"
+
+
 def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
     """Overrides (relative to a `TrainConfig`) that shorten its run to `steps`: the warm-up capped at the run,
     the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold a fifth
@@ -184,15 +190,14 @@ def _used(path: Path) -> Path:
 
 def train_tokenizer(cfg: Config) -> Path:
     """Train (or resume, or find) the tokenizer of `cfg`; returns its EMA weights file."""
-    name = tokenizer_name(cfg)
-    path = run_path(cfg, "tokenizer", name) / "model.safetensors"
+    path = model_file(cfg, "tokenizer")
     with _run_lock(path.parent):
         if not path.exists():
             seed_everything(cfg.seed)
             train_ds = ImageFolderDataset(cfg.data, "train")
             objective = tokenizer_objective(cfg)
             train(objective, train_ds, cfg.train_tokenizer, path.parent, cfg.seed, config=to_dict(cfg),
-                  run_key=run_definition(cfg, "tokenizer"), device=device_of(cfg), desc=name)
+                  run_key=run_definition(cfg, "tokenizer"), device=device_of(cfg), desc=path.parent.name)
             _write_code(path)
     return _used(path)
 
@@ -379,7 +384,7 @@ def token_cache(tokenizer: ImageFolderTokenizer, tokenizer_path: Path, cfg: Conf
 
 def train_generator(cfg: Config) -> Path:
     """Train (or resume, or find) the generator of `cfg` on the tokens of its tokenizer (trained first if needed)."""
-    path = run_path(cfg, "generator", generator_name(cfg)) / "model.safetensors"
+    path = model_file(cfg, "generator")
     tokenizer_path = train_tokenizer(cfg)
     with _run_lock(path.parent):
         if path.exists():

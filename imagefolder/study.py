@@ -136,21 +136,21 @@ def seed_summary(runs: pd.DataFrame, network: metrics.MetricNetwork, by: str = "
 
 
 def seeded_table(report: results.Report, cfg: Config, spec: TableSpec, network: metrics.MetricNetwork, *,
-                 generator: bool = False, note: str | None = None, extra: list[dict] | None = None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run `spec`'s variants over `cfg.study.seeds` at the study budget and write both of its tables:
+                 note: str | None = None, extra: list[dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run `spec`'s variants (with their generators where `spec.generator`) over `cfg.study.seeds` at the
+    study budget and write both of its tables:
     `spec.runs`, one row per (variant, seed), which the ledger judges, and `spec.name`, the mean ± sd over
     seeds with what each row ran (`spec.describe`), the rows of `extra` (e.g. the full-budget models, named
     in the `spec.key` column) and the paper's number beside ours. Returns (runs, summary)."""
     if spec.runs is None:
         raise ValueError(f"TableSpec {spec.name!r} has no variants for seeded_table to run")
     seeds = cfg.study.seeds
-    runs = run_table(cfg, spec.variants(cfg), network, generator=generator, seeds=seeds).rename(
+    runs = run_table(cfg, spec.variants(cfg), network, generator=spec.generator, seeds=seeds).rename(
         columns={"variant": spec.key})
     if spec.settings:
         runs.insert(0, spec.setting_column, runs[spec.key].map(dict(zip(spec.variants(cfg), spec.settings))))
     n = sample_sizes(runs, cfg)
-    budget = (f"{cfg.study.tokenizer_steps} tokenizer" + (f" + {cfg.study.generator_steps} generator" if generator
+    budget = (f"{cfg.study.tokenizer_steps} tokenizer" + (f" + {cfg.study.generator_steps} generator" if spec.generator
                                                            else "") + " steps per run")
     report.table(runs, spec.runs, title=f"{spec.title}, one row per seed", network=network.describe(), n=n,
                  note=budget, show=False)

@@ -150,6 +150,7 @@ class TableSpec:
     # cfg → {our row: what it ran}, where the paper's label for the row would not describe ours
     describe: Callable[[Config], dict[str, str]] | None = None
     paper_text: tuple[str, ...] = ()  # the paper's columns that describe its rows (e.g. "method"), shown beside ours
+    generator: bool = False  # its variants train a generator too (study.seeded_table, plan)
     repeated: bool = False  # its rows are measured in repeated rounds (timings): `runs` holds one row per round
 
     def __post_init__(self):
@@ -237,23 +238,24 @@ def _ladder_rows(cfg: Config) -> dict[str, str]:
 TABLE1 = TableSpec(
     "table1_final_scale", "Table 1: final scale K×K vs quality", "table1",
     lambda cfg: _schedules({f"{k}×{k}": k for k in (cfg.grid - 2, cfg.grid, cfg.grid + 2)}),
-    columns=RECON_GEN, settings=_header("table1"))
+    columns=RECON_GEN, settings=_header("table1"), generator=True)
 TABLE2 = TableSpec(
     "table2_encoder_tuning", "Table 2: encoder initialised from the teacher, tuned three ways", "table2",
     lambda cfg: {name: {"tokenizer.encoder_tuning": name.lower()} for name in ("linear", "LoRA", "full")},
     columns=RECON, settings=_header("table2"))
 TABLE3_ROWS12 = TableSpec(
     "table3_rows1-2", "Table 3 rows 1–2: VAR-style multi-scale residual quantization, ± dropout", "table3",
-    lambda cfg: {k: v for k, v in _ladder(cfg).items() if k in ("1", "2")}, columns=RECON_GEN,
+    lambda cfg: {k: v for k, v in _ladder(cfg).items() if k in ("1", "2")}, columns=RECON_GEN, generator=True,
     describe=lambda cfg: {k: v for k, v in _ladder_rows(cfg).items() if k in ("1", "2")}, paper_text=("method",))
 TABLE3 = TableSpec("table3_ablation_ladder", "Table 3: each row adds to the one above", "table3", _ladder,
-                   columns=RECON_GEN, describe=_ladder_rows, paper_text=("method",))
+                   columns=RECON_GEN, describe=_ladder_rows, paper_text=("method",), generator=True)
 TABLE4 = TableSpec(
     "table4_comparison", "Table 4 (our rows): class-conditional generation at equal budget", "table4",
     lambda cfg: {"raster (LlamaGen-like)": var_style(cfg, scales=[cfg.patch_grid])
                  | {"quantizer.dropout_p": 0.0, "quantizer.dropout_n_start": 1, "generator.layout": "raster"},
                  "VAR-style": var_style(cfg), "ImageFolder": {}},
-    key="method", columns={"r{FD}": "rFID", "g{FD}": "gFID", "{IS}": "IS", "{precision}": "Pre", "{recall}": "Rec"},
+    key="method", generator=True,
+    columns={"r{FD}": "rFID", "g{FD}": "gFID", "{IS}": "IS", "{precision}": "Pre", "{recall}": "Rec"},
     # our generators share the profile's width and depth: the paper's rows they stand for, not its models
     aliases={"raster (LlamaGen-like)": "LlamaGen-L", "VAR-style": "VAR (d16)", "ImageFolder": "ImageFolder",
              "ImageFolder (main, full budget)": "ImageFolder"},
@@ -284,6 +286,7 @@ TABLE5B = TableSpec(
 TABLE5C = TableSpec(
     "table5c_branches", "Table 5c: branches P", "table5c",
     lambda cfg: {str(p): {"quantizer.branches": p} for p in (1, 2, 4)}, columns=RECON, settings=_header("table5c"),
+    generator=True,
     facts={"g{FD}": ("gFID", {"2": "gFID_2_branches", "4": "gFID_4_branches"})})
 TABLE5D = TableSpec(
     "table5d_lambda_clip", "Table 5d: λ_clip (0 = no semantic loss)", "table5d",
@@ -303,7 +306,7 @@ def _last_scales(cfg: Config) -> dict[str, dict]:
 
 
 TABLE7 = TableSpec(
-    "table7_token_length", "Table 7: token length", "table7", _last_scales, columns=RECON_GEN,
+    "table7_token_length", "Table 7: token length", "table7", _last_scales, columns=RECON_GEN, generator=True,
     settings=tuple(paper_tables()["table7"]["rows"]), setting_column="paper length",
     describe=lambda cfg: {name: "scales " + ",".join(map(str, v["quantizer.scales"]))
                           for name, v in _last_scales(cfg).items()})
@@ -312,7 +315,7 @@ TABLE8 = TableSpec(
     lambda cfg: {str(v): {"quantizer.codebook_size": v} for v in (cfg.quantizer.codebook_size * m for m in (1, 2, 4))},
     columns=RECON, settings=_header("table8"))
 TABLE9 = TableSpec("table9_branch_settings", "Table 9: branch settings", "table9", lambda cfg: dict(BRANCH_SETTINGS),
-                   columns=RECON_GEN)
+                   columns=RECON_GEN, generator=True)
 TOKEN_COUNTS = TableSpec(
     "token_counts", "Tokens and autoregressive steps per image (computed from the schedules)", "table4",
     key="design",
@@ -326,7 +329,7 @@ TOKENIZER_MAIN = TableSpec(
     aliases={"ImageFolder (main)": "ImageFolder", "VAR-style single branch, same budget": "VAR (d16)"})
 FOLDED_VS_UNFOLDED = TableSpec(
     "folded_vs_unfolded", "Folded vs unfolded generation from the same tokenizer",
-    variants=lambda cfg: {m: {"generator.layout": m} for m in ("folded", "unfolded")})
+    variants=lambda cfg: {m: {"generator.layout": m} for m in ("folded", "unfolded")}, generator=True)
 
 
 def _by_setting(text: str, spec: TableSpec, better: str, worse: str, metric: str = "rFD",

@@ -25,6 +25,12 @@ def test_train_tokenizer_command_writes_a_model(tmp_path, capsys):
     assert path.endswith("model.safetensors") and path.startswith(str(tmp_path))
 
 
+def test_evaluate_trains_nothing_and_names_the_missing_run(tmp_path):
+    with pytest.raises(SystemExit, match=rf"no trained tokenizer at {tmp_path}/smoke/tokenizer/tok-\w+/model"):
+        cli.main(["evaluate", "--profile", "smoke", f"run_dir={tmp_path}"])
+    assert not (tmp_path / "smoke" / "tokenizer").exists()
+
+
 def test_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "imagefolder", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "train-tokenizer" in proc.stdout

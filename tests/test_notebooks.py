@@ -77,6 +77,20 @@ def test_notebook_runs_under_smoke(path, smoke_run):
     assert "<html" in html and "Traceback" not in html
 
 
+def test_plan_lists_exactly_the_runs_the_notebooks_trained(smoke_run):
+    """`plan` (no training) names the same runs as the six notebooks left in their run dir, both ways."""
+    from imagefolder import config, plan
+    runs = smoke_run / "runs" / "smoke"
+    trained = {(kind, d.name) for kind in ("tokenizer", "generator") for d in (runs / kind).glob("*")
+               if (d / "model.safetensors").exists()}
+    assert trained, f"no trained runs under {runs}: the notebook tests of this module run first"
+    listed = plan.runs(config.profile("smoke", {"run_dir": str(smoke_run / "runs")}))
+    named = {(r.kind, r.name) for r in listed}
+    assert named - trained == set(), "plan lists runs no notebook trained"
+    assert trained - named == set(), "notebooks trained runs plan does not list"
+    assert all(r.trained for r in listed)
+
+
 def test_claims_ledger_from_the_smoke_tables(smoke_run):
     from imagefolder.claims import write_ledger
     from imagefolder.tables import CLAIMS
