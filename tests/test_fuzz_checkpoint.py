@@ -207,3 +207,24 @@ def test_state_dict_hash_by_hand():
         h.update(f"{name}|torch.float32|{shape}|".encode() + torch.tensor(values).numpy().tobytes())
     assert checkpoint.state_dict_hash(net) == h.hexdigest()[:16]
     assert checkpoint.state_dict_hash(net.double()) != checkpoint.state_dict_hash(net.float())
+
+
+def test_stale_temporaries_are_only_our_folders(tmp_path):
+    (tmp_path / ".tmp-step_notours").mkdir()  # the prefix, not the name pattern
+    (tmp_path / ".tmp-step_00000001-abc").write_text("a file, not a folder")
+    stale = tmp_path / ".tmp-step_00000003-xyz"
+    stale.mkdir()
+    assert checkpoint.remove_stale_temporaries(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-step_00000001-abc", ".tmp-step_notours"]
+
+
+def test_a_save_is_written_beside_its_final_folder_and_replaces_an_earlier_save_of_its_step(tmp_path, monkeypatch):
+    written = []
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, path: (written.append(Path(path)), save(obj, path)))
+    checkpoint.save_training(tmp_path, 5, {"w": torch.zeros(1)}, {"n": 1}, {}, keep=2)
+    assert written[0].parent.parent == tmp_path and written[0].parent.name.startswith(".tmp-step_00000005-")
+    checkpoint.save_training(tmp_path, 5, {"w": torch.ones(1)}, {"n": 2}, {}, keep=2)
+    step, tensors, state = checkpoint.load_training(tmp_path / "step_00000005")
+    assert (step, state["n"]) == (5, 2) and torch.equal(tensors["w"], torch.ones(1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000005"]
