@@ -113,3 +113,9 @@ def test_the_compiled_path_runs_its_static_caches(monkeypatch):
     static = model.sample(labels, q, cfg_scale=1.5, generator=torch.Generator().manual_seed(4), compiled=True)
     assert list(model.static_kv) == [(4, torch.float32, torch.device("cpu"))]  # 2B rows with guidance
     assert all(torch.equal(a, b) for a, b in zip(eager, static))
+
+
+def test_the_draw_stays_on_the_logits_device():
+    """Logits on the meta device give meta tokens: the uniform numbers are drawn where the logits are."""
+    tokens = sample_tokens(torch.zeros(2, 3, 4, device="meta"), top_k=2, top_p=0.5)
+    assert tokens.device.type == "meta" and tokens.shape == (2, 3) and tokens.dtype == torch.long
