@@ -125,9 +125,15 @@ def _step(run: Run, device: torch.device, train: TrainConfig) -> Callable[[], ob
     return bench.generator_step(run.cfg, train, device)[0]
 
 
+MEASURED_STEPS = (2, 3)  # (warm-up, timed) training steps of `measured_step_seconds`
+
+
 def measured_step_seconds(run: Run, device: torch.device) -> float:
-    """Wall time of the third of three training steps of `run` on `device` (the first two warm up and compile)."""
-    return cost.interleaved({"step": _step(run, device, run.train)}, warmup=2, repeats=1, device=device)["step"][0]
+    """Median wall time of a training step of `run` on `device`: `MEASURED_STEPS` timed after the warm-up ones
+    (which compile where the run compiles, and initialise the codebooks)."""
+    warmup, timed = MEASURED_STEPS
+    times = cost.interleaved({"step": _step(run, device, run.train)}, warmup=warmup, repeats=timed, device=device)
+    return cost.spread(times["step"])["median"]
 
 
 FLOPS_BATCH = 2  # the batch `step_flops` counts at
@@ -164,8 +170,9 @@ def plan(cfg: Config, flops_per_second: float | None = None) -> tuple[pd.DataFra
                        for r, s in zip(listed, shapes)])
     how = (f"step times: FLOPs per training step (torch.utils.flop_counter, counted at batch {FLOPS_BATCH} and "
            f"scaled to the run's) / {flops_per_second:.3g} FLOP/s stated" if flops_per_second else
-           f"step times: measured, the third of three training steps at each run's batch on "
-           f"{cost.device_name(device)}, once per step shape ({len(per_shape)} shapes)")
+           f"step times: measured, the median of {MEASURED_STEPS[1]} training steps after {MEASURED_STEPS[0]} "
+           f"warm-up ones at each run's batch on {cost.device_name(device)}, once per step shape "
+           f"({len(per_shape)} shapes)")
     return df, how
 
 

@@ -4,6 +4,7 @@ the list is tests/test_notebooks.py's."""
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -112,3 +113,17 @@ def test_cli_plan_prints_the_runs_and_the_totals(tmp_path, monkeypatch, capsys):
     n = len(plan.runs(config.profile("smoke", {"run_dir": str(tmp_path)})))
     assert f"{n} models" in out and "evaluation (reconstruction and sampling metrics) is not counted" in out
     assert "trained already: 0 of" in out and f"to train: {n} models" in out
+
+
+def test_a_measured_step_is_the_median_of_the_timed_steps_after_the_warm_up(cfg, monkeypatch):
+    durations = iter([0.3, 0.3, 0.01, 0.09, 0.05])  # two warm-up steps (compiling), then three timed ones
+
+    def step():
+        time.sleep(next(durations))
+
+    monkeypatch.setattr(plan, "_step", lambda run, device, train: step)
+    assert plan.MEASURED_STEPS == (2, 3)
+    run = plan.runs(cfg)[0]
+    assert plan.measured_step_seconds(run, torch.device("cpu")) == pytest.approx(0.05, abs=0.02)
+    with pytest.raises(StopIteration):
+        step()  # exactly five steps ran
