@@ -25,11 +25,19 @@ OVERRIDES = {"train_tokenizer.steps": 4, "train_generator.steps": 4, "tokenizer.
              "tokenizer.adv_weight": 0.5}
 
 
+# The same code trains slightly different weights on different CPUs: oneDNN and ATen pick other kernels (AMX,
+# AVX-512, AVX2), and a few near-zero gradients change sign within Adam's first steps. Between those kernel paths
+# (forced on one machine with ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY) the L1 and L2 norms and the losses below
+# moved by at most 3.1e-4 (relative; 2.8e-4 at MODEL_CODE_VERSION 3), while a signed sum of the weights, which nearly cancels, moved by 30 %.
+# So the digest holds no signed sum, and the tolerance sits several times above that spread.
+TOLERANCE = 2e-3
+
+
 def _digest(path: Path) -> dict[str, float]:
-    """Sum and L2 norm over all tensors of a weights file (float64)."""
+    """L1 and L2 norms over all tensors of a weights file (float64) and their count."""
     tensors, _, _ = checkpoint.load_model(path)
     flat = torch.cat([t.double().flatten() for _, t in sorted(tensors.items())])
-    return {"sum": float(flat.sum()), "norm": float(flat.norm()), "numel": int(flat.numel())}
+    return {"l1": float(flat.abs().sum()), "norm": float(flat.norm()), "numel": int(flat.numel())}
 
 
 def smoke_digests(run_dir: Path) -> dict[str, dict[str, float]]:
@@ -60,7 +68,7 @@ def test_smoke_run_trains_the_recorded_weights(tmp_path):
     got = smoke_digests(tmp_path)
     for kind in expected:
         for key, value in expected[kind].items():
-            assert got[kind][key] == pytest.approx(value, rel=1e-4, abs=1e-6), (
+            assert got[kind][key] == pytest.approx(value, rel=TOLERANCE, abs=1e-6), (
                 f"{kind} {key}: {got[kind][key]} vs recorded {value}: the trained weights changed. Look for "
                 f"the bug first (the fast tests missed it: add one that catches it). Only for an intended "
                 f"change of training, bump pipeline.MODEL_CODE_VERSION and record its new digest beside the old "
