@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeGuard, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -110,7 +109,8 @@ class QuantizerConfig:
     commitment: Literal["mean", "sum"] = "mean"
     # data: residuals of the first training batch (fast on CPU); uniform: official, uniform in ±1/V, l2-normalised
     codebook_init: Literal["data", "uniform"] = "data"
-    phi_init: Literal["identity", "default"] = "identity"  # φ convs start as the identity; default: PyTorch's (official)
+    # φ convs start as the identity; default: PyTorch's (official)
+    phi_init: Literal["identity", "default"] = "identity"
 
 
 @dataclass
@@ -127,11 +127,12 @@ class ViTConfig:
 class TokenizerConfig:
     encoder: ViTConfig = field(default_factory=ViTConfig)
     decoder: ViTConfig = field(default_factory=ViTConfig)
-    token_source: Literal["query", "feature_map"] = "query"  # what is quantized: query: ImageFolder K×K query tokens; feature_map: VAR-style patch grid
+    # what is quantized: query: ImageFolder K×K query tokens; feature_map: VAR-style patch grid
+    token_source: Literal["query", "feature_map"] = "query"
     query_window: int | None = None  # None: queries attend to all tokens (paper); r: only within r cells (README)
-    decoder_code_cls: bool = True  # a second cls token (the decoder's own, no new parameter) before the code tokens (official)
+    # a second cls token (the decoder's own, no new parameter) before the code tokens (official)
+    decoder_code_cls: bool = True
     encoder_init: Literal["pretrained", "random"] = "pretrained"  # pretrained: DINOv2 / teacher
-    decoder_init: Literal["random", "pretrained"] = "random"  # pretrained: from the teacher's weights (official: DINOv2)
     encoder_tuning: Literal["full", "lora", "linear"] = "full"  # Table 2
     lora_rank: int = 8
     semantic_mode: Literal["none", "one", "all"] = "one"  # branches regularised by the teacher (Tables 3, 9)
@@ -142,15 +143,19 @@ class TokenizerConfig:
     semantic_loss: Literal["normalised", "official"] = "normalised"
     recon_weight: float = 1.0
     perceptual_weight: float = 1.0
-    perceptual_loss: Literal["teacher", "lpips_vgg"] = "teacher"  # teacher: feature distance (small profiles); lpips_vgg: paper
+    # teacher: feature distance (small profiles); lpips_vgg: paper
+    perceptual_loss: Literal["teacher", "lpips_vgg"] = "teacher"
     vq_weight: float = 1.0
     adv_weight: float = 0.5
-    adaptive_adv_weight: bool = True  # VQGAN's ‖∇nll‖/‖∇adv‖ at the last decoder layer scales the adversarial term (official MSVR10P2: on)
+    # VQGAN's ‖∇nll‖/‖∇adv‖ at the last decoder layer scales the adversarial term (official MSVR10P2: on)
+    adaptive_adv_weight: bool = True
     lecam_weight: float = 0.001
     disc_start: int = 2000  # generator step at which the adversarial loss starts
-    adv_ramp_steps: int = 0  # the tokenizer's adversarial weight ramps from 0 to adv_weight over these steps after disc_start
+    # the tokenizer's adversarial weight ramps from 0 to adv_weight over these steps after disc_start
+    adv_ramp_steps: int = 0
     discriminator: Literal["none", "patchgan", "dino"] = "patchgan"  # Table 3 row 7
-    teacher_network: Literal["reference", "dinov2_vitb14"] = "reference"  # frozen semantic teacher and encoder init; reference: small profiles
+    # frozen semantic teacher and encoder init; reference: small profiles
+    teacher_network: Literal["reference", "dinov2_vitb14"] = "reference"
     # None: the teacher as trained (DINOv2: patch 14 at 518 px); p: re-patched to p at the data resolution
     # (official: 16 at 256)
     teacher_patch_size: int | None = None
@@ -167,15 +172,14 @@ class TokenizerConfig:
 
 @dataclass
 class GeneratorConfig:
-    layout: Literal["folded", "unfolded", "raster"] = "folded"  # the sequence (layouts.py): folded: ImageFolder; unfolded: branches as separate positions; raster: next-token
+    # the sequence (layouts.py): folded: ImageFolder; unfolded: branches as separate positions; raster: next-token
+    layout: Literal["folded", "unfolded", "raster"] = "folded"
     depth: int = 17
     width: int = 1088
     heads: int = 17
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth of the last block, linear from 0 at the first (official: 0.1·depth/24)
-    # adaln_zero: DiT's; var: VAR's (official): std √(1/3W), head ×0.02, adaLN γ ×1e-4, proj / fc2 ÷ √(2·depth)
-    init: Literal["adaln_zero", "var"] = "adaln_zero"
     # l2_norm: VAR's (official): q, k l2-normalised per head, q × exp(min(s_h, ln 100)) with a learned per-head
     # log-scale s_h (from ln 4), softmax scale 1, q and v biases only; scaled_dot: 1/√d, full qkv bias
     attention: Literal["l2_norm", "scaled_dot"] = "l2_norm"
@@ -196,8 +200,10 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999  # 0 disables EMA
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 on CUDA, off on CPU; bf16 on CPU: AMX bf16 matmuls (train.forward_precision)
-    compile: bool = _role(EXECUTION, False)  # torch.compile (inductor) of the training forward; compile time counts in `make bench`
+    # auto: bf16 on CUDA, off on CPU; bf16 on CPU: AMX bf16 matmuls (train.forward_precision)
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    # torch.compile (inductor) of the training forward; compile time counts in `make bench`
+    compile: bool = _role(EXECUTION, False)
     ckpt_every: int = _role(BOOKKEEPING, 500)
     keep_ckpts: int = _role(BOOKKEEPING, 2)
     log_every: int = _role(BOOKKEEPING, 25)
@@ -221,10 +227,12 @@ class ReferenceNetConfig:
 
 @dataclass
 class EvalConfig:
-    fid_network: Literal["evaluator", "inception"] = "evaluator"  # evaluator: small profiles; inception: paper (inception-v3-compat)
+    # evaluator: small profiles; inception: paper (inception-v3-compat)
+    fid_network: Literal["evaluator", "inception"] = "evaluator"
     # train: gFID against the train split; adm: also against the ADM suite's VIRTUAL_imagenet256_labeled.npz (paper)
     fid_reference: Literal["train", "adm"] = "train"
-    perceptual_network: Literal["teacher", "lpips_vgg"] = "teacher"  # the reported perceptual distance's network (the training loss: tokenizer.perceptual_loss)
+    # the reported perceptual distance's network (the training loss: tokenizer.perceptual_loss)
+    perceptual_network: Literal["teacher", "lpips_vgg"] = "teacher"
     num_samples: int = 1000  # generated images for gFID / IS / precision / recall
     num_recon: int = 1000  # val images for rFID / PSNR
     num_reference: int | None = None  # train images that samples are scored against, spread over classes; None = all
@@ -233,7 +241,8 @@ class EvalConfig:
     sample_labels: Literal["balanced", "reference"] = "balanced"
     batch_size: int = 100
     kid_subset_size: int = 100
-    amp: Literal["auto", "bf16", "off"] = "auto"  # reconstruction and sampling (not the metric network), as the trainer's
+    # reconstruction and sampling (not the metric network), as the trainer's
+    amp: Literal["auto", "bf16", "off"] = "auto"
     # sampling steps through torch.compile over a static KV cache (CUDA graphs on a GPU; `Generator.sample`);
     # off in every profile (`make bench` times it against eager)
     compile_sampler: bool = _role(EXECUTION, False)
@@ -254,7 +263,8 @@ class Config:
     profile: str = _role(TOKENIZER, "paper")  # also selects the reference networks' files (`teacher-<profile>`)
     seed: int = _role(TOKENIZER, 0)  # of the tokenizer's and the generator's training
     device: Literal["auto", "cpu", "cuda"] = _role(EXECUTION, "auto")
-    threads: int = _role(EXECUTION, 0)  # torch CPU threads (0 = torch's default); 1 is fastest for the smoke profile's tiny ops
+    # torch CPU threads (0 = torch's default); 1 is fastest for the smoke profile's tiny ops
+    threads: int = _role(EXECUTION, 0)
     run_dir: str = _role(BOOKKEEPING, "runs")  # checkpoints and caches (git-ignored)
     data: DataConfig = _role(TOKENIZER, factory=DataConfig)
     quantizer: QuantizerConfig = _role(TOKENIZER, factory=QuantizerConfig)
@@ -290,19 +300,19 @@ def _paper() -> Config:
     official release's training choices (lxa9867/ImageFolder, MSVR10P2-4096 and VAR-d17) wherever the paper's
     text allows either: uniform codebooks, φ convs with PyTorch's init, the first ⌊0.1·B⌋ samples dropped, the
     commitment summed over scales, the official semantic loss on the last branch with DINOv2 re-patched to 16,
-    a DINOv2-initialised decoder, stochastic depth 0.1 (tokenizer) and 0.1·17/24 (generator), VAR's init, and
-    the DINO-v1 ViT-S/16 discriminator with its official heads."""
+    stochastic depth 0.1 (tokenizer) and 0.1·17/24 (generator), and the DINO-v1 ViT-S/16 discriminator with its
+    official heads. Not yet taken (README, Profiles): the DINOv2-initialised decoder and VAR's weight init."""
     vit = ViTConfig(drop_path=0.1)
     return Config(
         profile="paper",
         data=DataConfig(name="imagenet", root="$IMAGEFOLDER_IMAGENET", resolution=256, in_memory=False,
                         num_workers=8, hflip=True),
         quantizer=QuantizerConfig(codebook_init="uniform", phi_init="default", dropout_pick="first", commitment="sum"),
-        tokenizer=TokenizerConfig(encoder=vit, decoder=copy.deepcopy(vit), decoder_init="pretrained",
+        tokenizer=TokenizerConfig(encoder=vit, decoder=copy.deepcopy(vit),
                                   semantic_loss="official", teacher_network="dinov2_vitb14", teacher_patch_size=16,
                                   discriminator="dino", disc_backbone="dino_vits16", disc_heads="official",
                                   perceptual_loss="lpips_vgg"),
-        generator=GeneratorConfig(drop_path=0.1 * 17 / 24, init="var"),
+        generator=GeneratorConfig(drop_path=0.1 * 17 / 24),
         train_tokenizer=TrainConfig(steps=200_000, batch_size=256, lr=1e-4, warmup_steps=5000,
                                     weight_decay=0.05, ckpt_every=5000, ema_decay=0.9999),
         train_generator=TrainConfig(steps=250_000, batch_size=768, lr=8e-5 * 768 / 256, warmup_steps=5000,
@@ -423,7 +433,7 @@ def _build(data: dict[str, Any], cls: type, path: str) -> Any:
         name = f"{path}{key}"
         if key not in hints:
             raise _unknown_field(name, value, hints)
-        nested = dataclasses.is_dataclass(hints[key]) and isinstance(value, dict)
+        nested = _is_section(hints[key]) and isinstance(value, dict)
         kwargs[key] = _build(value, hints[key], name + ".") if nested else value
     return cls(**kwargs)
 
@@ -450,7 +460,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
             raise _unknown_field(dotted, value, hints)
         hint = hints[leaf]
         value = _parse(value, hint, dotted)
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if _is_section(hint) and isinstance(value, dict):
             value = from_dict(value, hint, dotted + ".")
         else:
             check_value(value, hint, dotted)
@@ -508,11 +518,20 @@ def diff(a: dict[str, Any], b: dict[str, Any], path: str = "") -> list[str]:
 _SCALAR_NAMES = {str: "a string", int: "an int", float: "a number", bool: "true or false", type(None): "None"}
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    """Field name → resolved annotation of a config dataclass (annotations are strings here)."""
-    hints = get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    """Field name → resolved annotation of a config dataclass (annotations are strings here), cached per class."""
+    if cls not in _HINTS:
+        hints = get_type_hints(cls)
+        _HINTS[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _HINTS[cls]
+
+
+def _is_section(hint: Any) -> TypeGuard[type]:
+    """Whether an annotation is a config dataclass (a nested section)."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _not_none(hint: Any) -> Any:
@@ -534,7 +553,7 @@ def check_value(value: Any, hint: Any, name: str) -> None:
 
     Annotations: str, int (not bool), float (ints too), bool, `Literal[...]` choices, `X | None`,
     `list[X]` (each item checked as `name[i]`) and config dataclasses."""
-    if dataclasses.is_dataclass(hint):
+    if _is_section(hint):
         if not isinstance(value, hint):
             raise _type_error(name, hint, value)
         check_types(value, name + ".")
@@ -569,7 +588,7 @@ def _describe(hint: Any) -> str:
         return f"one of {get_args(hint)}"
     if origin is list:
         return "a list"
-    if dataclasses.is_dataclass(hint):
+    if _is_section(hint):
         return f"a {hint.__name__} section"
     return _SCALAR_NAMES[hint]
 
@@ -605,7 +624,7 @@ def field_roles(cls: type | None = None) -> dict[str, str]:
 
     def leaves(node: Any, path: str) -> list[str]:
         return [leaf for name, hint in _hints(node).items()
-                for leaf in (leaves(hint, f"{path}{name}.") if dataclasses.is_dataclass(hint) else [f"{path}{name}"])]
+                for leaf in (leaves(hint, f"{path}{name}.") if _is_section(hint) else [f"{path}{name}"])]
 
     return {path: role(path, root) for path in leaves(root, "")}
 
@@ -700,8 +719,8 @@ def validate(cfg: Config) -> None:
     _need(g.heads >= 1, "generator.heads", g.heads, "at least 1")
     _check(g.width % g.heads == 0, "generator.heads", f"width {g.width} not divisible by {g.heads} heads")
     _need(0.0 <= g.class_dropout < 1.0, "generator.class_dropout", g.class_dropout, "in [0, 1)")
-    _need(g.top_k >= 0, "generator.top_k", g.top_k, "≥ 0 (0 disables)")
     _need(0.0 <= g.drop_path < 1.0, "generator.drop_path", g.drop_path, "in [0, 1)")
+    _need(g.top_k >= 0, "generator.top_k", g.top_k, "≥ 0 (0 disables)")
     _need(0.0 < g.top_p <= 1.0, "generator.top_p", g.top_p, "in (0, 1]")
 
     for name in ("train_tokenizer", "train_generator"):
@@ -711,7 +730,8 @@ def validate(cfg: Config) -> None:
     e = cfg.evaluation
     _need(e.num_samples > 0, "evaluation.num_samples", e.num_samples, "positive")
     _need(e.num_recon > 0, "evaluation.num_recon", e.num_recon, "positive")
-    _need(e.num_reference is None or e.num_reference > 1, "evaluation.num_reference", e.num_reference, "None (all) or > 1")
+    _need(e.num_reference is None or e.num_reference > 1, "evaluation.num_reference", e.num_reference,
+          "None (all) or > 1")
     st = cfg.study
     _need(st.tokenizer_steps >= 1, "study.tokenizer_steps", st.tokenizer_steps, "at least 1")
     _need(st.generator_steps >= 1, "study.generator_steps", st.generator_steps, "at least 1")

@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import DropPath
 
 from . import sampler
 from .config import GeneratorConfig, QuantizerConfig
 from .layouts import Layout, Quantizer, build_layout, unflatten_indices
+from .quantize import ProductQuantizer
 from .sampler import KVCache, StaticKVCache
+from .train import Objective
 
 # ----------------------------------------------------------------------------- transformer
 
@@ -38,9 +42,9 @@ MAX_LOG_SCALE = math.log(100.0)  # the l2_norm attention's per-head log-scale is
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_LL: torch.Tensor | None,
                      dropout_p: float, scale: float | None = None) -> torch.Tensor:
     """`F.scaled_dot_product_attention` as two matmuls and a softmax (q, k, v (B, H, l | n, d)): under CPU
-    bf16 autocast all three run in bf16 (CPU autocast keeps a softmax in its input's dtype), 1.6× faster
-    than the fused CPU kernel in bf16 (which is slower than in float32). Same mask convention (True = may
-    attend) and `scale` (None: 1/√d)."""
+    bf16 autocast all three run in bf16 (CPU autocast keeps a softmax in its input's dtype), where the
+    fused CPU kernel is slower (`make bench`). Same mask convention (True = may attend) and `scale`
+    (None: 1/√d)."""
     scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)  # (B, H, l, n)
     if mask_LL is not None:
         scores = scores.masked_fill(~mask_LL, float("-inf"))
@@ -57,6 +61,7 @@ class SelfAttention(nn.Module):
     """
 
     fused_attn = True
+    zero_k_bias: torch.Tensor  # buffer (l2_norm): the key's bias, zero
 
     def __init__(self, width: int, heads: int, dropout: float, attention: str):
         super().__init__()
@@ -99,10 +104,13 @@ class SelfAttention(nn.Module):
 
 class Block(nn.Module):
     """Pre-norm transformer block whose two layer norms and residual gates are set by the class
-    embedding (adaptive layer norm): x += γ₁·attn(LN(x)(1+a₁)+b₁); x += γ₂·mlp(LN(x)(1+a₂)+b₂)."""
+    embedding (adaptive layer norm): x += γ₁·attn(LN(x)(1+a₁)+b₁); x += γ₂·mlp(LN(x)(1+a₂)+b₂). Each
+    residual branch is dropped per sample at rate `drop_path` in training (stochastic depth)."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float, attention: str):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float, attention: str,
+                 drop_path: float = 0.0):
         super().__init__()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         hidden = round(width * mlp_ratio)
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.attn = SelfAttention(width, heads, dropout, attention)
@@ -119,8 +127,8 @@ class Block(nn.Module):
                 cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
         mod_B1X, constants = mod
         g1, g2, a1, a2, b1, b2 = mod_B1X.chunk(6, dim=-1)  # 6×(B, 1, W)
-        x_BLW = x_BLW + g1 * self.attn(self.norm(x_BLW) * (1 + a1) + b1, mask_LL, cache, constants)
-        return x_BLW + g2 * self.mlp(self.norm(x_BLW) * (1 + a2) + b2)
+        x_BLW = x_BLW + self.drop_path(g1 * self.attn(self.norm(x_BLW) * (1 + a1) + b1, mask_LL, cache, constants))
+        return x_BLW + self.drop_path(g2 * self.mlp(self.norm(x_BLW) * (1 + a2) + b2))
 
 
 class Generator(nn.Module):
@@ -129,6 +137,11 @@ class Generator(nn.Module):
     Args: gcfg (layout, depth, width, heads, ...), qcfg (the tokenizer's scales, branches, codebook size,
     code dim), num_classes (labels 0..num_classes-1; `num_classes` itself is the null class).
     """
+
+    level_L: torch.Tensor  # buffers: the layout's per-position ids (L,) and block mask (L, L)
+    site_L: torch.Tensor
+    branch_L: torch.Tensor
+    mask_LL: torch.Tensor
 
     def __init__(self, gcfg: GeneratorConfig, qcfg: QuantizerConfig, num_classes: int):
         super().__init__()
@@ -150,13 +163,19 @@ class Generator(nn.Module):
         self.level_emb = nn.Embedding(len(self.scales), W)
         self.branch_emb = nn.Embedding(self.branches, W) if layout.embeds_branch else None
         self.word_embed = layout.input_embedding(W)
-        self.blocks = nn.ModuleList(Block(W, gcfg.heads, gcfg.mlp_ratio, gcfg.dropout, gcfg.attention)
-                                    for _ in range(gcfg.depth))
+        rates = [gcfg.drop_path * i / max(1, gcfg.depth - 1) for i in range(gcfg.depth)]  # stochastic depth, linear
+        self.blocks = nn.ModuleList(Block(W, gcfg.heads, gcfg.mlp_ratio, gcfg.dropout, gcfg.attention, rate)
+                                    for rate in rates)
         self.head_norm = nn.LayerNorm(W, elementwise_affine=False, eps=1e-6)
         self.head_ada = nn.Sequential(nn.SiLU(), nn.Linear(W, 2 * W))
         self.head = nn.Linear(W, layout.tokens_per_position * V)
         self.init_weights()
         self.static_kv: dict[tuple, tuple[torch.Tensor, list[StaticKVCache]]] = {}  # see `sampler.static_caches`
+
+    @property
+    def block_list(self) -> Sequence[Block]:
+        """`blocks`, typed."""
+        return cast(Sequence[Block], self.blocks)
 
     @property
     def length(self) -> int:
@@ -186,7 +205,7 @@ class Generator(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=std)
         for p in (self.pos_start, self.pos_emb):
             nn.init.trunc_normal_(p, std=std)
-        for lin in [b.ada[1] for b in self.blocks] + [self.head_ada[1], self.head]:
+        for lin in cast(list[nn.Linear], [b.ada[1] for b in self.block_list] + [self.head_ada[1], self.head]):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
@@ -210,7 +229,7 @@ class Generator(nn.Module):
         cond_BW = self.class_emb(self.drop_labels(labels_B))
         x_BLW = torch.cat([self.start_input(cond_BW), self.layout.embed_inputs(self.word_embed, inputs)], dim=1)
         x_BLW = x_BLW + self.position_terms(0, self.length)
-        for block in self.blocks:
+        for block in self.block_list:
             x_BLW = block(x_BLW, block.modulation(cond_BW), self.mask_LL)
         return self.head_logits(x_BLW, self.head_modulation(cond_BW))
 
@@ -308,7 +327,7 @@ def parameter_counts(model: Generator) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- training objective
 
-class GeneratorObjective(nn.Module):
+class GeneratorObjective(Objective):
     """The trainer's objective for the generator (CONTRACTS.md): one phase, "model".
 
     Batches are (tokens (B, T) long in `flatten_indices` order, labels (B,) long), as yielded by
@@ -317,11 +336,12 @@ class GeneratorObjective(nn.Module):
 
     phases = ("model",)
 
-    def __init__(self, generator: Generator, quantizer: nn.Module | None = None):
+    def __init__(self, generator: Generator, quantizer: ProductQuantizer | None = None):
         super().__init__()
         self.generator = generator
         if generator.layout.uses_quantizer:
             generator.layout.check_quantizer(quantizer)
+            assert quantizer is not None  # check_quantizer refuses None
             quantizer.requires_grad_(False).eval()
         self.quantizer = quantizer
 
@@ -340,7 +360,7 @@ class GeneratorObjective(nn.Module):
             raise ValueError(f"unknown phase {phase!r}; phases are {self.phases}")
         return list(self.generator.parameters())
 
-    def forward(self, batch, phase: str, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch, phase: str, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
         tokens_BT, labels_B = batch
         g = self.generator
         indices = unflatten_indices(tokens_BT, g.scales, g.branches)
