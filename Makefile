@@ -58,7 +58,7 @@ lint: $(STAMP) ## ruff over the package, tests, scripts and notebooks (code cell
 	$(PY) -m ruff check imagefolder tests scripts notebooks
 	$(PY) -m mypy
 
-test: $(STAMP) ## the test suite (smoke profile, ~10 min on 2 cores)
+test: lint ## lint, then the test suite (smoke profile, ~5 min on 2 cores)
 	$(PY) -m imagefolder data --profile smoke
 	$(PY) -m pytest -q
 

@@ -15,6 +15,8 @@ Images are (B, 3, H, W) in [-1, 1]; the teacher applies its own input normalisat
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -42,10 +44,10 @@ class TeacherViT(nn.Module):
     images as they are; DINOv2 wants IMAGENET_MEAN / IMAGENET_STD). Inputs whose size differs from the
     ViT's `img_size` are resized bilinearly."""
 
-    mean: torch.Tensor
+    mean: torch.Tensor  # buffers: (1, 3, 1, 1)
     std: torch.Tensor
 
-    def __init__(self, vit: nn.Module, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+    def __init__(self, vit: VisionTransformer, mean: tuple[float, ...] = (0.5, 0.5, 0.5),
                  std: tuple[float, ...] = (0.5, 0.5, 0.5)):
         super().__init__()
         self.vit = vit.requires_grad_(False).eval()
@@ -70,8 +72,10 @@ class TeacherViT(nn.Module):
 
     def block_features(self, images: torch.Tensor, depths: list[int]) -> list[torch.Tensor]:
         """(B, 3, H, W) → one (B, D, g, g) patch-token map per depth."""
-        return self.vit.forward_intermediates(self._prepare(images), indices=list(depths), stop_early=True,
-                                              output_fmt="NCHW", intermediates_only=True)
+        # timm types the return of every flag combination as one union; intermediates_only gives the list
+        return cast(list[torch.Tensor], self.vit.forward_intermediates(
+            self._prepare(images), indices=list(depths), stop_early=True, output_fmt="NCHW",
+            intermediates_only=True))
 
     def readouts(self, images: torch.Tensor, depths: list[int]) -> list[torch.Tensor]:
         """(B, 3, H, W) → the embedded input (before the blocks), then the tokens after each block in `depths`,
@@ -89,6 +93,6 @@ class TeacherViT(nn.Module):
     def block_features_and_cls(self, images: torch.Tensor, depths: list[int]
                                ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """`block_features` and `forward` of the same images from one pass: ([(B, D, g, g)], (B, D))."""
-        final, feats = self.vit.forward_intermediates(self._prepare(images), indices=list(depths),
-                                                      output_fmt="NCHW")
+        final, feats = cast(tuple[torch.Tensor, list[torch.Tensor]], self.vit.forward_intermediates(
+            self._prepare(images), indices=list(depths), output_fmt="NCHW"))  # (final tokens, intermediates)
         return feats, self.vit.forward_head(final, pre_logits=True)

@@ -28,6 +28,7 @@ import logging
 import platform
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -126,7 +127,9 @@ def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: 
     four set-ups timed `interleaved`, warm-up excluded; FLOPs: one sample call under the flop counter.
     `*_ratio` columns divide by the folded row of this run.
     """
-    rows, samplers = [], {}
+    device = torch.device(device)
+    rows: list[dict[str, Any]] = []
+    samplers = {}
     for name, (gcfg, qcfg) in generator_setups(cfg).items():
         generator, quantizer = build_generator(gcfg, qcfg, num_classes, device, seed)
         samplers[name] = _sampler(generator, quantizer, 1, device, seed, compiled)
@@ -314,7 +317,7 @@ def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, times: di
     its first call (compilation included) in place of one median call."""
     base = times[next(iter(times))]
 
-    def run_time(variant: str) -> float:
+    def run_time(variant: str, calls: int, first: dict[str, float]) -> float:
         return (calls - 1) * spread(times[variant])["median"] + first[variant]
 
     rows = []
@@ -325,8 +328,9 @@ def _ratio_rows(workload: str, unit: str, batch: int, per_call: float, times: di
                    speedup=up["median"], speedup_p10=up["p10"], speedup_p90=up["p90"])
         if first is not None:
             row["first_call_s"] = first[variant]
-        if calls is not None:
-            row |= dict(run_calls=calls, run_speedup=run_time(next(iter(times))) / run_time(variant))
+        if calls is not None and first is not None:
+            row |= dict(run_calls=calls, run_speedup=run_time(next(iter(times)), calls, first)
+                        / run_time(variant, calls, first))
         rows.append(row)
     return rows
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from .backbones import TeacherViT
 from .config import Config
 
 
@@ -136,7 +137,7 @@ class DinoDiscriminator(nn.Module):
     The backbone is shared and frozen, so it is held but not registered as a submodule: its owner
     (`losses.TokenizerObjective`) registers it once, moves it and keeps it out of checkpoints."""
 
-    def __init__(self, backbone: nn.Module, width: int = 64, depths: list[int] | None = None,
+    def __init__(self, backbone: TeacherViT, width: int = 64, depths: list[int] | None = None,
                  augment: bool = True, heads: str = "conv2d"):
         super().__init__()
         self._backbone = (backbone.requires_grad_(False).eval(),)
@@ -153,7 +154,7 @@ class DinoDiscriminator(nn.Module):
                 for _ in self.depths)
 
     @property
-    def backbone(self) -> nn.Module:
+    def backbone(self) -> TeacherViT:
         return self._backbone[0]
 
     def train(self, mode: bool = True) -> DinoDiscriminator:
@@ -191,7 +192,7 @@ def default_depths(num_blocks: int, count: int = 4) -> list[int]:
     return sorted({max(0, round(num_blocks * (i + 1) / count) - 1) for i in range(count)})
 
 
-def build_discriminator(cfg: Config, backbone: nn.Module | None = None) -> nn.Module | None:
+def build_discriminator(cfg: Config, backbone: TeacherViT | None = None) -> nn.Module | None:
     """The discriminator named by `cfg.tokenizer.discriminator` (None for "none"); "dino" needs a backbone."""
     t = cfg.tokenizer
     if t.discriminator == "none":

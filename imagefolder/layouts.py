@@ -72,7 +72,6 @@ class Layout(ABC):
     """
 
     name: ClassVar[str]
-    tokens_per_position: int  # G
     uses_quantizer: ClassVar[bool] = True  # inputs come from the tokenizer's quantizer
     embeds_branch: ClassVar[bool] = False  # positions get a branch embedding
 
@@ -84,6 +83,11 @@ class Layout(ABC):
         starts = [i for i in range(self.length) if i == 0 or self.block[i] != self.block[i - 1]]
         self.steps = list(zip(starts, starts[1:] + [self.length]))
         self.step_scale = [self.level[i] for i in starts]
+
+    @property
+    @abstractmethod
+    def tokens_per_position(self) -> int:
+        """G: the tokens each position predicts."""
 
     @abstractmethod
     def _rows(self) -> list[tuple[int, int, int, int]]:
@@ -143,8 +147,7 @@ class Layout(ABC):
 
     def check_quantizer(self, quantizer: Quantizer | None) -> None:
         """Raise ValueError unless the quantizer's scales, branches, codebook size and code dim match."""
-        if quantizer is None:
-            raise ValueError(f"generator layout {self.name!r} needs the tokenizer's quantizer for its inputs")
+        quantizer = self._required(quantizer)
         ours = dict(scales=self.scales, branches=self.branches, codebook_size=self.codebook_size,
                     code_dim=self.code_dim)
         missing = [k for k in ours if not hasattr(quantizer, k)]
@@ -155,6 +158,11 @@ class Layout(ABC):
         bad = [f"{k}: model {ours[k]} vs quantizer {theirs[k]}" for k in ours if ours[k] != theirs[k]]
         if bad:
             raise ValueError("quantizer does not match the generator: " + "; ".join(bad))
+
+    def _required(self, quantizer: Quantizer | None) -> Quantizer:
+        if quantizer is None:
+            raise ValueError(f"generator layout {self.name!r} needs the tokenizer's quantizer for its inputs")
+        return quantizer
 
     # ------------------------------------------------------------------ inputs
 
@@ -200,7 +208,7 @@ class ScaleLayout(Layout):
     def teacher_forcing_inputs(self, indices: list[torch.Tensor], quantizer: Quantizer | None) -> torch.Tensor:
         """(B, Σ_{i≥2} s_i², P·C) from `quantizer.teacher_forcing_inputs` (no gradient)."""
         with torch.no_grad():
-            return quantizer.teacher_forcing_inputs(indices)
+            return self._required(quantizer).teacher_forcing_inputs(indices)
 
     def start_state(self, like: torch.Tensor) -> torch.Tensor:
         """f̂ = 0 (B, P, C, K, K)."""
@@ -210,7 +218,13 @@ class ScaleLayout(Layout):
     def next_input(self, k: int, tokens_BlG: torch.Tensor, quantizer: Quantizer | None,
                    f_hat_BPCKK: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Add scale k's tokens to f̂; the next input is f̂ at scale k+1 (B, s_{k+1}², P·C)."""
-        return quantizer.next_input(f_hat_BPCKK, k, self._grid(tokens_BlG, self.scales[k]))
+        if f_hat_BPCKK is None:
+            raise ValueError("next_input: the state must be f̂ from start_state, got None")
+        f_hat_BPCKK, next_BnX = self._required(quantizer).next_input(f_hat_BPCKK, k,
+                                                                      self._grid(tokens_BlG, self.scales[k]))
+        if next_BnX is None:
+            raise ValueError(f"next_input: step {k} is the last of {len(self.scales)}; no input follows it")
+        return f_hat_BPCKK, next_BnX
 
 
 class Folded(ScaleLayout):

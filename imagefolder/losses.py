@@ -15,10 +15,11 @@ import torch.distributed.nn.functional as dist_nn
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .backbones import TeacherViT
 from .config import Config
 from .discriminator import build_discriminator, default_depths
 from .tokenizer import ImageFolderTokenizer, TokenizerOutput
-
+from .train import Objective
 
 # ----------------------------------------------------------------------------- perceptual distances
 
@@ -30,13 +31,13 @@ class TeacherPerceptualLoss(nn.Module):
 
     name = "teacher_feature_perceptual"
 
-    def __init__(self, teacher: nn.Module, depths: list[int] | None = None):
+    def __init__(self, teacher: TeacherViT, depths: list[int] | None = None):
         super().__init__()
         self._teacher = (teacher,)
         self.depths = depths if depths is not None else default_depths(teacher.num_blocks)
 
     @property
-    def teacher(self) -> nn.Module:
+    def teacher(self) -> TeacherViT:
         return self._teacher[0]
 
     def forward(self, recon: torch.Tensor, target: torch.Tensor,
@@ -72,7 +73,7 @@ class LPIPSLoss(nn.Module):
         return self.net(recon, target).mean()
 
 
-def build_perceptual(network: str, teacher: nn.Module | None) -> nn.Module:
+def build_perceptual(network: str, teacher: TeacherViT | None) -> TeacherPerceptualLoss | LPIPSLoss:
     """A perceptual distance: LPIPS-VGG where `network` is "lpips_vgg" (paper), else the teacher-feature
     distance (`tokenizer.perceptual_loss` in training, `evaluation.perceptual_network` in evaluation)."""
     if network == "lpips_vgg":
@@ -103,6 +104,9 @@ def adaptive_weight(nll: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.T
 class LeCam(nn.Module):
     """LeCam regularisation (Tseng et al. 2021): EMAs of the mean real / fake logits anchor the
     discriminator, R = E[relu(D(x) − ema_fake)²] + E[relu(ema_real − D(G(z)))²]."""
+
+    ema_real: torch.Tensor  # buffers: scalars
+    ema_fake: torch.Tensor
 
     def __init__(self, decay: float = 0.999):
         super().__init__()
@@ -164,7 +168,7 @@ class SemanticContrastiveLoss(nn.Module):
             self.proj_teacher = nn.Linear(teacher_dim, code_dim)
         if mode != "none" and form == "official" and teacher_proj is None:
             raise ValueError("tokenizer.semantic_loss='official' needs teacher_proj (the tokenizer's to_code)")
-        self._teacher_proj = (teacher_proj,)
+        self._teacher_proj: tuple[nn.Module, ...] = () if teacher_proj is None else (teacher_proj,)
 
     def forward(self, f_hat_BPCkk: torch.Tensor, teacher_BD: torch.Tensor, keep_B: torch.Tensor) -> torch.Tensor:
         if self.mode == "none":
@@ -199,7 +203,7 @@ def _num(x: torch.Tensor) -> float:
     return float(x.detach())
 
 
-class TokenizerObjective(nn.Module):
+class TokenizerObjective(Objective):
     """The tokenizer's training objective in the trainer protocol (CONTRACTS.md).
 
     phases: ("model", "disc"), or ("model",) with `discriminator="none"`. The model phase returns the
@@ -215,8 +219,8 @@ class TokenizerObjective(nn.Module):
     so `.to(device)` moves it and a checkpoint never stores the same tensor twice.
     """
 
-    def __init__(self, cfg: Config, tokenizer: ImageFolderTokenizer, teacher: nn.Module | None = None,
-                 perceptual: nn.Module | None = None, disc_backbone: nn.Module | None = None):
+    def __init__(self, cfg: Config, tokenizer: ImageFolderTokenizer, teacher: TeacherViT | None = None,
+                 perceptual: nn.Module | None = None, disc_backbone: TeacherViT | None = None):
         super().__init__()
         t = cfg.tokenizer
         self.t = t
@@ -228,7 +232,8 @@ class TokenizerObjective(nn.Module):
         self.teacher = teacher
         self.perceptual = perceptual
         semantic_mode = t.semantic_mode if t.semantic_weight > 0 else "none"
-        if semantic_mode != "none" and t.semantic_loss == "official" and teacher.width != t.encoder.width:
+        if (semantic_mode != "none" and t.semantic_loss == "official" and teacher is not None
+                and teacher.width != t.encoder.width):
             raise ValueError(f"tokenizer.semantic_loss='official' maps the teacher's CLS through the encoder's "
                              f"to_code: the teacher's width {teacher.width} must equal tokenizer.encoder.width "
                              f"{t.encoder.width}")
@@ -285,31 +290,33 @@ class TokenizerObjective(nn.Module):
         nll = t.recon_weight * l2
         logs = {"recon_l2": _num(l2), "vq": _num(out.vq_loss),
                 "dropped_frac": float((~out.undropped).float().mean())}
-        use_perc = self.perceptual is not None and t.perceptual_weight > 0
+        teacher, perceptual = self.teacher, self.perceptual if t.perceptual_weight > 0 else None
         target_feats = cls_BD = None
-        if (use_perc and self.semantic.mode != "none" and isinstance(self.perceptual, TeacherPerceptualLoss)
-                and self.perceptual.teacher is self.teacher):
+        if (teacher is not None and self.semantic.mode != "none" and isinstance(perceptual, TeacherPerceptualLoss)
+                and perceptual.teacher is teacher):
             with torch.no_grad():  # one teacher pass on the real images serves both terms
-                target_feats, cls_BD = self.teacher.block_features_and_cls(images.float(), self.perceptual.depths)
-        if use_perc:
-            perc = (self.perceptual(recon, images.float(), target_feats) if target_feats is not None
-                    else self.perceptual(recon, images.float()))
+                target_feats, cls_BD = teacher.block_features_and_cls(images.float(), perceptual.depths)
+        if perceptual is not None:
+            perc = (perceptual(recon, images.float(), target_feats) if target_feats is not None
+                    else perceptual(recon, images.float()))
             nll = nll + t.perceptual_weight * perc
             logs["perceptual"] = _num(perc)
         loss = nll + t.vq_weight * out.vq_loss
         if self.semantic.mode != "none":
             if cls_BD is None:
+                assert teacher is not None  # __init__ refuses a semantic loss without one
                 with torch.no_grad():
-                    cls_BD = self.teacher(images)
+                    cls_BD = teacher(images)
             sem = self.semantic(out.f_hat, cls_BD, self._semantic_rows(out))
             loss = loss + t.semantic_weight * sem
             logs["semantic"] = _num(sem)
-        if self.adversarial_on(step) and t.adv_weight > 0:
-            trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
+        disc = self.discriminator
+        if disc is not None and self.adversarial_on(step) and t.adv_weight > 0:
+            trainable = [p for p in disc.parameters() if p.requires_grad]
             for p in trainable:  # no discriminator gradients from the model phase
                 p.requires_grad_(False)
             try:
-                g = hinge_g_loss(self.discriminator(recon))
+                g = hinge_g_loss(disc(recon))
             finally:
                 for p in trainable:
                     p.requires_grad_(True)
@@ -335,10 +342,11 @@ class TokenizerObjective(nn.Module):
                                "run phase 'model' first")
         real, fake = self._cache
         self._cache = None
-        if not self.adversarial_on(step):
+        disc = self.discriminator
+        if disc is None or not self.adversarial_on(step):
             return torch.zeros((), device=real.device, requires_grad=True), {}
-        logits_real = self.discriminator(real)
-        logits_fake = self.discriminator(fake)
+        logits_real = disc(real)
+        logits_fake = disc(fake)
         d = hinge_d_loss(logits_real, logits_fake)
         reg = self.lecam(logits_real, logits_fake)
         logs = {"disc_hinge": _num(d), "lecam": _num(reg), "logits_real": _num(logits_real.mean()),

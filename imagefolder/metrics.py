@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -68,7 +69,8 @@ class MetricNetwork:
         return f"{self.name} (sha256 {self.sha256})"
 
 
-_NETWORKS: dict[str, tuple[nn.Module, str | None, str]] = {}  # extractor name -> (network, logits label, sha256)
+# extractor name -> (network, logits label, sha256); a network is any module with `features` and `classify`
+_NETWORKS: dict[str, tuple[Any, str | None, str]] = {}
 
 
 class ReferenceFeatureExtractor(FeatureExtractorBase):
@@ -183,7 +185,9 @@ _UINT8_HINT = ("metrics take uint8 images in [0, 255] (convert [-1,1] floats wit
 
 
 def _range_hint(x: torch.Tensor) -> str:
-    return f" with values in [{x.min().item():.3g}, {x.max().item():.3g}]" if x.is_floating_point() and x.numel() else ""
+    if not (x.is_floating_point() and x.numel()):
+        return ""
+    return f" with values in [{x.min().item():.3g}, {x.max().item():.3g}]"
 
 
 def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple[int, int]]:
@@ -219,8 +223,8 @@ def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple
             raise ValueError(f"{what}: {len(source)} image(s), need {max(count, 1)}")
         if source.dtype != torch.uint8:
             raise ValueError(f"{what}: images are {source.dtype}{_range_hint(source)}; {_UINT8_HINT}")
-        return UInt8Images(source[:count]), count, tuple(source.shape[2:])
-    if not isinstance(source, Dataset):
+        return UInt8Images(source[:count]), count, (source.shape[2], source.shape[3])
+    if not isinstance(source, Dataset) or not isinstance(source, Sized):
         raise ValueError(f"{what}: expected a uint8 tensor, a Dataset or a folder, got {type(source).__name__}")
     total = len(source)
     count = total if n is None else n
@@ -239,10 +243,12 @@ def _check_images(source, what: str, n: int | None) -> tuple[Dataset, int, tuple
             shape = tuple(x.shape)
         elif tuple(x.shape) != shape:
             raise ValueError(f"{what}: mixed image sizes: image 0 is {shape}, image {i} is {tuple(x.shape)}")
-    return data, count, shape[1:]
+    if shape is None:
+        raise ValueError(f"{what}: no images to score (n = {count})")
+    return data, count, (shape[1], shape[2])
 
 
-def _classifies(network: MetricNetwork, label: str) -> bool:
+def _classifies(network: MetricNetwork, label: str | None) -> bool:
     """Whether the logits `network` gives IS are over `label` (only then is class consistency defined)."""
     return network.extractor in _NETWORKS and _NETWORKS[network.extractor][1] == label
 
@@ -311,7 +317,7 @@ def _extract(data: Dataset, size: tuple[int, int], network: MetricNetwork, layer
     extractor = create_feature_extractor(network.extractor, list(layers), cuda=cuda, verbose=verbose,
                                          feature_extractor_weights_path=network.weights_path)
     out = get_featuresdict_from_dataset(data, extractor, batch_size, cuda, save_cpu_ram=True, verbose=verbose)
-    return SetFeatures(out, tuple(size), network.sha256)
+    return SetFeatures(out, (size[0], size[1]), network.sha256)
 
 
 def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_reference: int | None = None,
@@ -376,7 +382,7 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
     options = dict(isc_splits=isc_splits, kid_subset_size=kid_size, prc_neighborhood=prc_neighborhood,
                    rng_seed=seed, save_cpu_ram=True, verbose=sys.stderr.isatty())
     layer = {m: feature_layers(network, [m])[0] for m in metrics}
-    raw = {}
+    raw: dict[str, Any] = {}
     if "isc" in metrics:
         raw |= isc_featuresdict_to_metric(feats1, layer["isc"], **options)
     if "fid" in metrics:
@@ -386,7 +392,7 @@ def generation_metrics(samples, reference, network: MetricNetwork, n: int, *, n_
         raw |= kid_featuresdict_to_metric(feats1, feats2, layer["kid"], **options)
     if "prc" in metrics:
         raw |= prc_featuresdict_to_metric(feats1, feats2, layer["prc"], **options)
-    out = {metric_key(_KEYS[k], network.name): float(v) for k, v in raw.items() if k in _KEYS}
+    out: dict[str, Any] = {metric_key(_KEYS[k], network.name): float(v) for k, v in raw.items() if k in _KEYS}
     out.update(N=n1, N_reference=n2, network=network.name, network_sha256=network.sha256,
                network_file=network.file)
     if "kid" in metrics:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import timm
 import torch
 from safetensors.torch import load_file
-from timm.models.vision_transformer import checkpoint_filter_fn
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -73,7 +73,7 @@ def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
     the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold a fifth
     of the first weights after 500 steps: 0.997⁵⁰⁰ = 0.22), and no compiling (a short run does not repay
     inductor's compile time; README, Profiles)."""
-    out = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps), "compile": False}
+    out: dict[str, Any] = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps), "compile": False}
     if tcfg.ema_decay > 0:
         out["ema_decay"] = max(0.0, round(1 - (1 - tcfg.ema_decay) * tcfg.steps / steps, 6))  # 0: no EMA
     return out
@@ -130,8 +130,13 @@ def frozen_vit(cfg: Config, network: str, trained: bool = True, patch_size: int 
         net = (reference.load(cfg, "teacher") if trained
                else reference.ReferenceNet(cfg.teacher, cfg.data.resolution, num_classes={}))
         return TeacherViT(net.vit)
-    geometry = {} if patch_size is None else {"img_size": cfg.data.resolution, "patch_size": patch_size}
-    vit = timm.create_model(pretrained.KNOWN[network].timm_arch, pretrained=False, num_classes=0, **geometry)
+    geometry: dict[str, Any] = {} if patch_size is None else {"img_size": cfg.data.resolution, "patch_size": patch_size}
+    arch = pretrained.KNOWN[network].timm_arch
+    if arch is None:
+        raise ValueError(f"{network}: pretrained.KNOWN names no timm architecture for it")
+    vit = timm.create_model(arch, pretrained=False, num_classes=0, **geometry)
+    if not isinstance(vit, VisionTransformer):
+        raise TypeError(f"{network}: timm built a {type(vit).__name__}, not the VisionTransformer the teacher wraps")
     if trained:
         state = load_file(str(pretrained.resolve(network)))
         vit.load_state_dict(checkpoint_filter_fn(state, vit) if geometry else state)
@@ -160,7 +165,7 @@ def tokenizer_objective(cfg: Config, trained: bool = True) -> TokenizerObjective
                      or t.perceptual_loss == "teacher"
                      or (t.discriminator == "dino" and t.disc_backbone == t.teacher_network))
     teacher = frozen_vit(cfg, t.teacher_network, trained, t.teacher_patch_size) if needs_teacher else None
-    encoder_state = teacher.vit.state_dict() if t.encoder_init == "pretrained" else None
+    encoder_state = teacher.vit.state_dict() if teacher is not None and t.encoder_init == "pretrained" else None
     tokenizer = ImageFolderTokenizer(cfg, encoder_state)
     disc_backbone = None
     if t.discriminator == "dino":
@@ -255,8 +260,9 @@ def val_originals(cfg: Config, perceptual: torch.nn.Module, cached: bool = True)
             return _VAL_ORIGINALS[key]
     images = val_subset(cfg, cfg.evaluation.num_recon).uint8_images()
     features = None
-    if teacher is not None:
-        features = [teacher.block_features(_on(batch, device), perceptual.depths) for batch in images.split(bs)]
+    if isinstance(perceptual, TeacherPerceptualLoss) and device is not None:  # the teacher's
+        features = [perceptual.teacher.block_features(_on(batch, device), perceptual.depths)
+                    for batch in images.split(bs)]
     originals = ValOriginals(images, features)
     if key is not None:
         _VAL_ORIGINALS.clear()

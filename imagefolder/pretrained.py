@@ -78,7 +78,8 @@ def _known(name: str) -> Known:
     if role in ("teacher", "evaluator") and profile:
         return Known(f"{name}.safetensors", f"the {role} reference network of the {profile} profile",
                      f"`make data PROFILE={profile}` trains it", shipped=True)
-    raise MissingWeightsError(f"unknown pretrained network {name!r}; known: {sorted(KNOWN)} or teacher-/evaluator-<profile>")
+    raise MissingWeightsError(f"unknown pretrained network {name!r}; known: {sorted(KNOWN)} or "
+                              "teacher-/evaluator-<profile>")
 
 
 def candidates(name: str) -> list[Path]:
@@ -123,7 +124,8 @@ def _download(name: str, known: Known) -> Path:
             from torchvision.models import VGG16_Weights
             url = VGG16_Weights.IMAGENET1K_V1.url
         else:
-            from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3 as url
+            from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+            url = URL_INCEPTION_V3
         torch.hub.load_state_dict_from_url(url, model_dir=str(torch_hub_dir()))
         return torch_hub_dir() / known.file
     if known.hf_repo:

@@ -25,7 +25,9 @@ Facts honoured (official ImageFolder / VAR code):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -114,7 +116,7 @@ class Phi(nn.Module):
             self.conv.reset_parameters()
             return
         nn.init.dirac_(self.conv.weight)
-        self.conv.bias.zero_()
+        cast(torch.Tensor, self.conv.bias).zero_()
 
     def forward(self, h_BCkk: torch.Tensor) -> torch.Tensor:
         return (1 - self.gamma) * h_BCkk + self.gamma * self.conv(h_BCkk)
@@ -125,6 +127,8 @@ class MultiScaleResidualQuantizer(nn.Module):
 
     forward(f (B, C, K, K), n_scales (B,) or None) → QuantizerOutput with indices S × (B, s, s).
     """
+
+    initialised: torch.Tensor  # buffer: bool scalar
 
     def __init__(self, qcfg: QuantizerConfig):
         super().__init__()
@@ -142,7 +146,7 @@ class MultiScaleResidualQuantizer(nn.Module):
     def init_weights(self) -> None:
         """Random unit codes (see `Codebook.init_weights`), then every φ conv (see `Phi.init_weights`)."""
         self.codebook.init_weights()
-        for phi in self.phis:
+        for phi in cast(Sequence[Phi], self.phis):
             phi.init_weights()
 
     def phi_index(self, si: int) -> int:
@@ -280,8 +284,13 @@ class ProductQuantizer(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """Re-initialise every branch's codebook and φ convs (in branch order)."""
-        for q in self.msrq:
+        for q in self.branch_quantizers:
             q.init_weights()
+
+    @property
+    def branch_quantizers(self) -> Sequence[MultiScaleResidualQuantizer]:
+        """`msrq`, typed: one quantizer per branch, in branch order."""
+        return cast(Sequence[MultiScaleResidualQuantizer], self.msrq)
 
     @property
     def num_scales(self) -> int:
@@ -338,10 +347,11 @@ class ProductQuantizer(nn.Module):
     def indices_to_fhat(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """Any prefix of S × (B, P, s, s) indices → f̂ (B, P, C, K, K) from those scales only."""
         return torch.stack([q.indices_to_fhat([idx[:, p] for idx in indices])
-                            for p, q in enumerate(self.msrq)], dim=1)
+                            for p, q in enumerate(self.branch_quantizers)], dim=1)
 
     def _add_scale(self, f_hat_BPCkk: torch.Tensor, si: int, idx_BPss: torch.Tensor) -> torch.Tensor:
-        h_BPCkk = torch.stack([q.code_to_full(si, idx_BPss[:, p]) for p, q in enumerate(self.msrq)], dim=1)
+        h_BPCkk = torch.stack([q.code_to_full(si, idx_BPss[:, p]) for p, q in enumerate(self.branch_quantizers)],
+                              dim=1)
         return f_hat_BPCkk + h_BPCkk
 
     def _to_next_input(self, f_hat_BPCkk: torch.Tensor, si: int) -> torch.Tensor:

@@ -14,6 +14,7 @@ trains a profile's networks only where none ship (the gpu profile) or when asked
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from . import checkpoint, pretrained
 from .backbones import build_vit
 from .config import Config, ReferenceNetConfig, ViTConfig, from_dict, to_dict, without_roles
 from .data import ImageFolderDataset, MultiLabelView
-from .train import pick_device, seed_everything, train
+from .train import Objective, pick_device, seed_everything, train
 
 
 class ConvTrunk(nn.Module):
@@ -90,12 +91,12 @@ def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
     return F.pad(x, (pad,) * 4, mode="replicate")[..., i:i + h, j:j + w]
 
 
-class ClassifierObjective(nn.Module):
+class ClassifierObjective(Objective):
     """Cross-entropy summed over the heads; batches are `(images, y_label1, …)`."""
 
     phases = ("model",)
 
-    def __init__(self, net: ReferenceNet, labels: list[str], shift: int):
+    def __init__(self, net: ReferenceNet, labels: Sequence[str], shift: int):
         super().__init__()
         self.net, self.labels, self.shift = net, labels, shift
 
@@ -113,7 +114,7 @@ class ClassifierObjective(nn.Module):
         return sum(losses.values()), {f"ce_{k}": float(v.detach()) for k, v in losses.items()}
 
 
-def _label_counts(ds: ImageFolderDataset, labels: list[str]) -> dict[str, int]:
+def _label_counts(ds: ImageFolderDataset, labels: Sequence[str]) -> dict[str, int]:
     return {name: len(ds.target_names[name]) for name in labels}
 
 
@@ -126,7 +127,7 @@ def accuracy(net: ReferenceNet, ds: ImageFolderDataset, label: str, batch_size: 
     for start in range(0, len(ds), batch_size):
         idx = range(start, min(len(ds), start + batch_size))
         x = torch.stack([ds[i][0] for i in idx]).to(device)
-        correct += (net.logits(x, label).argmax(-1).cpu() == ds.targets[label][list(idx)]).sum().item()
+        correct += int((net.logits(x, label).argmax(-1).cpu() == ds.targets[label][list(idx)]).sum())
     return correct / len(ds)
 
 

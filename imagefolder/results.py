@@ -13,10 +13,11 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -91,7 +92,7 @@ def with_paper_columns(df: pd.DataFrame, table: str, row_key: str | Sequence, co
         values = [None if key is None else paper_fact(table, stated[str(key)]) if str(key) in stated
                   else paper_value(table, key, mapping[ours]) if ours in mapping else None for key in keys]
         header = (names or {}).get(ours, f"{ours}{suffix}")
-        out.insert(out.columns.get_loc(ours) + 1, header, pd.Series(values, index=out.index, dtype=object))
+        out.insert(list(out.columns).index(ours) + 1, header, pd.Series(values, index=out.index, dtype=object))
     return out
 
 
@@ -124,7 +125,7 @@ def to_markdown(df: pd.DataFrame, float_format: str = ".4g") -> str:
 
 
 def write_table(df: pd.DataFrame, name: str, profile: str, *, title: str, network: str | None = None,
-                n: int | None = None, note: str | None = None, root: str | Path = "results",
+                n: int | str | None = None, note: str | None = None, root: str | Path = "results",
                 float_format: str = ".4g", variant: str | None = None) -> dict[str, Path]:
     """Write `tables/<name>.csv` (data only) and `tables/<name>.md` (caption line, then the table).
 
@@ -182,7 +183,8 @@ def display_blocks(df: pd.DataFrame) -> tuple[list[tuple[str | None, pd.DataFram
     if len(shown.columns) <= MAX_COLUMNS or not any(map(is_paper_column, shown.columns)):
         return [(None, shown)], shared
     cols = list(shown.columns)
-    compared = [c for i, c in enumerate(cols) if is_paper_column(c) or (i + 1 < len(cols) and is_paper_column(cols[i + 1]))]
+    compared = [c for i, c in enumerate(cols)
+                if is_paper_column(c) or (i + 1 < len(cols) and is_paper_column(cols[i + 1]))]
     rest = [c for c in cols if c not in compared and c not in keys]
     return [("compared with the paper", shown[keys + [c for c in compared if c not in keys]]),
             ("our other columns", shown[keys + rest])], shared
@@ -195,7 +197,8 @@ def table_markdown(df: pd.DataFrame, caption: str, anchor: str | None = None, fl
     for heading, block in blocks:
         parts += ([f"*{heading}*"] if heading else []) + [to_markdown(block, float_format)]
     if shared:
-        parts.append("Every row: " + "; ".join(f"{c} {_cell(v, float_format).rstrip('.')}" for c, v in shared.items()) + ".")
+        parts.append("Every row: " + "; ".join(f"{c} {_cell(v, float_format).rstrip('.')}"
+                                               for c, v in shared.items()) + ".")
     return "\n\n".join(parts)
 
 
@@ -233,7 +236,7 @@ def models_used() -> dict[str, dict[str, Any] | None]:
 
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
     """Installed versions of the packages results depend on (None when absent)."""
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for n in names:
         try:
             out[n] = metadata.version(n)
@@ -265,8 +268,9 @@ def provenance_section(profile: str, *, seeds: dict[str, int] | int, data_finger
     `metric_networks`: metric → {name, sha256, file} (e.g. from a generation_metrics result). `git`: the
     code's {commit, dirty} (default: the repository at `repo` now).
     """
-    return {"written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git": git if git is not None else git_commit(repo), "imagefolder_version": __version__, "profile": profile, "seeds": seeds,
+    return {"written_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "git": git if git is not None else git_commit(repo), "imagefolder_version": __version__,
+            "profile": profile, "seeds": seeds,
             "data_fingerprint": data_fingerprint, "packages": package_versions(),
             "metric_networks": metric_networks or {}, "wall_times_s": wall_times or {}, "machine": machine(), **extra}
 
@@ -280,7 +284,8 @@ def update_provenance(profile: str, section: str, entries: dict[str, Any], root:
     path = results_dir(profile, root, variant) / "provenance.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive(path):
-        data = json.loads(path.read_text()) if path.exists() else {"profile": profile, "sections": {}}
+        data: dict[str, Any] = (json.loads(path.read_text()) if path.exists()
+                                else {"profile": profile, "sections": {}})
         if data.get("profile") != profile:
             raise ValueError(f"{path} belongs to profile {data.get('profile')!r}, not {profile!r}")
         data["sections"][section] = entries
@@ -311,7 +316,7 @@ class Report:
         self.roles = {key: config.role(key) for key in self.overrides}
         changed = {key for key, role in self.roles.items() if role not in RUNTIME_ROLES}
         self.variant = self.name if (self.name != notebook or changed) else None
-        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.started = datetime.datetime.now(datetime.UTC)
         self.outputs: list[str] = []
 
     @property
@@ -319,7 +324,7 @@ class Report:
         return results_dir(self.profile, self.root, self.variant)
 
     def table(self, df: pd.DataFrame, name: str, *, title: str, network: str | None = None,
-              n: int | None = None, note: str | None = None, show: bool = True) -> None:
+              n: int | str | None = None, note: str | None = None, show: bool = True) -> None:
         """Write `df` whole (CSV and Markdown) and, with `show`, display it as `table_markdown` lays it out."""
         paths = write_table(df, name, self.profile, title=title, network=network, n=n, note=note, root=self.root,
                             variant=self.variant)
@@ -333,7 +338,7 @@ class Report:
 
     def finish(self, *, seeds: Any, data_fingerprint: str | None, metric_networks: dict | None = None,
                **extra: Any) -> None:
-        wall = (datetime.datetime.now(datetime.timezone.utc) - self.started).total_seconds()
+        wall = (datetime.datetime.now(datetime.UTC) - self.started).total_seconds()
         section = provenance_section(self.profile, seeds=seeds, data_fingerprint=data_fingerprint,
                                      metric_networks=metric_networks, wall_times={self.name: round(wall, 1)},
                                      notebook=self.notebook, overrides=self.overrides,

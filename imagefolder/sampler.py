@@ -34,8 +34,8 @@ def sample_tokens(logits: torch.Tensor, top_k: int | None = None, top_p: float =
     (None or k ≥ V: all); top-p then keeps the smallest prefix of those, by decreasing probability
     renormalised over the kept set, whose mass reaches p (p = 1: all). Returns (...) long.
 
-    The draw inverts each row's cumulative distribution at one uniform number: `torch.multinomial` draws
-    an exponential per candidate, 20× slower at the cpu profile's last scale (12 800 rows × 256).
+    The draw inverts each row's cumulative distribution at one uniform number (`torch.multinomial` would
+    draw an exponential per candidate).
     """
     order_Nk, cdf_Nk, kept_N1 = candidates(logits, top_k, top_p)
     mass_N1 = cdf_Nk.gather(1, kept_N1 - 1)  # of the kept prefix, which the draw renormalises over
@@ -143,7 +143,7 @@ class KVCache:
 
     def extend(self, k_BHld: torch.Tensor, v_BHld: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this step's keys/values (B, H, l, d); return all so far (B, H, n, d)."""
-        if self.k_BHLd is None:
+        if self.k_BHLd is None or self.v_BHLd is None:
             B, H, _, d = k_BHld.shape
             self.k_BHLd = k_BHld.new_empty(B, H, self.length, d)
             self.v_BHLd = v_BHld.new_empty(B, H, self.length, d)
@@ -186,7 +186,7 @@ class CachedSteps:
 
     def __init__(self, model: Generator, cond_BW: torch.Tensor, caches: Sequence[KVCache | StaticKVCache]):
         self.model, self.caches = model, caches
-        self.mods = [block.modulation(cond_BW) for block in model.blocks]
+        self.mods = [block.modulation(cond_BW) for block in model.block_list]
         self.head_mod = model.head_modulation(cond_BW)
 
     def __call__(self, x_BlW: torch.Tensor, start: int, end: int) -> torch.Tensor:

@@ -8,8 +8,8 @@ multi-scale residual quantization, ViT decoder with mask tokens.
 `tokenizer.query_window=r` restricts what each query token attends to in the encoder: the cls token, the
 patches overlapping the cells within r of its own K×K cell, and the queries of those cells (patches keep
 global attention). The paper relies on shared position encodings alone for the spatial alignment; at the
-small profiles' scale that does not emerge (measured: a query puts ≈1 % of its attention on its own
-patch, less than uniform), so the small profiles build it in (README, Profiles). None (the paper
+small profiles' scale that does not emerge, so the small profiles build it in (README, Profiles, gives the
+measurement). None (the paper
 profile) is global attention.
 
 The decoder's sequence is the official one: its cls token, the g'² mask tokens (the patch queries), the cls
@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.models.vision_transformer import Block, VisionTransformer
 
 from .backbones import build_vit
 from .config import Config
@@ -89,13 +92,23 @@ def query_window_mask(n_prefix: int, grid: int, K: int, P: int, radius: int) -> 
     a, i = torch.arange(grid), torch.arange(K)
     near_patch = (a[None] * K < (i[:, None] + 1 + radius) * grid) & ((a[None] + 1) * K > (i[:, None] - radius) * grid)
     near_cell = (i[:, None] - i[None]).abs() <= radius  # (K, K) per axis
-    both_axes = lambda m: (m[:, None, :, None] & m[None, :, None, :]).flatten(0, 1).flatten(1)  # rows × cols
+
+    def both_axes(m: torch.Tensor) -> torch.Tensor:  # rows × cols
+        return (m[:, None, :, None] & m[None, :, None, :]).flatten(0, 1).flatten(1)
+
     to_patch, to_query = both_axes(near_patch), both_axes(near_cell)  # (K², grid²), (K², K²)
     first_q = n_prefix + grid * grid
     mask = torch.ones(first_q + P * K * K, first_q + P * K * K, dtype=torch.bool)
     mask[first_q:, n_prefix:first_q] = to_patch.repeat(P, 1)
     mask[first_q:, first_q:] = to_query.repeat(P, P)
     return mask
+
+
+def _embeddings(vit: VisionTransformer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cls token (1, 1, D), position embedding (1, 1 + g², D)) of a ViT of `build_vit`."""
+    if vit.cls_token is None or vit.pos_embed is None:
+        raise ValueError("the tokenizer's ViTs need a cls token and a learned position embedding (build_vit)")
+    return vit.cls_token, vit.pos_embed
 
 
 class ImageFolderTokenizer(nn.Module):
@@ -161,9 +174,9 @@ class ImageFolderTokenizer(nn.Module):
         self.encoder_tuning = mode
         self.encoder.requires_grad_(mode == "full")
         if mode == "lora":
-            for blk in self.encoder.blocks:
+            for blk in cast(Sequence[Block], self.encoder.blocks):
                 if not isinstance(blk.attn.qkv, LoRALinear):
-                    blk.attn.qkv = LoRALinear(blk.attn.qkv, lora_rank)
+                    blk.attn.qkv = LoRALinear(cast(nn.Linear, blk.attn.qkv), lora_rank)
 
     @torch.no_grad()
     def load_encoder_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -215,19 +228,20 @@ class ImageFolderTokenizer(nn.Module):
 
     # ------------------------------------------------------------------ encoder / decoder
 
-    def _grid_pos(self, vit: nn.Module, size: int) -> torch.Tensor:
+    def _grid_pos(self, vit: VisionTransformer, size: int) -> torch.Tensor:
         """The ViT's patch position embedding resampled to size×size → (1, size², D)."""
-        pos = vit.pos_embed[:, vit.num_prefix_tokens:]  # (1, g², D)
+        pos = _embeddings(vit)[1][:, vit.num_prefix_tokens:]  # (1, g², D)
         g = int(math.isqrt(pos.shape[1]))
         if g == size:
             return pos
         return resample_abs_pos_embed(pos, [size, size], old_size=[g, g], num_prefix_tokens=0)
 
     @staticmethod
-    def _prefix_and_positions(vit: nn.Module, x_BND: torch.Tensor) -> torch.Tensor:
+    def _prefix_and_positions(vit: VisionTransformer, x_BND: torch.Tensor) -> torch.Tensor:
         """Prepend the cls token and add the position embedding → (B, 1 + N, D), for the ViTs of
         `build_vit` (one cls token, no register tokens, `pos_embed` covering the cls token)."""
-        return torch.cat([vit.cls_token.expand(x_BND.shape[0], -1, -1), x_BND], dim=1) + vit.pos_embed
+        cls_11D, pos_1ND = _embeddings(vit)
+        return torch.cat([cls_11D.expand(x_BND.shape[0], -1, -1), x_BND], dim=1) + pos_1ND
 
     def encode_features(self, images: torch.Tensor) -> torch.Tensor:
         """Checked images (B, 3, H, W) → continuous features f (B, P, C, K, K) before quantization."""
@@ -261,7 +275,8 @@ class ImageFolderTokenizer(nn.Module):
         codes = f_hat_BPCkk.flatten(3).permute(0, 3, 1, 2).reshape(B, self.K * self.K, self.P * self.C)  # (B, K², P·C)
         codes = self.from_code(codes) + self._grid_pos(dec, self.K) + self.code_type_embed  # (B, K², D')
         if self.code_cls:  # the decoder's cls token again, with its position and the code-type embedding
-            cls = dec.cls_token + dec.pos_embed[:, :1] + self.code_type_embed  # (1, 1, D')
+            cls_11D, pos_1ND = _embeddings(dec)
+            cls = cls_11D + pos_1ND[:, :1] + self.code_type_embed  # (1, 1, D')
             codes = torch.cat([cls.expand(B, -1, -1), codes], dim=1)  # (B, 1 + K², D')
         masks = self._prefix_and_positions(dec, self.mask_token.expand(B, self.dec_grid ** 2, -1))  # (B, 1 + g'², D')
         x = dec.norm(dec.blocks(dec.norm_pre(torch.cat([masks, codes], dim=1))))

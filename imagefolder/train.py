@@ -20,10 +20,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -41,9 +42,9 @@ from .config import TrainConfig
 class TrainResult:
     steps: int  # steps completed (== tcfg.steps when finished)
     resumed_from: int  # step the run resumed from (0 for a fresh run)
+    model_path: Path  # exported EMA (or raw) weights of `ema_target` (written by rank 0)
     history: list[dict[str, float]] = field(default_factory=list)  # logged rows, resumed rows included
     wall_time: float = 0.0  # seconds spent in this call
-    model_path: Path | None = None  # exported EMA (or raw) weights of `ema_target` (written by rank 0)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class StepBatchSampler(Sampler[list[int]]):
         return max(0, self.stop - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
-        epoch, perm = -1, None
+        epoch, perm = -1, torch.empty(0, dtype=torch.long)
         for step in range(self.start, self.stop):
             if step // self.per_epoch != epoch:
                 epoch = step // self.per_epoch
@@ -122,7 +123,7 @@ def make_optimizer(params: list[nn.Parameter], tcfg: TrainConfig, fused: bool) -
     params = [p for p in params if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": tcfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=tuple(tcfg.betas), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.betas[0], tcfg.betas[1]), fused=fused or None)
 
 
 def uses_bf16(device: torch.device, amp: str) -> bool:
@@ -144,18 +145,19 @@ def forward_precision(model: nn.Module, device: torch.device, amp: str) -> Itera
     switched = ([m for m in model.modules() if getattr(m, "fused_attn", False)]
                 if device.type == "cpu" and torch.is_grad_enabled() else [])
     for m in switched:
-        m.fused_attn = False
+        m.fused_attn = False  # type: ignore[assignment]  # torch types Module.__setattr__ for tensors and modules only
     try:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             yield
     finally:
         for m in switched:
-            m.fused_attn = True
+            m.fused_attn = True  # type: ignore[assignment]  # as above
 
 
 def compiled(model: nn.Module, tcfg: TrainConfig) -> nn.Module:
     """What a training step runs its forward through: `model`, compiled by inductor where `tcfg.compile`."""
-    return torch.compile(model) if tcfg.compile else model
+    # torch.compile types its result as a callable; of a module it returns a module (OptimizedModule)
+    return cast(nn.Module, torch.compile(model)) if tcfg.compile else model
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -179,16 +181,31 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 
 # ----------------------------------------------------------------------------- the pieces of a run
 
+class Objective(nn.Module):
+    """What `train` optimises (CONTRACTS.md): `forward(batch, phase, step) -> (loss, logs)` for each of
+    `phases` (one AdamW each, over `parameters_for(phase)`), and `ema_target`, the module the EMA follows
+    and the run exports."""
+
+    phases: tuple[str, ...]
+
+    def parameters_for(self, phase: str) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    @property
+    def ema_target(self) -> nn.Module:
+        raise NotImplementedError
+
+
 @dataclass
 class Optimisation:
     """What a step changes: the objective, one AdamW and one LR schedule per phase, and the EMA."""
-    objective: nn.Module
+    objective: Objective
     optimizers: dict[str, torch.optim.AdamW]
     schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
     ema: AveragedModel | None  # EMA of `objective.ema_target` (None when tcfg.ema_decay == 0)
 
 
-def build_optimisation(objective: nn.Module, tcfg: TrainConfig, device: torch.device) -> Optimisation:
+def build_optimisation(objective: Objective, tcfg: TrainConfig, device: torch.device) -> Optimisation:
     """Optimizers (fused AdamW on CUDA), warm-up + cosine schedules and EMA of an objective already on `device`."""
     optimizers = {ph: make_optimizer(objective.parameters_for(ph), tcfg, fused=device.type == "cuda")
                   for ph in objective.phases}
@@ -224,8 +241,8 @@ def train_step(model: nn.Module, opt: Optimisation, batch: list, step: int, tcfg
 
 def as_floats(logs: dict[str, torch.Tensor | float]) -> dict[str, float]:
     """A step's logs as plain floats (one device sync for all of them)."""
-    names = [k for k, v in logs.items() if torch.is_tensor(v)]
-    read = dict(zip(names, torch.stack([logs[k].float() for k in names]).tolist() if names else []))
+    tensors = {k: v for k, v in logs.items() if isinstance(v, torch.Tensor)}
+    read = dict(zip(tensors, torch.stack([v.float() for v in tensors.values()]).tolist() if tensors else []))
     return {k: read[k] if k in read else float(v) for k, v in logs.items()}
 
 
@@ -269,7 +286,7 @@ def resume(opt: Optimisation, run_dir: Path, run_key: dict[str, Any], info: Dist
 def save_checkpoint(opt: Optimisation, ckpt_root: Path, step: int, run_key: dict[str, Any], keep: int,
                     info: DistInfo, device: torch.device) -> None:
     """Write the checkpoint of `step` (every rank's RNG state, gathered; rank 0 writes)."""
-    rngs = [None] * info.world
+    rngs: list[Any] = [None] * info.world
     if info.world > 1:
         dist.all_gather_object(rngs, _rng_state(device))
     else:
@@ -294,6 +311,8 @@ def export(opt: Optimisation, path: Path, config: dict[str, Any], step: int) -> 
 
 def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, info: DistInfo) -> DataLoader:
     """This rank's batches of steps `start..tcfg.steps-1` (see StepBatchSampler)."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"train needs a data set with a length (__len__), got {type(dataset).__name__}")
     sampler = StepBatchSampler(len(dataset), tcfg.batch_size, seed, start, tcfg.steps, info.rank, info.world)
     # a private generator: iterating the loader must not draw from the global stream that resume restores
     return DataLoader(dataset, batch_sampler=sampler, num_workers=getattr(dataset, "num_workers", 0),
@@ -302,7 +321,7 @@ def step_loader(dataset: Dataset, tcfg: TrainConfig, seed: int, start: int, info
 
 # ----------------------------------------------------------------------------- the loop
 
-def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: str | Path, seed: int,
+def train(objective: Objective, dataset: Dataset, tcfg: TrainConfig, run_dir: str | Path, seed: int,
           config: dict[str, Any] | None = None, device: torch.device | str = "auto",
           desc: str = "train", *, run_key: dict[str, Any] | None = None) -> TrainResult:
     """Optimise `objective` on `dataset` for `tcfg.steps` steps; resume from `run_dir` if it holds a checkpoint.
@@ -324,7 +343,8 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
     if latest is not None and info.main:
         print(f"{desc}: resuming from {latest} (step {start} of {tcfg.steps})")
 
-    model = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1 else objective)
+    model: nn.Module = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1
+                        else objective)
     model = compiled(model, tcfg)
     loader = step_loader(dataset, tcfg, seed, start, info)
     objective.train()
@@ -340,7 +360,7 @@ def train(objective: nn.Module, dataset: Dataset, tcfg: TrainConfig, run_dir: st
         seen += len(batch[0]) * info.world
         bar.update(len(batch[0]) * info.world)
         if step % tcfg.log_every == 0 or step == tcfg.steps:
-            row = {"step": step, "lr": opt.schedulers[objective.phases[0]].get_last_lr()[0],
+            row = {"step": step, "lr": float(opt.schedulers[objective.phases[0]].get_last_lr()[0]),
                    "items_per_s": seen / max(1e-9, time.time() - t_log)} | as_floats(logs)
             if device.type == "cuda":
                 row["max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30

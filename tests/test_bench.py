@@ -31,7 +31,8 @@ def test_sampling_benchmark_layouts(sampling):
 def test_sampling_benchmark_flops(sampling):
     assert (sampling.flops > 0).all() and (sampling.latency_s > 0).all()
     assert sampling.loc["unfolded", "flops_ratio"] > 1
-    assert sampling.loc["unfolded", "flops"] / sampling.loc["folded", "flops"] == sampling.loc["unfolded", "flops_ratio"]
+    flops = sampling["flops"]
+    assert flops["unfolded"] / flops["folded"] == sampling.loc["unfolded", "flops_ratio"]
     assert "scaled_dot_product_attention" in sampling.flops_counted.iloc[0]
 
 

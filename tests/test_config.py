@@ -61,7 +61,8 @@ def test_unknown_profile():
 
 
 def test_string_overrides_are_parsed_by_type():
-    cfg = config.profile("smoke", config.parse_overrides(["quantizer.scales=[1,2,4]", "seed=7", "tokenizer.semantic_mode=all"]))
+    overrides = ["quantizer.scales=[1,2,4]", "seed=7", "tokenizer.semantic_mode=all"]
+    cfg = config.profile("smoke", config.parse_overrides(overrides))
     assert cfg.quantizer.scales == [1, 2, 4] and cfg.seed == 7 and cfg.tokenizer.semantic_mode == "all"
     with pytest.raises(ConfigError, match="expected key=value"):
         config.parse_overrides(["seed"])
@@ -93,7 +94,8 @@ def test_choice_fields_are_literals_with_their_options():
     assert typing.get_args(hints(config.TokenizerConfig)["semantic_mode"]) == ("none", "one", "all")
     assert typing.get_args(hints(config.GeneratorConfig)["layout"]) == ("folded", "unfolded", "raster")
     labels = hints(config.ReferenceNetConfig)["labels"]
-    assert typing.get_origin(labels) is list and typing.get_args(typing.get_args(labels)[0]) == ("category", "subcategory")
+    assert typing.get_origin(labels) is list
+    assert typing.get_args(typing.get_args(labels)[0]) == ("category", "subcategory")
 
 
 def test_int_fields_take_integral_floats_and_refuse_fractions():
@@ -134,7 +136,10 @@ def test_study_variant_scales_the_ema_horizon_with_the_run():
     from imagefolder import pipeline
     cfg = config.profile("cpu")
     v = pipeline.variant(cfg, {})
-    horizon = lambda t: 1 / (1 - t.ema_decay)
+
+    def horizon(t):
+        return 1 / (1 - t.ema_decay)
+
     assert horizon(v.train_tokenizer) / v.train_tokenizer.steps == pytest.approx(
         horizon(cfg.train_tokenizer) / cfg.train_tokenizer.steps, rel=1e-3)
     assert v.train_generator.ema_decay == cfg.train_generator.ema_decay == 0  # no EMA stays none

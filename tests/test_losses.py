@@ -10,9 +10,19 @@ import torch.nn.functional as F
 from imagefolder import config, pretrained
 from imagefolder.backbones import TeacherViT, build_vit
 from imagefolder.discriminator import DinoDiscriminator, PatchGAN, build_discriminator, diff_augment
-from imagefolder.losses import (LeCam, LPIPSLoss, SemanticContrastiveLoss, TeacherPerceptualLoss, TokenizerObjective,
-                                adaptive_weight, build_perceptual, gather_batch, hinge_d_loss, hinge_g_loss,
-                                semantic_branch)
+from imagefolder.losses import (
+    LeCam,
+    LPIPSLoss,
+    SemanticContrastiveLoss,
+    TeacherPerceptualLoss,
+    TokenizerObjective,
+    adaptive_weight,
+    build_perceptual,
+    gather_batch,
+    hinge_d_loss,
+    hinge_g_loss,
+    semantic_branch,
+)
 from imagefolder.tokenizer import ImageFolderTokenizer
 
 
@@ -208,7 +218,8 @@ def test_objective_registers_each_frozen_network_once():
     checkpoint must still hold each tensor once (safetensors refuses shared storage)."""
     cfg = smoke_cfg(**{"tokenizer.discriminator": "dino"})
     teacher = random_teacher(cfg)
-    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher))
+    perceptual = build_perceptual(cfg.tokenizer.perceptual_loss, teacher)
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, perceptual)
     ptrs = [v.data_ptr() for v in obj.state_dict().values() if v.numel()]
     assert len(ptrs) == len(set(ptrs))
     assert obj.discriminator.backbone is teacher and obj.perceptual.teacher is teacher
@@ -273,7 +284,8 @@ def test_discriminator_trained_alone_separates_real_from_blurred(kind):
 def test_adaptive_adversarial_weight_is_a_switch(adaptive):
     cfg = smoke_cfg(**{"tokenizer.disc_start": 0, "tokenizer.adaptive_adv_weight": adaptive})
     teacher = random_teacher(cfg)
-    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher)).train()
+    perceptual = build_perceptual(cfg.tokenizer.perceptual_loss, teacher)
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, perceptual).train()
     _, logs = obj((images(), torch.zeros(8, dtype=torch.long)), "model", 0)
     assert (logs["adaptive_w"] != 1.0) if adaptive else (logs["adaptive_w"] == 1.0)
 
@@ -281,6 +293,7 @@ def test_adaptive_adversarial_weight_is_a_switch(adaptive):
 def test_adversarial_ramp():
     cfg = smoke_cfg(**{"tokenizer.disc_start": 10, "tokenizer.adv_ramp_steps": 4})
     teacher = random_teacher(cfg)
-    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher))
+    perceptual = build_perceptual(cfg.tokenizer.perceptual_loss, teacher)
+    obj = TokenizerObjective(cfg, ImageFolderTokenizer(cfg), teacher, perceptual)
     assert [obj.adv_ramp(s) for s in (10, 11, 12, 13, 14, 100)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert TokenizerObjective(smoke_cfg(), ImageFolderTokenizer(cfg), teacher, build_perceptual(cfg.tokenizer.perceptual_loss, teacher)).adv_ramp(0) == 1.0
+    assert TokenizerObjective(smoke_cfg(), ImageFolderTokenizer(cfg), teacher, perceptual).adv_ramp(0) == 1.0

@@ -271,7 +271,8 @@ def test_reconstruction_metrics_uses_the_given_perceptual_distance():
 
 def test_codebook_usage_per_branch():
     usage = M.CodebookUsage(codebook_size=8, branches=2)
-    usage.update([torch.tensor([[[[0]], [[1]]]]), torch.stack([torch.zeros(2, 2), torch.arange(4).view(2, 2)])[None].long()])
+    usage.update([torch.tensor([[[[0]], [[1]]]]),
+                  torch.stack([torch.zeros(2, 2), torch.arange(4).view(2, 2)])[None].long()])
     usage.update([torch.tensor([[[[7]], [[7]]]])])
     assert usage.fractions() == [2 / 8, 5 / 8]
     with pytest.raises(ValueError, match="outside"):
@@ -303,8 +304,9 @@ def test_linear_probe_separable_vs_random_labels():
 
 
 def test_samples_are_scored_against_a_capped_class_spread_train_set(image_folder, net, tmp_path):
-    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder", "data.root": str(image_folder),
-                                   "data.in_memory": False, "evaluation.num_reference": 6})
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder",
+                                   "data.root": str(image_folder), "data.in_memory": False,
+                                   "evaluation.num_reference": 6})
     samples = ImageFolderDataset(cfg.data, "val").uint8_images()
     result = pipeline.score_against_train(cfg, samples, net)
     assert result["N"] == 12 and result["N_reference"] == 6
@@ -314,8 +316,8 @@ def test_samples_are_scored_against_a_capped_class_spread_train_set(image_folder
 
 
 def test_train_features_are_cached_and_score_as_computed_anew(image_folder, net, tmp_path):
-    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder", "data.root": str(image_folder),
-                                   "data.in_memory": False})
+    cfg = config.profile("smoke", {"run_dir": str(tmp_path / "runs"), "data.name": "folder",
+                                   "data.root": str(image_folder), "data.in_memory": False})
     samples = ImageFolderDataset(cfg.data, "val").uint8_images()
     cache = tmp_path / "runs" / "smoke" / "cache"
     fresh = pipeline.score_against_train(cfg, samples, net, train_images=pipeline.reference_set(cfg))
@@ -352,7 +354,8 @@ def test_val_originals_are_kept_until_a_file_or_the_teacher_changes(image_folder
     Image.new("RGB", (20, 20), (0, 0, 0)).save(image)  # one val image changes: read anew
     changed = pipeline.val_originals(cfg, perceptual)
     assert changed is not first and not torch.equal(changed.images, first.images)
-    other = pipeline.build_perceptual(cfg.evaluation.perceptual_network, pipeline.frozen_vit(cfg, "reference", trained=False))
+    random_teacher = pipeline.frozen_vit(cfg, "reference", trained=False)
+    other = pipeline.build_perceptual(cfg.evaluation.perceptual_network, random_teacher)
     assert pipeline.val_originals(cfg, other) is not changed  # another teacher: its own features
 
 

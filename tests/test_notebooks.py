@@ -18,7 +18,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))  # the six below, 
 KERNEL = "imagefolder"
 EXPECTED = {  # notebook → tables and figures it must write
     "01_token_length": ["tables/table7_token_length.csv", "tables/table7_token_length_runs.csv",
-                        "tables/table1_final_scale.csv", "tables/table1_final_scale_runs.csv", "figures/token_counts.png"],
+                        "tables/table1_final_scale.csv", "tables/table1_final_scale_runs.csv",
+                        "figures/token_counts.png"],
     "02_pq_tokenizer": ["tables/tokenizer_main.csv", "tables/table2_encoder_tuning.csv", "tables/table5c_branches.csv",
                         "tables/table8_codebook_size.csv", "tables/table8_codebook_size_runs.csv",
                         "figures/fig6_branch_zeroing.png", "figures/tokenizer_training_curve.png"],
@@ -42,7 +43,8 @@ def test_every_notebook_is_listed_and_stripped():
     assert [nb.stem for nb in NOTEBOOKS if nb.stem in EXPECTED] == list(EXPECTED)
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
-        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), \
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
             f"{path.name} has outputs: commit source notebooks stripped"
 
 
@@ -116,7 +118,8 @@ def test_readme_example_overrides_a_field_the_notebook_does_not_sweep():
     cfg = config.profile("cpu")
     swept = {k for spec in (tables.TABLE5A, tables.TABLE5B, tables.TABLE3_ROWS12)
              for variant in spec.variants(cfg).values() for k in variant} | {"quantizer.dropout_p"}  # + Fig. 7
-    assert overrides and not set(overrides) & swept, f"the README's example overrides swept fields {set(overrides) & swept}"
+    assert overrides and not set(overrides) & swept, \
+        f"the README's example overrides swept fields {set(overrides) & swept}"
     config.validate(config.apply_overrides(cfg, overrides))
 
 

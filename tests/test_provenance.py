@@ -18,7 +18,8 @@ def test_models_record_the_code_that_trained_them_and_reports_list_them(tmp_path
 
     report = results.Report("02_pq_tokenizer", "smoke", tmp_path / "results")
     report.finish(seeds=[0], data_fingerprint=None)
-    section = json.loads((tmp_path / "results" / "smoke" / "provenance.json").read_text())["sections"]["02_pq_tokenizer"]
+    provenance = json.loads((tmp_path / "results" / "smoke" / "provenance.json").read_text())
+    section = provenance["sections"]["02_pq_tokenizer"]
     assert section["git"] == results.CODE_AT_IMPORT and section["models"][str(path)] == code
 
 

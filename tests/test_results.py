@@ -209,7 +209,8 @@ def test_dirty_means_code_changed_not_results(tmp_path):
 def test_a_copy_or_an_override_run_is_a_variant(tmp_path, monkeypatch):
     monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
     df = pd.DataFrame({"variant": ["a", "b"], "x": [1.0, 2.0]})
-    for name, overrides, folder in (("03_q", {}, tmp_path / "smoke"), ("03_q", {"run_dir": "r", "threads": 1}, tmp_path / "smoke"),
+    for name, overrides, folder in (("03_q", {}, tmp_path / "smoke"),
+                                    ("03_q", {"run_dir": "r", "threads": 1}, tmp_path / "smoke"),
                                     ("07_mine", {}, tmp_path / "smoke" / "variants" / "07_mine"),
                                     ("03_q", {"quantizer.dropout_p": 0.3}, tmp_path / "smoke" / "variants" / "03_q")):
         report = R.Report("03_q", "smoke", tmp_path, name=name, overrides=overrides)
@@ -257,7 +258,8 @@ def _executed_notebook(path: Path) -> Path:
                                "utils/cpp_extension.py:183] [0/0] No CUDA runtime is found\n"),
         nbformat.v4.new_output("stream", name="stderr", text="tok-123: 50 steps in 9 s, 44 img/s, loss_model 1.2\n"),
         nbformat.v4.new_output("execute_result", data={"text/plain": "PosixPath('results/x.png')"}, execution_count=1),
-        nbformat.v4.new_output("display_data", data={"text/markdown": "| a |\n|---|\n| 1 |", "text/plain": "<Markdown>"}),
+        nbformat.v4.new_output("display_data",
+                               data={"text/markdown": "| a |\n|---|\n| 1 |", "text/plain": "<Markdown>"}),
     ]
     nb.cells = [nbformat.v4.new_markdown_cell("# 01 · A title"), code,
                 nbformat.v4.new_markdown_cell("## What this run shows")]
