@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := help
-.PHONY: help setup data lint test mutation reproduce claims html bench plan clean distclean
+.PHONY: help setup data lint test mutation reproduce notebooks train claims html bench plan clean distclean
 
 PROFILE ?= cpu## the profile to run: smoke | cpu | gpu | paper
 VENV ?= .venv## the Python environment: VENV=$CONDA_PREFIX uses an existing (conda) env, no .venv is built
@@ -78,15 +78,27 @@ variant_run = $(or $(OVERRIDES),$(filter-out $(TRACKED_NOTEBOOKS),$(1)))
 executed_dir = $(if $(call variant_run,$(1)),$(OUT)/variants/$(basename $(notdir $(1)))/executed,$(OUT)/executed)
 define run_notebook
 	mkdir -p $(call executed_dir,$(1))
-	OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill $(1) $(call executed_dir,$(1))/$(notdir $(1)) -k $(KERNEL) --cwd . -p profile $(PROFILE) \
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill $(1) $(call executed_dir,$(1))/$(notdir $(1)) -k $(KERNEL) --cwd . \
+	  --log-output --no-progress-bar -p profile $(PROFILE) \
 	  -p out_dir results -r name $(basename $(notdir $(1)))$(if $(OVERRIDES), -y '{"overrides": $(OVERRIDES)}')
 endef
 
-# Notebooks run in order; `make -j2 reproduce` runs two at a time (the cpu profile uses one thread per
-# process, and notebooks that need the same model wait for whichever trains it first).
-reproduce: $(patsubst notebooks/%.ipynb,nb-%,$(NOTEBOOKS)) ## every notebook, the claims ledger and the HTML reports
+# `make -jN reproduce` first trains every model the notebooks need in N processes (`train`), then runs the
+# notebooks N at a time, which find their models trained (the cpu profile uses one thread per process).
+reproduce: ## train every model (`train`), then every notebook, the claims ledger and the HTML reports
+	$(MAKE) train
+	$(MAKE) notebooks
 	$(PY) -m imagefolder claims --profile $(PROFILE)
-	$(MAKE) html PROFILE=$(PROFILE)
+	$(MAKE) html
+
+notebooks: $(patsubst notebooks/%.ipynb,nb-%,$(NOTEBOOKS)) ## every notebook (each trains what it needs and lacks)
+
+# The plan's runs (`make plan`) in JOBS processes (one per -j slot), each a shard of whole tokenizer groups; a run
+# two processes need is trained once (a lock per run). Kill it and run it again: every run resumes.
+train: data ## train every model `reproduce` needs (`make plan` lists them), one process per -j slot
+	@pids=; for i in $$(seq 1 $(JOBS)); do \
+	  $(PY) -m imagefolder train-all --profile $(PROFILE) --shard $$i/$(JOBS) threads=$(THREADS) & pids="$$pids $$!"; \
+	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
 
 nb-%: data ## run one notebook: make nb-03 runs notebooks/03_*.ipynb
 	$(call run_notebook,$(firstword $(wildcard notebooks/$*_*.ipynb) $(wildcard notebooks/$*.ipynb)))

@@ -134,10 +134,18 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(plan.report(_cfg(args), args.flops_per_second))
 
 
+def cmd_train_all(args: argparse.Namespace) -> None:
+    """Train every model the profile's notebooks need (the plan's runs) that is not trained yet; with
+    --shard I/N only the I-th of N shards, so that N processes share the work (`make train`)."""
+    from . import plan
+    index, count = (int(v) for v in args.shard.split("/"))
+    plan.train_all(_cfg(args), index, count)
+
+
 COMMANDS = {"config": cmd_config, "data": cmd_data, "train-tokenizer": cmd_train_tokenizer,
             "train-generator": cmd_train_generator, "evaluate": cmd_evaluate, "sample": cmd_sample,
             "bench": cmd_bench, "claims": cmd_claims, "html": cmd_html, "import-official": cmd_import_official,
-            "plan": cmd_plan}
+            "plan": cmd_plan, "train-all": cmd_train_all}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         if name == "plan":
             p.add_argument("--flops-per-second", type=float, metavar="X",
                            help="estimate each step as its FLOPs / X (a stated throughput) instead of timing it")
+        if name == "train-all":
+            p.add_argument("--shard", default="1/1", metavar="I/N",
+                           help="train only the I-th of N shards of the runs (default: %(default)s, all)")
         if name in ("claims", "html"):
             p.add_argument("--results", default="results", help="the results root (tables under <root>/<profile>/)")
             p.set_defaults(overrides=[])

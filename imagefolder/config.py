@@ -256,6 +256,7 @@ class StudyConfig:
     generator_steps: int = 20_000  # training steps of each ablation generator
     num_samples: int = 10_000  # generated images per variant for gFID / IS
     seeds: list[int] = field(default_factory=lambda: [0])  # seeds of the key ablations (spread reported)
+    budget_check_seeds: int = 1  # the first seeds whose generators `budget` also trains 4× longer
 
 
 @dataclass
@@ -369,7 +370,7 @@ def _smoke() -> Config:
     cfg.evaluator.width = 16
     cfg.evaluation = EvalConfig(num_samples=32, num_recon=32, batch_size=16, kid_subset_size=8,
                                 sample_labels="reference")
-    cfg.study = StudyConfig(tokenizer_steps=4, generator_steps=4, num_samples=16, seeds=[0, 1])
+    cfg.study = StudyConfig(tokenizer_steps=4, generator_steps=4, num_samples=16, seeds=[0, 1], budget_check_seeds=2)
     return cfg
 
 
@@ -388,15 +389,25 @@ def _cpu() -> Config:
     cfg.train_generator = TrainConfig(steps=2000, batch_size=32, lr=1e-3, warmup_steps=50, grad_clip=2.0,
                                       ema_decay=0.0, ckpt_every=500, keep_ckpts=10, amp="bf16", compile=True)
     cfg.evaluation.amp = "bf16"
-    cfg.study = StudyConfig(tokenizer_steps=500, generator_steps=250, num_samples=500, seeds=[0, 1, 2])
+    cfg.study = StudyConfig(tokenizer_steps=500, generator_steps=250, num_samples=500, seeds=[0, 1, 2],
+                            budget_check_seeds=2)
+    return cfg
+
+
+def _gpu() -> Config:
+    """One GPU, the strong-evidence profile: 64 px emoji, five seeds per ablation, and study generators trained
+    as long as the main one, so that they draw their labels' classes (README, Profiles: cost and rationale)."""
+    cfg = _small("gpu", resolution=64, patch=4, width=256, depth=6, heads=4, codebook=4096, gen_depth=12,
+                 gen_width=512)
+    cfg.study = StudyConfig(tokenizer_steps=1500, generator_steps=3000, num_samples=1000, seeds=[0, 1, 2, 3, 4],
+                            budget_check_seeds=3)
     return cfg
 
 
 PROFILES = {
     "smoke": _smoke,
     "cpu": _cpu,
-    "gpu": lambda: _small("gpu", resolution=64, patch=4, width=256, depth=6, heads=4, codebook=4096,
-                          gen_depth=12, gen_width=512),
+    "gpu": _gpu,
     "paper": _paper,
 }
 
@@ -736,6 +747,8 @@ def validate(cfg: Config) -> None:
     _need(st.tokenizer_steps >= 1, "study.tokenizer_steps", st.tokenizer_steps, "at least 1")
     _need(st.generator_steps >= 1, "study.generator_steps", st.generator_steps, "at least 1")
     _need(len(st.seeds) >= 1, "study.seeds", st.seeds, "at least one seed")
+    _need(1 <= st.budget_check_seeds <= len(st.seeds), "study.budget_check_seeds", st.budget_check_seeds,
+          f"between 1 and the {len(st.seeds)} study seeds")
 
 
 def _validate_train(t: TrainConfig, name: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import hashlib
 import importlib.metadata
@@ -69,11 +70,11 @@ def model_file(cfg: Config, model: Literal["tokenizer", "generator"]) -> Path:
 
 
 def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
-    """Overrides (relative to a `TrainConfig`) that shorten its run to `steps`: the warm-up capped at the run,
-    the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold a fifth
-    of the first weights after 500 steps: 0.997⁵⁰⁰ = 0.22), and no compiling (a short run does not repay
-    inductor's compile time; README, Profiles)."""
-    out: dict[str, Any] = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps), "compile": False}
+    """Overrides (relative to a `TrainConfig`) that change its run's length to `steps`: the warm-up capped at
+    the run, and the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold
+    a fifth of the first weights after 500 steps: 0.997⁵⁰⁰ = 0.22). Compilation stays as the profile sets it
+    (README, Profiles: with inductor's on-disk cache warm, even a study generator's 250 steps repay it)."""
+    out: dict[str, Any] = {"steps": steps, "warmup_steps": min(tcfg.warmup_steps, steps)}
     if tcfg.ema_decay > 0:
         out["ema_decay"] = max(0.0, round(1 - (1 - tcfg.ema_decay) * tcfg.steps / steps, 6))  # 0: no EMA
     return out
@@ -193,10 +194,28 @@ def _used(path: Path) -> Path:
     return path
 
 
+_ANNOUNCED: set[str] = set()  # the runs `_announce` has named in this process
+
+
+def _announce(path: Path, cfg: Config, kind: Literal["tokenizer", "generator"]) -> None:
+    """One line on stderr per run a process trains or finds (`make nb-NN` and `make train` show them); a run
+    found again in the same process is not announced again."""
+    if int(os.environ.get("RANK", "0")) != 0 or (path.exists() and str(path) in _ANNOUNCED):
+        return
+    _ANNOUNCED.add(str(path))
+    if path.exists():
+        trained = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        what = f"found (trained {trained})"
+    else:
+        what = f"training {getattr(cfg, f'train_{kind}').steps} steps, seed {cfg.seed}"
+    print(f"{kind} {path.parent.name}: {what}", file=sys.stderr, flush=True)
+
+
 def train_tokenizer(cfg: Config) -> Path:
     """Train (or resume, or find) the tokenizer of `cfg`; returns its EMA weights file."""
     path = model_file(cfg, "tokenizer")
     with _run_lock(path.parent):
+        _announce(path, cfg, "tokenizer")
         if not path.exists():
             seed_everything(cfg.seed)
             train_ds = ImageFolderDataset(cfg.data, "train")
@@ -393,6 +412,7 @@ def train_generator(cfg: Config) -> Path:
     path = model_file(cfg, "generator")
     tokenizer_path = train_tokenizer(cfg)
     with _run_lock(path.parent):
+        _announce(path, cfg, "generator")
         if path.exists():
             return _used(path)
         tokenizer, tok_cfg = load_tokenizer(tokenizer_path, device_of(cfg))

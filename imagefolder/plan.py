@@ -1,5 +1,5 @@
 """`plan`: every model a profile's `make reproduce` trains, which of them are trained already, and what the
-rest cost.
+rest cost; `train_all` trains them (`make train`: several processes, each its `shard`).
 
 The models are those of the seeded tables (every `tables.TableSpec` with variants, each variant over
 `study.seeds` at the study budget, its generator too where `spec.generator`) and the notebooks' own
@@ -24,7 +24,7 @@ from typing import Literal
 import pandas as pd
 import torch
 
-from . import bench, config, cost, pipeline, tables
+from . import bench, budget, config, cost, pipeline, tables
 from .config import Config, TrainConfig
 from .generator import Generator, GeneratorObjective
 from .quantize import ProductQuantizer
@@ -49,7 +49,8 @@ def notebook_models(cfg: Config) -> dict[str, tuple[Config, bool]]:
     trained too)."""
     return ({"main (notebooks 02, 05, 06)": (cfg, True),
              "VAR-style tokenizer, full budget (notebook 02)": (var_style_tokenizer(cfg), False)}
-            | {f"Fig. 7, p = {p} (notebook 03)": (c, False) for p, c in fig7_tokenizers(cfg).items()})
+            | {f"Fig. 7, p = {p} (notebook 03)": (c, False) for p, c in fig7_tokenizers(cfg).items()}
+            | {f"budget check, {name} (notebook 05)": (c, True) for name, c in budget.runs(cfg).items()})
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -95,6 +96,31 @@ def runs(cfg: Config) -> list[Run]:
                 entry[2].append(used_by)
     listed = [Run(kind, name, c, tuple(users)) for (_, name), (kind, c, users) in found.items()]
     return sorted(listed, key=lambda r: r.kind != "tokenizer")
+
+
+def shard(listed: list[Run], index: int, count: int) -> list[Run]:
+    """Shard `index` (1-based) of `count` of the runs: each tokenizer with the generators trained on its tokens is
+    one group, and the groups go, largest first by their steps, to the shard with the fewest steps so far (the
+    same split in every process). A generator's tokenizer is thus trained in the generator's own shard."""
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count}: the index must be between 1 and the count")
+    groups: dict[str, list[Run]] = {}
+    for run in listed:  # tokenizers come first (`runs`)
+        groups.setdefault(pipeline.tokenizer_name(run.cfg), []).append(run)
+    load = [0] * count
+    mine: list[Run] = []
+    for _, group in sorted(groups.items(), key=lambda kv: (-sum(r.train.steps for r in kv[1]), kv[0])):
+        least = load.index(min(load))
+        load[least] += sum(r.train.steps for r in group)
+        if least == index - 1:
+            mine += group
+    return mine
+
+
+def train_all(cfg: Config, index: int = 1, count: int = 1) -> list[Path]:
+    """Train (or find) every run of shard `index`/`count` of the plan, each announcing itself on stderr."""
+    return [pipeline.train_tokenizer(r.cfg) if r.kind == "tokenizer" else pipeline.train_generator(r.cfg)
+            for r in shard(runs(cfg), index, count)]
 
 
 # ----------------------------------------------------------------------------- step cost

@@ -127,3 +127,33 @@ def test_a_measured_step_is_the_median_of_the_timed_steps_after_the_warm_up(cfg,
     assert plan.measured_step_seconds(run, torch.device("cpu")) == pytest.approx(0.05, abs=0.02)
     with pytest.raises(StopIteration):
         step()  # exactly five steps ran
+
+
+def test_shards_split_the_runs_whole_tokenizer_groups_at_a_time(cfg):
+    """Every run lands in exactly one of the shards, a generator in its tokenizer's, the split is the same in
+    every process, and the shards' steps differ by at most the largest group's."""
+    listed = plan.runs(cfg)
+    shards = [plan.shard(listed, i, 3) for i in (1, 2, 3)]
+    names = [(r.kind, r.name) for s in shards for r in s]
+    assert sorted(names) == sorted((r.kind, r.name) for r in listed)
+    for part in shards:
+        tokenizers = {r.name for r in part if r.kind == "tokenizer"}
+        assert all(pipeline.tokenizer_name(r.cfg) in tokenizers for r in part if r.kind == "generator")
+    assert [r.name for r in plan.shard(list(listed), 2, 3)] == [r.name for r in shards[1]]
+    steps = [sum(r.train.steps for r in part) for part in shards]
+    group = max(sum(r.train.steps for r in listed if pipeline.tokenizer_name(r.cfg) == t)
+                for t in {pipeline.tokenizer_name(r.cfg) for r in listed})
+    assert max(steps) - min(steps) <= group
+    assert plan.shard(listed, 1, 1) == listed or sorted(r.name for r in plan.shard(listed, 1, 1)) == sorted(
+        r.name for r in listed)
+    with pytest.raises(ValueError, match="shard 4/3"):
+        plan.shard(listed, 4, 3)
+
+
+def test_the_budget_check_runs_are_planned_four_times_the_study_generator(cfg):
+    runs = _by_name(cfg)
+    long = [r for r in runs.values() if r.kind == "generator" and any(u.startswith("budget check") for u in r.used_by)]
+    assert len(long) == 7 * cfg.study.budget_check_seeds  # seven distinct generators: budget.CHECKED's rows
+    assert all(r.train.steps == 4 * cfg.study.generator_steps and r.used_by[0].startswith("budget") for r in long)
+    seeds = {r.cfg.seed for r in long}
+    assert seeds == set(cfg.study.seeds[:cfg.study.budget_check_seeds])

@@ -35,7 +35,8 @@ PERTURBATIONS = {
     "evaluator.train.betas": [0.8, 0.95],
     "teacher.labels": ["category"],
     "evaluator.labels": ["category"],
-    "study.seeds": [3],
+    "study.seeds": [3, 4],
+    "study.budget_check_seeds": 1,
 }
 
 # Fields with no valid perturbation that keeps the property, and why.
