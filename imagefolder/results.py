@@ -110,6 +110,17 @@ def table_caption(title: str, network: str | None = None, n: int | str | None = 
     return "; ".join(parts) + "."
 
 
+def budget_note(cfg: config.Config, study: bool) -> str:
+    """The budget of a study-table row (`study`: `cfg.study`) or of the profile's main models, in words, for
+    captions and the index."""
+    if study:
+        s = cfg.study
+        return (f"study budget: {s.tokenizer_steps} tokenizer + {s.generator_steps} generator steps, "
+                f"N = {s.num_samples} samples, seeds {s.seeds}")
+    return (f"full budget: {cfg.train_tokenizer.steps} tokenizer + {cfg.train_generator.steps} generator steps, "
+            f"N = {cfg.evaluation.num_samples} samples, one seed ({cfg.seed})")
+
+
 def _cell(value: Any, float_format: str) -> str:
     if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return ""
@@ -137,7 +148,10 @@ def write_table(df: pd.DataFrame, name: str, profile: str, *, title: str, networ
             "md": atomic_write_text(folder / f"{name}.md", md)}
 
 
-def save_figure(fig, name: str, profile: str, root: str | Path = "results", dpi: int = 150,
+FIGURE_DPI = 150  # figures are written at this resolution and shown at 100 pixels per inch
+
+
+def save_figure(fig, name: str, profile: str, root: str | Path = "results", dpi: int = FIGURE_DPI,
                 variant: str | None = None) -> Path:
     """Save a matplotlib figure as `figures/<name>.png` (rendered by Agg, whatever the backend)."""
     buf = io.BytesIO()
@@ -222,16 +236,34 @@ def git_commit(repo: str | Path = ".") -> dict[str, Any]:
 # that trained it (`record_model`).
 CODE_AT_IMPORT = git_commit(Path(__file__).resolve().parents[1])
 _MODELS_USED: dict[str, dict[str, Any] | None] = {}
+_TRAINED_AT: dict[str, str | None] = {}
+
+
+def trained_at(path: str | Path) -> str | None:
+    """When the model at `path` finished training: its weights file's modification time (UTC, ISO 8601),
+    None where the file is absent."""
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError:
+        return None
+    return datetime.datetime.fromtimestamp(mtime, datetime.UTC).isoformat(timespec="seconds")
 
 
 def record_model(path: str | Path, code: dict[str, Any] | None) -> None:
-    """Note that this process used the model at `path`, trained by `code` (None: not recorded)."""
+    """Note that this process used the model at `path`, trained by `code` (None: not recorded), and when
+    it was trained (`trained_at`)."""
     _MODELS_USED[str(path)] = code
+    _TRAINED_AT[str(path)] = trained_at(path)
 
 
 def models_used() -> dict[str, dict[str, Any] | None]:
     """Every model `record_model` noted in this process, with the code that trained it."""
     return dict(_MODELS_USED)
+
+
+def models_trained_at() -> dict[str, str | None]:
+    """Every model `record_model` noted in this process, with when it was trained."""
+    return dict(_TRAINED_AT)
 
 
 def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
@@ -333,8 +365,17 @@ class Report:
             from IPython.display import Markdown, display
             display(Markdown(table_markdown(df, table_caption(title, network, n, note), anchor=f"table-{name}")))
 
-    def figure(self, fig, name: str) -> None:
-        self.outputs.append(str(save_figure(fig, name, self.profile, self.root, variant=self.variant)))
+    def figure(self, fig, name: str, *, alt: str) -> None:
+        """Write `fig` as `figures/<name>.png` and display that PNG with the alt text `alt` (what the figure
+        shows, for a reader who cannot see it) in place of the notebook's own rendering of `fig`."""
+        import matplotlib.pyplot as plt
+        from IPython.display import Image, display
+        path = save_figure(fig, name, self.profile, self.root, variant=self.variant)
+        self.outputs.append(str(path))
+        png = path.read_bytes()
+        width = int.from_bytes(png[16:20], "big")  # the PNG header's width in pixels
+        display(Image(data=png, width=round(width * 100 / FIGURE_DPI), metadata={"alt": alt}))
+        plt.close(fig)
 
     def finish(self, *, seeds: Any, data_fingerprint: str | None, metric_networks: dict | None = None,
                **extra: Any) -> None:
@@ -343,5 +384,6 @@ class Report:
                                      metric_networks=metric_networks, wall_times={self.name: round(wall, 1)},
                                      notebook=self.notebook, overrides=self.overrides,
                                      override_roles=self.roles, outputs=self.outputs,
-                                     git=CODE_AT_IMPORT, models=models_used(), **extra)
+                                     git=CODE_AT_IMPORT, models=models_used(),
+                                     models_trained_at=models_trained_at(), **extra)
         update_provenance(self.profile, self.name, section, self.root, variant=self.variant)
