@@ -268,9 +268,10 @@ def _executed_notebook(path: Path) -> Path:
     return path
 
 
-def test_make_html_cleans_reports_and_writes_the_index(tmp_path):
-    from imagefolder import reports
+def test_make_html_cleans_reports_and_writes_the_index(tmp_path, monkeypatch):
+    from imagefolder import claims, reports
     from imagefolder.claims import VERDICT_RULE
+    monkeypatch.setattr(claims, "counts_line", lambda rows: f"{len(rows)} claims", raising=False)
     folder = tmp_path / "smoke"
     _executed_notebook(folder / "executed" / "01_token_length.ipynb")
     R.update_provenance("smoke", "01_token_length", {"outputs": ["results/smoke/tables/table9_branch_settings.csv",
