@@ -35,7 +35,7 @@ EXPECTED = {  # notebook → tables and figures it must write
                        "figures/generator_training_curve.png"],
     "06_latency_linear_probe": ["tables/table6_latency_flops.csv", "tables/table6_latency_flops_runs.csv",
                                 "tables/table6_paper_config_flops.csv", "tables/table4_linear_probe.csv",
-                                "tables/table4_linear_probe_runs.csv"],
+                                "tables/table4_linear_probe_runs.csv", "figures/table6_latency.png"],
 }
 
 
@@ -68,6 +68,9 @@ def test_notebook_runs_under_smoke(path, smoke_run):
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images and all(o.get("metadata", {}).get("image/png", {}).get("alt") for o in images), \
+        f"{path.name}: a figure without alt text (write figures with report.figure(..., alt=...))"
     out = smoke_run / "results" / "smoke"
     out = out if path.stem in EXPECTED else out / "variants" / path.stem  # a copy writes its own results
     missing = [f for f in EXPECTED.get(path.stem, []) if not (out / f).exists()]
@@ -77,6 +80,9 @@ def test_notebook_runs_under_smoke(path, smoke_run):
     assert section["profile"] == "smoke" and section["wall_times_s"][path.stem] > 0
     html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nb)
     assert "<html" in html and "Traceback" not in html
+    from imagefolder import reports
+    page, _ = reports.exporter().from_notebook_node(nb, resources={"profile": "smoke"})
+    assert page.count("<img") == len(images) and "No description has been provided" not in page
 
 
 def test_plan_lists_exactly_the_runs_the_notebooks_trained(smoke_run):
