@@ -194,13 +194,14 @@ def _queries(claim: ClaimBase, df: pd.DataFrame, cfg: Config | None) -> str:
     g, ks = cfg.patch_grid, _ks(claim, cfg)
     every = sorted({v["quantizer.scales"][-1] for v in claim.spec.variants(cfg).values()})
     aligned = [k for k in every if g % k == 0]
-    shown = " vs ".join(f"K = {k}" for k in ks)
+    shown, listed = " vs ".join(f"K = {k}" for k in ks), ", ".join(map(str, aligned))
+    divide, do = ("divides", "does") if len(aligned) == 1 else ("divide", "do")
     if len({g % k == 0 for k in ks}) > 1:
-        return (f"only K = {', '.join(map(str, aligned))} of the table's K = {', '.join(map(str, every))} divides "
-                f"the {g}×{g} patch grid: {shown} also sets aligned against misaligned query cells")
+        return (f"only K = {listed} of the table's K = {', '.join(map(str, every))} {divide} the {g}×{g} patch "
+                f"grid: {shown} also sets aligned against misaligned query cells")
     if aligned and not any(g % k == 0 for k in ks):
-        return (f"neither of {shown} divides the {g}×{g} patch grid (only the table's K = "
-                f"{', '.join(map(str, aligned))} does): both sides' query cells straddle patches")
+        return (f"neither of {shown} divides the {g}×{g} patch grid (only the table's K = {listed} {do}): both "
+                "sides' query cells straddle patches")
     return ""
 
 

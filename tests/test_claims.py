@@ -127,6 +127,10 @@ def test_token_length_caveats_from_the_profiles_grids():
                                               "K = 8 does): both sides' query cells straddle patches")
     larger = _claim("A larger final scale reconstructs better")
     assert claims.caveat(larger, df, cfg).startswith("neither of K = 10 vs K = 6")
+    smoke = config.profile("smoke")  # a 4×4 patch grid, Table 1's K = 2, 4, 6
+    assert (smoke.patch_grid, smoke.grid) == (4, 4)
+    assert claims.caveat(larger, df, smoke) == ("only K = 2, 4 of the table's K = 2, 4, 6 divide the 4×4 patch grid: "
+                                                "K = 6 vs K = 2 also sets aligned against misaligned query cells")
     # without a profile the caveat says what to look for; a grid that none of the table's K divides has no confound
     assert claims.caveat(longer, df) == "a K×K query grid that does not divide the patch grid straddles patches"
     paper = config.profile("paper")
