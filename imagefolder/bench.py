@@ -3,6 +3,7 @@
 - `sampling_benchmark`: batch-1 sampling latency (KV cache, CFG) and FLOPs per image of four generator
   set-ups (`generator_setups`) at the profile's generator width and depth: folded (ImageFolder),
   unfolded, VAR-style and raster (next-token), measured in one run and given as ratios to folded.
+- `attention_benchmark`: batch-1 folded sampling with L2-norm attention against scaled-dot, as a ratio.
 - `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
   positions) and VAR d16 (w1024, 680 positions); `tables.TABLE6_PAPER`'s claim judges their ratio.
 - `tokenizer_benchmark`: encode, decode and training throughput of the profile's tokenizer.
@@ -156,6 +157,35 @@ def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: 
                             "device": device_name(device)}
                            for row in rows for name in [row["layout"]] for r, t in enumerate(times[name])])
     return df, rounds
+
+
+ATTENTION_LIMIT = 1.10  # L2-norm attention may make batch-1 sampling at most this much slower (issue 29)
+
+
+def attention_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
+                        num_classes: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Batch-1 folded sampling (KV cache, CFG) with each `generator.attention`, eager and through the compiled
+    sampler, timed interleaved in one run: one row per attention and sampler with its latency and, per round,
+    its time over scaled-dot attention's on the same sampler (`slowdown`, median [p10, p90]) against
+    `ATTENTION_LIMIT`."""
+    device = torch.device(device)
+    gcfg, qcfg = generator_setups(cfg)["folded"]
+    samplers = {}
+    for attention in ("scaled_dot", "l2_norm"):
+        generator, quantizer = build_generator(dataclasses.replace(gcfg, attention=attention), qcfg, num_classes,
+                                               device, seed)
+        for sampler in ("eager", "compiled"):
+            samplers[f"{attention} {sampler}"] = _sampler(generator, quantizer, 1, device, seed, sampler == "compiled")
+    _first_calls(samplers, device)  # the compiled ones compile here, untimed
+    times = interleaved(samplers, warmup, repeats, device)
+    rows = []
+    for name, ts in times.items():
+        attention, sampler = name.split()
+        lat, slow = spread(ts), spread([t / b for t, b in zip(ts, times[f"scaled_dot {sampler}"])])
+        rows.append({"attention": attention, "sampler": sampler,
+                     "latency_s": lat["median"], "slowdown": slow["median"], "slowdown_p10": slow["p10"],
+                     "slowdown_p90": slow["p90"], "within_limit": slow["median"] <= ATTENTION_LIMIT})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- the paper's configurations
@@ -450,6 +480,10 @@ def main(cfg: Config, quick: bool = False) -> None:
         announce("sampling latency and FLOPs of the four generator set-ups")
         print(sampling_benchmark(cfg, warmup, repeats, device)[0].drop(columns="flops_counted").to_string(index=False))
         print(f"FLOPs: {FLOPS_NOTE}")
+        print("\n## Attention: L2-norm (the official VAR's) against scaled-dot, folded batch-1 sampling")
+        announce("sampling latency by attention")
+        print(attention_benchmark(cfg, warmup, repeats, device).to_string(index=False))
+        print(f"slowdown: per round, the time over scaled-dot's on the same sampler; limit {ATTENTION_LIMIT:g}")
         print("\n## FLOPs per image of the paper's generators, both with CFG")
         announce("FLOPs of the paper's generators")
         paper = paper_flops(device=device)

@@ -302,7 +302,7 @@ def _paper() -> Config:
     text allows either: uniform codebooks, φ convs with PyTorch's init, the first ⌊0.1·B⌋ samples dropped, the
     commitment summed over scales, the official semantic loss on the last branch with DINOv2 re-patched to 16,
     stochastic depth 0.1 (tokenizer) and 0.1·17/24 (generator), and the DINO-v1 ViT-S/16 discriminator with its
-    official heads. Not yet taken (README, Profiles): the DINOv2-initialised decoder and VAR's weight init."""
+    official heads. Not taken (README, Profiles, says why): the DINOv2-initialised decoder and VAR's weight init."""
     vit = ViTConfig(drop_path=0.1)
     return Config(
         profile="paper",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from imagefolder import bench, claims, config, tables
 from imagefolder.config import GeneratorConfig, QuantizerConfig
@@ -75,3 +76,15 @@ def test_tokenizer_benchmark():
     assert list(df.index) == ["encode", "decode", "train step"]
     assert (df.images_per_s > 0).all() and (df.batch == 4).all()
     assert df.images_per_s.tolist() == pytest.approx((4 / df.median_s).tolist())
+
+
+def test_attention_benchmark_times_both_attentions_on_both_samplers(monkeypatch):
+    """One row per (attention, sampler); scaled-dot's slowdown is 1 by construction, L2-norm's is its time over
+    scaled-dot's on the same sampler, per round, held against the limit."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # the compiled path's bookkeeping, not inductor
+    df = bench.attention_benchmark(config.profile("smoke"), warmup=0, repeats=3)
+    assert list(zip(df.attention, df.sampler)) == [("scaled_dot", "eager"), ("scaled_dot", "compiled"),
+                                                   ("l2_norm", "eager"), ("l2_norm", "compiled")]
+    assert (df[df.attention == "scaled_dot"].slowdown == 1).all()
+    assert (df.slowdown_p10 <= df.slowdown).all() and (df.slowdown <= df.slowdown_p90).all()
+    assert (df.within_limit == (df.slowdown <= bench.ATTENTION_LIMIT)).all() and (df.latency_s > 0).all()
