@@ -118,7 +118,7 @@ def budget_note(cfg: config.Config, study: bool) -> str:
         return (f"study budget: {s.tokenizer_steps} tokenizer + {s.generator_steps} generator steps, "
                 f"N = {s.num_samples} samples, seeds {s.seeds}")
     return (f"full budget: {cfg.train_tokenizer.steps} tokenizer + {cfg.train_generator.steps} generator steps, "
-            f"N = {cfg.evaluation.num_samples} samples, one seed ({cfg.seed})")
+            f"N = {cfg.evaluation.num_samples} samples, one training run (seed {cfg.seed})")
 
 
 def _cell(value: Any, float_format: str) -> str:
