@@ -396,11 +396,12 @@ def _cpu() -> Config:
 
 def _gpu() -> Config:
     """One GPU, the strong-evidence profile: 64 px emoji, five seeds per ablation, and study generators trained
-    as long as the main one, so that they draw their labels' classes (README, Profiles: cost and rationale)."""
+    two thirds as long as the main one, so that they draw their labels' classes (README, Profiles: cost and
+    rationale)."""
     cfg = _small("gpu", resolution=64, patch=4, width=256, depth=6, heads=4, codebook=4096, gen_depth=12,
                  gen_width=512)
-    cfg.study = StudyConfig(tokenizer_steps=1500, generator_steps=3000, num_samples=1000, seeds=[0, 1, 2, 3, 4],
-                            budget_check_seeds=3)
+    cfg.study = StudyConfig(tokenizer_steps=1500, generator_steps=2000, num_samples=1000, seeds=[0, 1, 2, 3, 4],
+                            budget_check_seeds=2)
     return cfg
 
 
