@@ -154,10 +154,11 @@ def _level(claim: LevelClaim, df: pd.DataFrame) -> Judgement:
 
 @assess.register
 def _reported(claim: Reported, df: pd.DataFrame) -> Judgement:
-    """Our numbers, named as the tables name them (a generator's FD is its gFD)."""
+    """Our numbers, named as the tables name them, each ± its sd where the table gives one (over sampling seeds)."""
     row = _row(df, claim.spec.key, claim.row)
     cols = [_metric_column(df, m) for m in claim.metrics]
-    return Judgement(", ".join(f"{'g' if c.startswith('FD') else ''}{c} {row[c]:.3g}" for c in cols), "reported")
+    sd = {c: f" ± {row[f'{c} sd']:.2g}" if f"{c} sd" in row and pd.notna(row[f"{c} sd"]) else "" for c in cols}
+    return Judgement(", ".join(f"{c} {row[c]:.3g}{sd[c]}" for c in cols), "reported")
 
 
 @assess.register

@@ -191,8 +191,21 @@ def _anchors(tables: Tables, cfg: config.Config) -> list[str]:
             out.append(f"real val images scored as if generated: {gfd} {real[gfd].iloc[0]:.3g} at N = "
                        f"{int(real['N_gen'].iloc[0])} (the floor at that N; FD falls as N grows)")
     main = tables.get("generator_main")
-    if main is not None and (fd := _metric(main, "gFD") or _metric(main, "FD")):
-        out.append(f"the main generator ({budget_note(cfg, study=False)}): {fd} {main[fd].iloc[0]:.3g}")
+    if main is not None and (fd := _metric(main, "gFD")):
+        rows = dict(zip(main["model"], main.to_dict("records")))
+        gen, rec = rows.get("ImageFolder (main)"), _metric(main, "recall")
+        ceiling = next((r for m, r in rows.items() if "ceiling" in m), None)
+        if gen is not None:
+            out.append(f"the main generator ({budget_note(cfg, study=False)}): {fd} {gen[fd]:.3g}"
+                       + (f", {rec} {gen[rec]:.3g}" if rec else "") + " (mean over sampling seeds)")
+        if ceiling is not None and rec:
+            out.append(f"its ceiling, the main tokenizer's reconstructions of val images scored as samples: {fd} "
+                       f"{ceiling[fd]:.3g}, {rec} {ceiling[rec]:.3g} (a generator of its tokens draws at best these)")
+    targets = tables.get("generator_main_targets")
+    if targets is not None:
+        out.append("the main generator's targets: " + "; ".join(
+            f"{t.target}: {t.ours:.3g} ({'met' if str(t.met) == 'True' else 'not met'})"
+            for t in targets.itertuples()))
     values = [v for name in sorted(p.stem for p in tables.folder.glob("*_runs.csv"))
               if (df := tables.get(name)) is not None and (col := _metric(df, "gFD"))
               for v in df[col].dropna()]

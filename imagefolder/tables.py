@@ -488,7 +488,7 @@ CLAIMS: tuple[ClaimBase, ...] = (  # in the ledger's order
           paper="rFID {} vs {} (Table 3 rows 6 and 2: the same recipe with PatchGAN, as ours)",
           refs=(("table3", "6", "rFID"), ("table3", "2", "rFID"))),
     Reported(text="The main generator (headline)", table="generator_main", row="ImageFolder (main)",
-             metrics=("FD", *GENERATION_METRICS),
+             metrics=("gFD", *GENERATION_METRICS),
              paper="gFID {} (Table 3 row 6: PatchGAN, as ours; the paper gives no IS, precision or recall for it); "
                    "its Table 4 model (row 7, DINO discriminator): gFID {}, IS {}, precision {}, recall {}",
              refs=(("table3", "6", "gFID"), *(("table4", "ImageFolder", c) for c in ("gFID", "IS", "Pre", "Rec")))),

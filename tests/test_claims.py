@@ -96,10 +96,12 @@ def test_level_claim(values, verdict):
 
 def test_reported_claim_states_ours_without_a_comparison():
     claim = next(c for c in tables.CLAIMS if isinstance(c, tables.Reported))
-    df = pd.DataFrame([{"model": "ImageFolder (main)", "FD_evaluator": 11.5, "IS_evaluator": 3.2,
-                        "precision_evaluator": 0.7, "recall_evaluator": 0.5, "class_consistency_evaluator": 0.8}])
+    df = pd.DataFrame([{"model": "ImageFolder (main)", "gFD_evaluator": 11.5, "gFD_evaluator sd": 0.25,
+                        "IS_evaluator": 3.2, "precision_evaluator": 0.7, "recall_evaluator": 0.5,
+                        "class_consistency_evaluator": 0.8},
+                       {"model": "the main tokenizer's reconstructions of val images (ceiling)", "gFD_evaluator": 4.0}])
     ours, verdict = claims.judge(claim, df)
-    assert verdict == "reported" and ours.startswith("gFD_evaluator 11.5, IS_evaluator 3.2")
+    assert verdict == "reported" and ours.startswith("gFD_evaluator 11.5 ± 0.25, IS_evaluator 3.2, precision")
 
 
 def test_every_kind_of_claim_in_the_ledger_has_a_rule():

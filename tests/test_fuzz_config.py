@@ -134,13 +134,14 @@ def test_just_outside_a_range_is_refused(override, message):
 # deliberate change of a profile (the latest: `generator.mode` → `generator.layout`, `tokenizer.token_layout` →
 # `tokenizer.token_source`, the fields of the official choices, and the paper profile's official
 # `quantizer.codebook_init` and `tokenizer.disc_backbone`, then `tokenizer.decoder_init` and `generator.init`
-# removed until the code reads them): runs are named by a hash of most of it, so a
+# removed until the code reads them, then `study.budget_check_seeds` added and the gpu profile's study budget
+# and seeds; no field that names a run changed): runs are named by a hash of most of it, so a
 # refactor must not move these
 PROFILE_DIGESTS = {
-    "smoke": "b1b63bd46d48c31f",
-    "cpu": "880d6af03b795388",
-    "gpu": "00d9439a3735c1e3",
-    "paper": "f0c56be26d0415b9",
+    "smoke": "c65c4b13d86793a6",
+    "cpu": "f356057e2bd55dee",
+    "gpu": "04061aa183e250c4",
+    "paper": "a70dc6f623617ace",
 }
 
 
@@ -212,7 +213,9 @@ EDGES = [
     ("evaluation.num_reference", 2, 1, "evaluation.num_reference: must be None (all) or > 1, got 1"),
     ("study.tokenizer_steps", 1, 0, "study.tokenizer_steps: must be at least 1, got 0"),
     ("study.generator_steps", 1, 0, "study.generator_steps: must be at least 1, got 0"),
-    ("study.seeds", [7], [], "study.seeds: must be at least one seed, got []"),
+    ("study.seeds", [7, 8], [], "study.seeds: must be at least one seed, got []"),  # smoke checks 2 seeds' budgets
+    ("study.budget_check_seeds", 2, 3, "study.budget_check_seeds: must be between 1 and the 2 study seeds, got 3"),
+    ("study.budget_check_seeds", 1, 0, "study.budget_check_seeds: must be between 1 and the 2 study seeds, got 0"),
 ]
 
 
