@@ -2,7 +2,8 @@
 
 - `sampling_benchmark`: batch-1 sampling latency (KV cache, CFG) and FLOPs per image of four generator
   set-ups (`generator_setups`) at the profile's generator width and depth: folded (ImageFolder),
-  unfolded, VAR-style and raster (next-token), measured in one run and given as ratios to folded.
+  unfolded, VAR-style and raster (next-token), timed in interleaved rounds of one process and given as ratios
+  to folded.
 - `attention_benchmark`: batch-1 folded sampling with L2-norm attention against scaled-dot, as a ratio.
 - `paper_flops`: FLOPs per image of the paper's two generators, ImageFolder (d17, w1088, 286 folded
   positions) and VAR d16 (w1024, 680 positions); `tables.TABLE6_PAPER`'s claim judges their ratio.
@@ -119,7 +120,7 @@ def depth_extended_flops(gcfg: GeneratorConfig, qcfg: QuantizerConfig, batch: in
 def sampling_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
                        num_classes: int = 10, seed: int = 0, compiled: bool = False
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Batch-1 sampling latency and FLOPs per image of the four `generator_setups`, in one run: (summary, one
+    """Batch-1 sampling latency and FLOPs per image of the four `generator_setups`, in one process: (summary, one
     row per set-up; rounds, one row per set-up and timing round, which pairs the set-ups round by round).
     The set-up's name is in column `layout` (Table 6's key) and its generator layout in column `mode`.
 
@@ -165,9 +166,9 @@ ATTENTION_LIMIT = 1.10  # L2-norm attention may make batch-1 sampling at most th
 def attention_benchmark(cfg: Config, warmup: int = 3, repeats: int = 15, device: torch.device | str = "cpu",
                         num_classes: int = 10, seed: int = 0) -> pd.DataFrame:
     """Batch-1 folded sampling (KV cache, CFG) with each `generator.attention`, eager and through the compiled
-    sampler, timed interleaved in one run: one row per attention and sampler with its latency and, per round,
-    its time over scaled-dot attention's on the same sampler (`slowdown`, median [p10, p90]) against
-    `ATTENTION_LIMIT`."""
+    sampler, timed in interleaved rounds of one process: one row per attention and sampler with its latency
+    and, per round, its time over scaled-dot attention's on the same sampler (`slowdown`, median [p10, p90])
+    against `ATTENTION_LIMIT`."""
     device = torch.device(device)
     gcfg, qcfg = generator_setups(cfg)["folded"]
     samplers = {}

@@ -332,7 +332,7 @@ TABLE5D = TableSpec(
     lambda cfg: {"0": {"tokenizer.semantic_mode": "none"}, "0.01": {"tokenizer.semantic_weight": 0.01},
                  "0.1": {"tokenizer.semantic_weight": 0.1}}, columns=RECON, settings=_header("table5d"),
     notebook="04_semantic_branch")
-TABLE6 = TableSpec("table6_latency_flops", "Table 6: batch-1 sampling latency and FLOPs, measured in one run",
+TABLE6 = TableSpec("table6_latency_flops", "Table 6: batch-1 sampling latency and FLOPs, timed in interleaved rounds",
                    "table6", key="layout", rows=("folded", "unfolded", "VAR-style", "raster"), repeated=True,
                    columns={"latency_s": "time (s)"}, notebook="06_latency_linear_probe",
                    aliases={"folded": "ImageFolder", "VAR-style": "VAR", "raster": "LlamaGen"})
