@@ -32,9 +32,21 @@ def test_sampling_benchmark_layouts(sampling):
 def test_sampling_benchmark_flops(sampling):
     assert (sampling.flops > 0).all() and (sampling.latency_s > 0).all()
     assert sampling.loc["unfolded", "flops_ratio"] > 1
-    flops = sampling["flops"]
-    assert flops["unfolded"] / flops["folded"] == sampling.loc["unfolded", "flops_ratio"]
     assert "scaled_dot_product_attention" in sampling.flops_counted.iloc[0]
+
+
+# One block's FLOPs in a sampling call, by hand (2 per multiply-add): width W = 16, guidance (2 batch rows),
+# scales 1 and 2, P = 2 branches. Once per call, adaLN: 2·(2·W·6W) = 6144. Per position and row: qkv 2·W·3W,
+# proj 2·W·W, MLP 2·(2·W·4W): 24·W² = 6144; attention over the n keys cached so far (QKᵀ and AV): 4·W·n = 64·n.
+#   folded, steps of l = 1, 4 positions over n = 1, 5 keys: 6144 + 2·(5·6144 + 64·(1·1 + 4·5)) = 70272;
+#   unfolded, a position per branch, l = 2, 8 over n = 2, 10: 6144 + 2·(10·6144 + 64·(2·2 + 8·10)) = 139776.
+# Depth 2 minus depth 1 leaves one block (embeddings, head and quantizer cancel).
+@pytest.mark.parametrize("layout, block_flops", [("folded", 70272), ("unfolded", 139776)])
+def test_a_blocks_sampling_flops_by_hand(layout, block_flops):
+    qcfg = QuantizerConfig(scales=[1, 2], branches=2, codebook_size=8, code_dim=4)
+    f1, f2 = (bench.sample_flops(GeneratorConfig(layout=layout, depth=d, width=16, heads=2, cfg_scale=1.0), qcfg,
+                                 num_classes=3) for d in (1, 2))
+    assert f2 - f1 == block_flops
 
 
 def test_depth_extension_is_exact():
