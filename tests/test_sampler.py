@@ -119,3 +119,47 @@ def test_the_draw_stays_on_the_logits_device():
     """Logits on the meta device give meta tokens: the uniform numbers are drawn where the logits are."""
     tokens = sample_tokens(torch.zeros(2, 3, 4, device="meta"), top_k=2, top_p=0.5)
     assert tokens.device.type == "meta" and tokens.shape == (2, 3) and tokens.dtype == torch.long
+
+
+def test_eager_sampling_never_compiles(monkeypatch):
+    """compiled=False (the default) runs the eager KV cache: no torch.compile, no static caches."""
+    model, q = _tiny_generator()
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: pytest.fail("eager sampling called torch.compile"))
+    model.sample(torch.tensor([0, 2]), q, cfg_scale=1.5, generator=torch.Generator().manual_seed(4))
+    assert model.static_kv == {}
+
+
+@pytest.mark.parametrize("labels, got", [
+    (torch.tensor([0.0, 1.0]), "torch.float32 (2,)"),  # 1-D, but not long
+    (torch.tensor([[0, 1]]), "torch.int64 (1, 2)"),  # long, but 2-D
+])
+def test_labels_of_the_wrong_kind_are_named(labels, got):
+    model, q = _tiny_generator()
+    with pytest.raises(ValueError) as err:
+        model.sample(labels, q)
+    assert str(err.value) == f"labels: expected a 1-D long tensor, got {got}"
+
+
+def test_an_unknown_class_names_the_valid_range():
+    model, q = _tiny_generator()  # three classes
+    with pytest.raises(ValueError) as err:
+        model.sample(torch.tensor([1, 3]), q)
+    assert str(err.value) == "labels: unknown class index 3; the model has 3 classes (0..2)"
+
+
+def test_forcing_without_reference_indices_is_named():
+    model, q = _tiny_generator()
+    with pytest.raises(ValueError) as err:
+        model.sample(torch.tensor([0]), q, force_branches=[1])
+    assert str(err.value) == "force_branches needs `reference` indices"
+
+
+def test_top_p_of_one_keeps_tokens_of_negligible_mass():
+    """p = 1 keeps every token, even those whose preceding mass rounds to 1 in float32 (e^-30 ≈ 1e-13)."""
+    assert candidates(torch.tensor([[0.0, -30.0, -30.0, -30.0]]))[2].tolist() == [[4]]
+
+
+def test_top_p_is_reached_at_exactly_its_mass():
+    """Four equal logits: the mass before each token is exactly 0, 0.25, 0.5, 0.75; p = 0.5 is reached by two."""
+    assert candidates(torch.zeros(1, 4), top_p=0.5)[2].tolist() == [[2]]
+    assert candidates(torch.zeros(1, 4), top_p=0.75)[2].tolist() == [[3]]

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,16 @@ import torch
 
 from imagefolder import checkpoint
 from imagefolder.config import TrainConfig
-from imagefolder.train import StepBatchSampler, as_floats, lr_factor, train
+from imagefolder.train import (
+    DistInfo,
+    StepBatchSampler,
+    as_floats,
+    build_optimisation,
+    lr_factor,
+    resume,
+    save_checkpoint,
+    train,
+)
 from tests.toy import ToyObjective, toy_dataset
 
 TCFG = TrainConfig(steps=12, batch_size=8, lr=1e-2, warmup_steps=2, ckpt_every=4, log_every=2, ema_decay=0.9)
@@ -44,6 +54,29 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     train(_fresh(), toy_dataset(), TCFG, tmp_path, seed=0, device="cpu", config={"lr": 1})
     with pytest.raises(checkpoint.CheckpointError, match="lr: 1 → 2"):
         train(_fresh(), toy_dataset(), TCFG, tmp_path, seed=0, device="cpu", config={"lr": 2})
+
+
+def test_resume_restores_this_ranks_rng_and_cuts_the_history_at_the_checkpoint(tmp_path):
+    """A fresh run starts at step 0; a resumed rank r takes the r-th saved RNG state (the last one when more
+    ranks resume than saved), and rank 0 alone rewrites history.jsonl to the rows up to the checkpoint."""
+    cpu, key = torch.device("cpu"), {"lr": 1}
+    opt = build_optimisation(_fresh(), TCFG, cpu)
+    assert resume(opt, tmp_path, key, DistInfo(), cpu) == (None, 0, [])
+    save_checkpoint(opt, tmp_path / "checkpoints", 4, key, keep=2, info=DistInfo(), device=cpu)
+    _, tensors, state = checkpoint.load_training(tmp_path / "checkpoints" / "step_00000004")
+    state["rng"] = [{"cpu": torch.Generator().manual_seed(seed).get_state()} for seed in (1, 2)]  # two ranks
+    checkpoint.save_training(tmp_path / "checkpoints", 4, tensors, state, key, keep=2)
+    rows = [{"step": 2, "loss": 0.5}, {"step": 4, "loss": 0.25}, {"step": 6, "loss": 0.125}]
+    history = tmp_path / "history.jsonl"
+    history.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    for rank, seed in ((1, 2), (2, 2), (0, 1)):
+        folder, start, kept = resume(opt, tmp_path, key, DistInfo(rank=rank, world=3), cpu)
+        assert (folder, start, kept) == (tmp_path / "checkpoints" / "step_00000004", 4, rows[:2])
+        assert torch.equal(torch.rand(5), torch.rand(5, generator=torch.Generator().manual_seed(seed))), rank
+        if rank:
+            assert len(history.read_text().splitlines()) == 3, "a rank other than 0 wrote the history"
+    assert history.read_text() == '{"step": 2, "loss": 0.5}\n{"step": 4, "loss": 0.25}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "history.jsonl"]
 
 
 def test_step_logs_are_read_as_floats_in_their_order():
