@@ -60,7 +60,8 @@ def patterns(modules: list[str]) -> list[str]:
 
 
 def run(modules: list[str]) -> int:
-    """mutmut run over the modules' patterns, at low priority, one worker per core, one torch thread each."""
+    """mutmut run over the modules' patterns, at low priority, one worker per core, one torch thread each
+    (OMP_NUM_THREADS here, `--torch-threads 1` in pyproject's [tool.mutmut] for the tests' own setting)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     (ROOT / "mutants").mkdir(exist_ok=True)
     data = ROOT / "mutants" / "data"  # the tests run inside mutants/ and read the smoke data at data/

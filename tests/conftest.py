@@ -10,9 +10,14 @@ from PIL import Image
 from imagefolder import config
 
 
+def pytest_addoption(parser):
+    parser.addoption("--torch-threads", type=int, default=2,
+                     help="torch threads per test (make mutation: 1, one per mutmut worker)")
+
+
 @pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(2)
+def _threads(request):
+    torch.set_num_threads(request.config.getoption("--torch-threads"))
 
 
 @pytest.fixture
