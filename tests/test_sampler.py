@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from imagefolder.sampler import candidates, guidance_weights, sample_tokens
+from imagefolder.sampler import Forcing, candidates, guidance_weights, sample_tokens
 
 # one row whose softmax is (0.1, 0.2, 0.3, 0.4) over tokens 0..3
 ROW = torch.tensor([[math.log(1.0), math.log(2.0), math.log(3.0), math.log(4.0)]])
@@ -163,3 +163,41 @@ def test_top_p_is_reached_at_exactly_its_mass():
     """Four equal logits: the mass before each token is exactly 0, 0.25, 0.5, 0.75; p = 0.5 is reached by two."""
     assert candidates(torch.zeros(1, 4), top_p=0.5)[2].tolist() == [[2]]
     assert candidates(torch.zeros(1, 4), top_p=0.75)[2].tolist() == [[3]]
+
+
+def _folded(scales):
+    from imagefolder.config import QuantizerConfig
+    from imagefolder.layouts import build_layout
+    return build_layout("folded", QuantizerConfig(scales=scales, branches=2, codebook_size=8, code_dim=4))
+
+
+def test_forcing_keeps_the_forced_branch_of_every_position_of_one_scale():
+    """One 2×2 scale, P = 2, branch 0 forced: each of the 4 folded positions keeps its first token, samples its
+    second."""
+    ref = [torch.arange(16).remainder(8).view(2, 2, 2, 2)]  # image 1: branch 0 holds 0..3, branch 1 4..7
+    forcing = Forcing.resolve(_folded([2]), ref, [0], torch.tensor([0, 1]))
+    assert forcing.kept_LG.tolist() == [[True, False]] * 4
+    assert forcing.tokens_BLG[1].tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]  # site by site: (branch 0, branch 1)
+    with pytest.raises(ValueError) as err:
+        Forcing.resolve(_folded([2]), ref, [0], torch.tensor([0, 1, 2]))
+    assert str(err.value) == "reference batch 2 != number of labels 3"
+
+
+def test_a_reference_batch_other_than_the_labels_is_named():
+    """Reference batch 3 against 2 labels (2 is also P, the size of the next dimension)."""
+    ref = [torch.zeros(3, 2, s, s, dtype=torch.long) for s in (1, 2)]
+    with pytest.raises(ValueError) as err:
+        Forcing.resolve(_folded([1, 2]), ref, [1], torch.tensor([0, 1]))
+    assert str(err.value) == "reference batch 3 != number of labels 2"
+
+
+def test_forcing_lives_on_the_labels_device(monkeypatch):
+    """Labels on the meta device give the forced tokens and mask there, torch.isin's two operands on one device
+    (CUDA requires it; meta does not check, so the test does)."""
+    isin = torch.isin
+    devices = []
+    monkeypatch.setattr(torch, "isin", lambda a, b: (devices.append((a.device.type, b.device.type)), isin(a, b))[1])
+    ref = [torch.zeros(3, 2, s, s, dtype=torch.long) for s in (1, 2)]
+    forcing = Forcing.resolve(_folded([1, 2]), ref, [1], torch.zeros(3, dtype=torch.long, device="meta"))
+    assert devices == [("meta", "meta")]
+    assert forcing.kept_LG.device.type == forcing.tokens_BLG.device.type == "meta"
