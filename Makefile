@@ -63,8 +63,9 @@ test: lint ## lint, then the test suite (smoke profile, ~5 min on 2 cores)
 	$(PY) -m pytest -q
 
 # Not part of `test`: mutmut over the core modules' functions (scripts/mutation.py), each mutant against the fast
-# tests that reach it, at low priority, one worker per core. Not yet run to the end: 993 of 2739 mutants took
-# 22 min on 2 shared cores (tests/MUTATION.md), so a full run is estimated at 1.5–2 h.
+# tests that reach it, one torch thread per test, at low priority, one worker per core. Not yet run to the end
+# (tests/MUTATION.md is a partial run): timed runs of stats, sampler and resume under load (two trainings on the
+# cores) extrapolate to ≈ 100 min for all 2930 mutants there, ≈ 30 min on an idle 2-core machine (not measured).
 mutation: $(STAMP) ## mutation testing of the core modules; writes tests/MUTATION.md (MODULES="stats quantize": some)
 	rm -rf mutants
 	$(PY) scripts/mutation.py run $(MODULES)
