@@ -54,7 +54,7 @@ def long_run(cfg: Config, overrides: dict, seed: int) -> Config:
     """The study variant `overrides` at `seed` with its generator trained `FACTORS[-1]`× the study steps,
     keeping a checkpoint at every multiple of the study steps (checkpointing names no run)."""
     steps = cfg.study.generator_steps
-    longer = pipeline.shorter_run(cfg.train_generator, FACTORS[-1] * steps) | {
+    longer = pipeline.run_of_length(cfg.train_generator, FACTORS[-1] * steps) | {
         "ckpt_every": steps, "keep_ckpts": FACTORS[-1]}
     return pipeline.variant(cfg, {"seed": seed} | overrides | {f"train_generator.{k}": v for k, v in longer.items()})
 

@@ -69,7 +69,7 @@ def model_file(cfg: Config, model: Literal["tokenizer", "generator"]) -> Path:
     return run_path(cfg, model, name) / "model.safetensors"
 
 
-def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
+def run_of_length(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
     """Overrides (relative to a `TrainConfig`) that change its run's length to `steps`: the warm-up capped at
     the run, and the EMA's horizon 1 / (1 − decay) the same fraction of the run (a fixed 0.997 would still hold
     a fifth of the first weights after 500 steps: 0.997⁵⁰⁰ = 0.22). Compilation stays as the profile sets it
@@ -82,14 +82,14 @@ def shorter_run(tcfg: TrainConfig, steps: int) -> dict[str, Any]:
 
 def variant(cfg: Config, overrides: dict, study: bool = True) -> Config:
     """`cfg` with `overrides`, at the ablation budget (`cfg.study`) when `study`: both runs shortened
-    (`shorter_run`) and the adversarial loss starting at the same fraction of the shorter run."""
+    (`run_of_length`) and the adversarial loss starting at the same fraction of the shorter run."""
     budget = {}
     if study:
         steps = cfg.study.tokenizer_steps
         budget = {f"{part}.{k}": v for part, tcfg, n in (("train_tokenizer", cfg.train_tokenizer, steps),
                                                          ("train_generator", cfg.train_generator,
                                                           cfg.study.generator_steps))
-                  for k, v in shorter_run(tcfg, n).items()}
+                  for k, v in run_of_length(tcfg, n).items()}
         budget["tokenizer.disc_start"] = round(cfg.tokenizer.disc_start * steps / cfg.train_tokenizer.steps)
     out = apply_overrides(cfg, budget | overrides)
     validate(out)

@@ -143,7 +143,7 @@ def test_study_variant_scales_the_ema_horizon_with_the_run():
     assert horizon(v.train_tokenizer) / v.train_tokenizer.steps == pytest.approx(
         horizon(cfg.train_tokenizer) / cfg.train_tokenizer.steps, rel=1e-3)
     assert v.train_generator.ema_decay == cfg.train_generator.ema_decay == 0  # no EMA stays none
-    short = pipeline.shorter_run(cfg.train_tokenizer, 2)  # a horizon shorter than one step: no EMA
+    short = pipeline.run_of_length(cfg.train_tokenizer, 2)  # a horizon shorter than one step: no EMA
     assert short == {"steps": 2, "warmup_steps": 2, "ema_decay": 0.0}
     assert v.train_generator.compile == cfg.train_generator.compile  # study runs compile as the profile says
 
