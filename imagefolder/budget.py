@@ -40,16 +40,6 @@ def checked_claims() -> list[Claim]:
     return [found[k] for k in CHECKED]
 
 
-def row_overrides(cfg: Config, claim: Claim, row: str) -> dict:
-    """The config overrides of `claim`'s row `row`: its table's variant of that name, or of that paper setting."""
-    spec = claim.spec
-    variants = spec.variants(cfg)
-    by_setting = dict(zip(spec.settings, variants.values()))
-    if row not in variants and row not in by_setting:
-        raise KeyError(f"table {spec.name!r} has no variant or setting {row!r}")
-    return variants[row] if row in variants else by_setting[row]
-
-
 def long_run(cfg: Config, overrides: dict, seed: int) -> Config:
     """The study variant `overrides` at `seed` with its generator trained `FACTORS[-1]`× the study steps,
     keeping a checkpoint at every multiple of the study steps (checkpointing names no run)."""
@@ -69,7 +59,7 @@ def runs(cfg: Config) -> dict[str, Config]:
     for claim in checked_claims():
         for row in claim.rows:
             for seed in seeds(cfg):
-                run = long_run(cfg, row_overrides(cfg, claim, row), seed)
+                run = long_run(cfg, claim.row_overrides(cfg, row), seed)
                 out.setdefault(f"{claim.table}: {row}, seed {seed}", run)
     return out
 
@@ -96,7 +86,7 @@ def check(cfg: Config, network: metrics.MetricNetwork) -> pd.DataFrame:
     rows = []
     for claim in checked_claims():
         for seed in seeds(cfg):
-            better, worse = (long_run(cfg, row_overrides(cfg, claim, r), seed) for r in claim.rows)
+            better, worse = (long_run(cfg, claim.row_overrides(cfg, r), seed) for r in claim.rows)
             for factor in FACTORS:
                 rows.append({"claim": claim.text, "budget": factor, "seed": seed, "better": gfd(better, factor),
                              "worse": gfd(worse, factor), "metric": f"g{fd}",

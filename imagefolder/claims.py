@@ -182,10 +182,7 @@ def judge(claim: ClaimBase, df: pd.DataFrame) -> tuple[str, str]:
 
 def _ks(claim: Claim, cfg: Config) -> list[int]:
     """The final scale K of each compared row (rows named by the paper's setting or by our variant)."""
-    spec = claim.spec
-    variants = spec.variants(cfg)
-    by_setting = dict(zip(spec.settings, variants)) if claim.by == spec.setting_column else {}
-    return [variants[by_setting.get(r, r)]["quantizer.scales"][-1] for r in claim.rows]
+    return [claim.row_overrides(cfg, r)["quantizer.scales"][-1] for r in claim.rows]
 
 
 def _queries(claim: ClaimBase, df: pd.DataFrame, cfg: Config | None) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import functools
 import hashlib
 import importlib.metadata
@@ -204,8 +203,7 @@ def _announce(path: Path, cfg: Config, kind: Literal["tokenizer", "generator"]) 
         return
     _ANNOUNCED.add(str(path))
     if path.exists():
-        trained = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-        what = f"found (trained {trained})"
+        what = f"found (trained {results.trained_at(path)})"
     else:
         what = f"training {getattr(cfg, f'train_{kind}').steps} steps, seed {cfg.seed}"
     print(f"{kind} {path.parent.name}: {what}", file=sys.stderr, flush=True)

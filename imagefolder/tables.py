@@ -79,6 +79,16 @@ class Claim(ClaimBase):
     def rows(self) -> tuple[str, ...]:
         return self.better, self.worse
 
+    def row_overrides(self, cfg: Config, row: str) -> dict:
+        """The config overrides of its row `row`: the variant of that paper setting where the claim names its
+        rows by setting (`by`), else its table's variant of that name."""
+        variants = self.spec.variants(cfg)
+        named = (dict(zip(self.spec.settings, variants.values())) if self.by == self.spec.setting_column
+                 else variants)
+        if row not in named:
+            raise KeyError(f"table {self.spec.name!r} has no {self.by or 'variant'} {row!r}")
+        return named[row]
+
     @property
     def paper_pair(self) -> tuple[Ref, Ref] | None:
         """The references of the paper's numbers of `better` and `worse` (None: it states no such pair)."""

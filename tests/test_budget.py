@@ -31,14 +31,14 @@ def test_a_long_run_shares_the_study_tokenizer_and_keeps_a_checkpoint_per_budget
 
 def test_rows_are_found_by_variant_or_by_the_papers_setting(cfg):
     dropout, = [c for c in budget.checked_claims() if c.table == "table3_rows1-2"]
-    assert budget.row_overrides(cfg, dropout, "1")["quantizer.dropout_p"] == 0.0
-    assert budget.row_overrides(cfg, dropout, "2")["quantizer.dropout_p"] == 0.1
+    assert dropout.row_overrides(cfg, "1")["quantizer.dropout_p"] == 0.0
+    assert dropout.row_overrides(cfg, "2")["quantizer.dropout_p"] == 0.1
     first = tables.TABLE1.settings[0]  # Table 1's rows go by the paper's setting
-    assert budget.row_overrides(cfg, tables.Claim(text="t", table="table1_final_scale", paper="", better=first,
-                                                  worse=first, metric="gFD"), first) == next(
+    assert tables.Claim(text="t", table="table1_final_scale", paper="", better=first, worse=first, metric="gFD",
+                        by=tables.TABLE1.setting_column).row_overrides(cfg, first) == next(
         iter(tables.TABLE1.variants(cfg).values()))
-    with pytest.raises(KeyError, match="no variant or setting 'nope'"):
-        budget.row_overrides(cfg, dropout, "nope")
+    with pytest.raises(KeyError, match="no variant 'nope'"):
+        dropout.row_overrides(cfg, "nope")
 
 
 def test_the_checked_claims_are_the_ledgers_generation_comparisons(cfg, monkeypatch):
