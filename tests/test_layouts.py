@@ -3,6 +3,7 @@ invariants (lengths, steps, indices ↔ targets, block-causal mask, inputs for t
 A new layout adds its class to `LAYOUTS` and one row to `EXAMPLES`."""
 from __future__ import annotations
 
+import types
 import typing
 
 import pytest
@@ -133,3 +134,54 @@ def test_checks_name_what_is_wrong(layout):
         layout.check_indices(idx[:-1] + [idx[-1] - 1 - idx[-1]])
     with pytest.raises(ValueError, match=f"generator layout '{layout.name}' needs the tokenizer's quantizer"):
         layout.check_quantizer(None)
+
+
+def _attributes(layout, **changed):
+    """A stand-in quantizer carrying only the four attributes a layout checks (CONTRACTS.md), as `layout`
+    expects them unless `changed`."""
+    attrs = dict(scales=list(layout.scales), branches=layout.branches, codebook_size=layout.codebook_size,
+                 code_dim=layout.code_dim) | changed
+    return types.SimpleNamespace(**attrs)
+
+
+def test_quantizer_check_compares_all_four_attributes_and_lists_every_mismatch():
+    """Each of scales, branches, codebook size and code dim is compared (scales as a sequence: a tuple of the
+    same scales passes); the message names every mismatch, in the attributes' order, and nothing else."""
+    layout = build_layout("folded", SMOKE)
+    layout.check_quantizer(_attributes(layout))
+    layout.check_quantizer(_attributes(layout, scales=tuple(layout.scales)))
+    for name, value in (("scales", [1, 2]), ("branches", 3), ("codebook_size", 65), ("code_dim", 31)):
+        with pytest.raises(ValueError, match=f"^quantizer does not match the generator: {name}: model "):
+            layout.check_quantizer(_attributes(layout, **{name: value}))
+    with pytest.raises(ValueError) as err:
+        layout.check_quantizer(_attributes(layout, branches=3, code_dim=31))
+    assert str(err.value) == ("quantizer does not match the generator: branches: model 2 vs quantizer 3; "
+                              "code_dim: model 32 vs quantizer 31")
+
+
+def test_quantizer_check_names_the_quantizers_type_and_its_missing_attributes():
+    layout = build_layout("folded", SMOKE)
+    partial = _attributes(layout)
+    del partial.codebook_size, partial.code_dim
+    with pytest.raises(ValueError) as err:
+        layout.check_quantizer(partial)
+    assert str(err.value) == ("quantizer SimpleNamespace lacks the attributes ['codebook_size', 'code_dim'] that "
+                              "CONTRACTS.md promises (scales, branches, codebook_size, code_dim)")
+
+
+@pytest.mark.parametrize("name", ["folded", "unfolded"])
+def test_next_input_names_a_missing_state_and_the_last_step(name):
+    """A scale layout's sampling step needs f̂ (from start_state) and has no input after its last scale."""
+    layout = build_layout(name, SMOKE)
+    quantizer = ProductQuantizer(SMOKE).eval()
+    idx = random_indices(layout, B=1)
+    tokens_BLG = layout.targets(idx)
+    a, b = layout.steps[0]
+    with pytest.raises(ValueError) as err:
+        layout.next_input(0, tokens_BLG[:, a:b], quantizer, None)
+    assert str(err.value) == "next_input: the state must be f̂ from start_state, got None"
+    last = len(layout.steps) - 1
+    a, b = layout.steps[last]
+    with pytest.raises(ValueError) as err:
+        layout.next_input(last, tokens_BLG[:, a:b], quantizer, layout.start_state(torch.zeros(1, 1)))
+    assert str(err.value) == f"next_input: step {last} is the last of {len(layout.scales)}; no input follows it"
