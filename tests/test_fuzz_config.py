@@ -234,6 +234,16 @@ def test_each_rule_at_its_edge(dotted, inside, outside, message):
     assert str(err.value) == message
 
 
+
+@pytest.mark.parametrize("part", ["train_tokenizer", "train_generator", "teacher.train", "evaluator.train"])
+def test_a_one_step_run_is_valid_and_a_zero_step_run_is_not(part):
+    """A run's length is valid from 1 step (warm-up 0); the smoke profile's 2-step warm-up keeps EDGES above it."""
+    data = _with(config.to_dict(config.profile("smoke")), f"{part}.warmup_steps", 0)
+    config.validate(config.from_dict(_with(data, f"{part}.steps", 1)))
+    with pytest.raises(ConfigError) as err:
+        config.validate(config.from_dict(_with(data, f"{part}.steps", 0)))
+    assert str(err.value) == f"{part}.steps: must be at least 1, got 0"
+
 def test_unknown_profile_is_named():
     with pytest.raises(ConfigError) as err:
         _validated("profile", "nope")
