@@ -142,16 +142,27 @@ def test_split_files_order_labels_and_cap(image_folder):
         (image_folder / "val" / "b" / f"{i}.png", 0) for i in range(6)]
 
 
-def test_split_folder_errors_name_the_folder_and_the_fix(image_folder, tmp_path):
+def test_split_folder_errors_name_the_folder_and_the_fix(image_folder, tmp_path, monkeypatch):
+    """A missing split names its folder and the fix in full: `make data` for the emoji set, the path (or
+    $IMAGEFOLDER_IMAGENET) for any other; a split without images names its folder."""
     assert split_folder(_data_cfg(image_folder), "train") == image_folder / "train"
-    with pytest.raises(DataError, match=r"data split not found: .*tiny/test — check the path"):
+    with pytest.raises(DataError) as err:
         split_folder(_data_cfg(image_folder), "test")
+    assert str(err.value) == (f"data split not found: {image_folder / 'test'} — check the path "
+                              f"(or set IMAGEFOLDER_IMAGENET)")
     (tmp_path / "emoji" / "train").mkdir(parents=True)
-    with pytest.raises(DataError, match=r"emoji/val — run `make data`"):
+    with pytest.raises(DataError) as err:
         split_folder(config.DataConfig(root=str(tmp_path / "emoji")), "val")
+    assert str(err.value) == f"data split not found: {tmp_path / 'emoji' / 'val'} — run `make data`"
+    monkeypatch.setenv("IMAGEFOLDER_IMAGENET_FOR_TEST", str(image_folder))
+    with pytest.raises(DataError) as err:
+        split_folder(config.DataConfig(name="imagenet", root="$IMAGEFOLDER_IMAGENET_FOR_TEST"), "test")
+    assert str(err.value) == (f"data split not found: {image_folder / 'test'} — check the path "
+                              f"(or set IMAGEFOLDER_IMAGENET)")
     (image_folder / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(DataError, match=r"no images in .*tiny/empty"):
+    with pytest.raises(DataError) as err:
         split_files(_data_cfg(image_folder), "empty", classes=["a"])
+    assert str(err.value) == f"no images in {image_folder / 'empty'}"
 
 
 EMOJI_ROOT = config.DataConfig().root

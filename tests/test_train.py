@@ -79,6 +79,26 @@ def test_resume_restores_this_ranks_rng_and_cuts_the_history_at_the_checkpoint(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "history.jsonl"]
 
 
+def test_resume_names_the_checkpoint_and_the_part_whose_tensors_differ(tmp_path):
+    """A checkpoint whose EMA lacks a tensor, or whose model has a stray one, is refused naming the folder,
+    the part (`model` or `EMA`, the prefix stripped) and the tensors, in full."""
+    cpu, key = torch.device("cpu"), {"lr": 1}
+    opt = build_optimisation(_fresh(), TCFG, cpu)
+    save_checkpoint(opt, tmp_path / "checkpoints", 4, key, keep=2, info=DistInfo(), device=cpu)
+    folder = tmp_path / "checkpoints" / "step_00000004"
+    _, tensors, state = checkpoint.load_training(folder)
+    for edit, message in (
+            (lambda t: t.pop("ema.module.2.bias"), "the EMA being trained: missing tensors ['module.2.bias']"),
+            (lambda t: t.update({"model.net.9.weight": torch.zeros(1)}),
+             "the model being trained: unexpected tensors ['net.9.weight']")):
+        edited = dict(tensors)
+        edit(edited)
+        checkpoint.save_training(tmp_path / "checkpoints", 4, edited, state, key, keep=2)
+        with pytest.raises(checkpoint.CheckpointError) as err:
+            resume(opt, tmp_path, key, DistInfo(), cpu)
+        assert str(err.value) == f"{folder} does not match {message}"
+
+
 def test_step_logs_are_read_as_floats_in_their_order():
     logs = {"loss_model": torch.tensor(0.5), "acc": 0.25, "grad_norm_model": torch.tensor(2.0, dtype=torch.float64)}
     assert as_floats(logs) == {"loss_model": 0.5, "acc": 0.25, "grad_norm_model": 2.0}
