@@ -244,6 +244,23 @@ def test_a_one_step_run_is_valid_and_a_zero_step_run_is_not(part):
         config.validate(config.from_dict(_with(data, f"{part}.steps", 0)))
     assert str(err.value) == f"{part}.steps: must be at least 1, got 0"
 
+
+def test_sizes_are_valid_from_one():
+    """Resolution, the ViT patches and the teacher's re-patching are valid at 1 (a 1-pixel image in 1-pixel
+    patches), the edge EDGES cannot reach with one field changed."""
+    config.profile("smoke", {"data.resolution": 1, "tokenizer.encoder.patch_size": 1,
+                             "tokenizer.decoder.patch_size": 1})
+    config.profile("smoke", {"tokenizer.teacher_network": "dinov2_vitb14", "tokenizer.teacher_patch_size": 1})
+
+
+def test_a_field_set_to_the_wrong_type_after_loading_is_named_from_the_top():
+    """`validate` type-checks the whole tree again: a field assigned after loading is named by its full path."""
+    cfg = config.profile("smoke")
+    cfg.quantizer.codebook_size = "64"  # type: ignore[assignment]
+    with pytest.raises(ConfigError) as err:
+        config.validate(cfg)
+    assert str(err.value) == "quantizer.codebook_size: expected an int, got '64'"
+
 def test_unknown_profile_is_named():
     with pytest.raises(ConfigError) as err:
         _validated("profile", "nope")
