@@ -107,13 +107,13 @@ def test_int_fields_take_integral_floats_and_refuse_fractions():
         config.profile("smoke", config.parse_overrides(["study.num_samples=2.7"]))
 
 
-
 def test_an_annotation_the_type_check_does_not_know_is_a_programming_error():
     """A field annotated with a type `check_value` cannot check (here a dict) fails loudly as a TypeError naming
     the annotation, not as a ConfigError blaming the user's value."""
     with pytest.raises(TypeError) as err:
         config.check_value({"a": 1}, dict[str, int], "section.field")
     assert str(err.value) == "config annotation dict[str, int] is not supported by check_value"
+
 
 def test_from_dict_checks_types_and_names_the_field():
     data = config.to_dict(config.profile("smoke"))

@@ -234,7 +234,6 @@ def test_each_rule_at_its_edge(dotted, inside, outside, message):
     assert str(err.value) == message
 
 
-
 @pytest.mark.parametrize("part", ["train_tokenizer", "train_generator", "teacher.train", "evaluator.train"])
 def test_a_one_step_run_is_valid_and_a_zero_step_run_is_not(part):
     """A run's length is valid from 1 step (warm-up 0); the smoke profile's 2-step warm-up keeps EDGES above it."""
@@ -260,6 +259,7 @@ def test_a_field_set_to_the_wrong_type_after_loading_is_named_from_the_top():
     with pytest.raises(ConfigError) as err:
         config.validate(cfg)
     assert str(err.value) == "quantizer.codebook_size: expected an int, got '64'"
+
 
 def test_unknown_profile_is_named():
     with pytest.raises(ConfigError) as err:
