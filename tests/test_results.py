@@ -302,3 +302,16 @@ def test_compare_results_flags_means_beyond_the_committed_sd(tmp_path):
     result = compare(tmp_path / "a", tmp_path / "b", [])
     assert result["difference"].tolist() == [0.5, 3.0] and result["|difference| / sd"].tolist() == [0.5, 1.5]
     assert result["beyond sd"].tolist() == [False, True]
+
+
+def test_compare_results_matches_rows_a_single_column_does_not_name(tmp_path):
+    import runpy
+    compare = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "compare_results.py"))["compare"]
+    for folder, acc in (("a", [70.0, 50.0, 60.0]), ("b", [70.0, 51.0, 60.0])):  # b: rows reordered
+        (tmp_path / folder).mkdir()
+        table = pd.DataFrame({"features": ["main", "main", "study"], "label": ["category", "subcategory", "category"],
+                              "acc": acc, "acc sd": [1.0, 2.0, 4.0]})
+        (table if folder == "a" else table.iloc[[2, 1, 0]]).to_csv(tmp_path / folder / "probe.csv", index=False)
+    result = compare(tmp_path / "a", tmp_path / "b", [])
+    assert result["row"].tolist() == ["main / category", "main / subcategory", "study / category"]
+    assert result["difference"].tolist() == [0.0, 1.0, 0.0]
