@@ -28,6 +28,7 @@ from . import bench, budget, config, cost, pipeline, tables
 from .config import Config, TrainConfig
 from .generator import Generator, GeneratorObjective
 from .quantize import ProductQuantizer
+from .train import compile_afresh
 
 Kind = Literal["tokenizer", "generator"]
 
@@ -158,6 +159,7 @@ def measured_step_seconds(run: Run, device: torch.device) -> float:
     """Median wall time of a training step of `run` on `device`: `MEASURED_STEPS` timed after the warm-up ones
     (which compile where the run compiles, and initialise the codebooks)."""
     warmup, timed = MEASURED_STEPS
+    compile_afresh(run.train)
     times = cost.interleaved({"step": _step(run, device, run.train)}, warmup=warmup, repeats=timed, device=device)
     return cost.spread(times["step"])["median"]
 

@@ -160,6 +160,14 @@ def compiled(model: nn.Module, tcfg: TrainConfig) -> nn.Module:
     return cast(nn.Module, torch.compile(model)) if tcfg.compile else model
 
 
+def compile_afresh(tcfg: TrainConfig) -> None:
+    """Where `tcfg` compiles, drop dynamo's compiled graphs, so that a run compiles as in a fresh process: one
+    that trains or times many runs of differing shapes (`train-all`, `plan`) would otherwise pass dynamo's
+    recompile limit (8 graphs per function) and run the rest eagerly."""
+    if tcfg.compile:
+        torch._dynamo.reset()
+
+
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """State dict without frozen parameters (frozen teachers are not ours to save)."""
     frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
@@ -345,6 +353,7 @@ def train(objective: Objective, dataset: Dataset, tcfg: TrainConfig, run_dir: st
 
     model: nn.Module = (DistributedDataParallel(objective, find_unused_parameters=True) if info.world > 1
                         else objective)
+    compile_afresh(tcfg)
     model = compiled(model, tcfg)
     loader = step_loader(dataset, tcfg, seed, start, info)
     objective.train()

@@ -53,16 +53,21 @@ def test_bf16_smoke_training_lowers_the_loss_without_nan(tmp_path):
 
 
 @pytest.mark.slow  # ≈ 40 s on 2 cores, mostly inductor compiling
-def test_compiled_bf16_generator_trains_like_eager(tmp_path):
+def test_compiled_bf16_generator_trains_like_eager(tmp_path, monkeypatch):
     """`train_generator.compile` (the cpu profile's path): the loss falls, nothing is NaN, and the first
-    step's loss equals the eager one's (the same batch and weights)."""
-    runs = {}
+    step's loss equals the eager one's (the same batch and weights). A compiled run first drops dynamo's
+    graphs (else `train-all`, many runs in one process, passes the recompile limit and trains eagerly)."""
+    reset, resets = torch._dynamo.reset, []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: (resets.append(1), reset()))
+    runs, resets_by = {}, {}
     for compiled in (False, True):
         cfg = config.profile("smoke", BF16 | {"run_dir": str(tmp_path / str(compiled)),
                                               "train_generator.compile": compiled})
         path = pipeline.train_generator(cfg)
         runs[compiled] = [json.loads(line)["loss_model"]
                           for line in path.with_name("history.jsonl").read_text().splitlines()]
+        resets_by[compiled] = len(resets)
+    assert resets_by == {False: 0, True: 1}
     assert all(math.isfinite(v) for v in runs[True]) and runs[True][-1] < runs[True][0], runs
     assert runs[True][0] == pytest.approx(runs[False][0], rel=0.02), runs
 
