@@ -292,9 +292,14 @@ def test_make_html_cleans_reports_and_writes_the_index(tmp_path, monkeypatch):
         reports.render("cpu", tmp_path)
 
 
-def test_compare_results_flags_means_beyond_the_committed_sd(tmp_path):
+def _compare_results():
+    """`compare` of scripts/compare_results.py (a script, not a module of the package)."""
     import runpy
-    compare = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "compare_results.py"))["compare"]
+    return runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "compare_results.py"))["compare"]
+
+
+def test_compare_results_flags_means_beyond_the_committed_sd(tmp_path):
+    compare = _compare_results()
     for folder, rfd in (("a", [10.0, 20.0]), ("b", [10.5, 23.0])):
         (tmp_path / folder).mkdir()
         table = pd.DataFrame({"variant": ["x", "y"], "rFD": rfd, "rFD sd": [1.0, 2.0]})
@@ -305,8 +310,7 @@ def test_compare_results_flags_means_beyond_the_committed_sd(tmp_path):
 
 
 def test_compare_results_matches_rows_a_single_column_does_not_name(tmp_path):
-    import runpy
-    compare = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "compare_results.py"))["compare"]
+    compare = _compare_results()
     for folder, acc in (("a", [70.0, 50.0, 60.0]), ("b", [70.0, 51.0, 60.0])):  # b: rows reordered
         (tmp_path / folder).mkdir()
         table = pd.DataFrame({"features": ["main", "main", "study"], "label": ["category", "subcategory", "category"],
